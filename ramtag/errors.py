@@ -1,0 +1,63 @@
+"""Typed errors. Every message is one line that names the file or setting and the fix.
+
+The CLI turns any :class:`RamtagError` into one red line and exit code 1 (see ``cli.py``);
+library users catch the subclass they care about.
+"""
+
+from __future__ import annotations
+
+
+class RamtagError(Exception):
+    """Base class of every error ramtag raises on purpose (bad input, missing weights, ...)."""
+
+    exit_code: int = 1
+
+
+class UsageError(RamtagError):
+    """The command line or API call itself is wrong (conflicting options, bad values)."""
+
+    exit_code = 2
+
+
+class InputError(RamtagError):
+    """A user-supplied file (image, list, config) is missing, unreadable or malformed."""
+
+
+class ImageDecodeError(InputError):
+    """One image could not be decoded; the run skips it and goes on."""
+
+
+class WeightsError(RamtagError):
+    """Named weights are unknown, not downloaded, or their files are inconsistent."""
+
+
+class CheckpointError(WeightsError):
+    """A checkpoint's keys or shapes do not match the architecture (message lists the keys)."""
+
+
+class VocabularyError(WeightsError):
+    """A tag list, Chinese tag list or threshold list is malformed or has the wrong length."""
+
+
+class DownloadError(RamtagError):
+    """A download failed (network, HTTP status, checksum mismatch)."""
+
+
+class OfflineError(DownloadError):
+    """A file is needed but not cached, and downloads are disabled (HF_HUB_OFFLINE / RAMTAG_OFFLINE)."""
+
+
+class LLMError(RamtagError):
+    """The OpenAI-compatible LLM server could not be used (connection, auth, model, answers)."""
+
+
+class SidecarError(RamtagError):
+    """An existing XMP sidecar cannot be merged safely (not valid XML); it is left untouched."""
+
+
+class ExiftoolError(RamtagError):
+    """exiftool is missing, failed, or timed out while embedding metadata."""
+
+
+class TrainingError(RamtagError):
+    """Training data or training options are unusable."""
