@@ -1,0 +1,59 @@
+"""Result records passed from the model stage to the writers (plain data, no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TagScore:
+    """One selected tag of one image."""
+
+    name: str  # English tag name (or the open-set tag as the user typed it)
+    score: float  # sigmoid(logit), in [0, 1]
+    threshold: float  # the threshold it beat (score > threshold)
+    name_zh: str | None = None  # Chinese name where the vocabulary has one (trailing spaces stripped)
+    open_set: bool = False  # True for a tag added at run time
+
+    def display_name(self, lang: str = "en") -> str:
+        """The name to write for ``lang`` ("en" or "zh"); falls back to English."""
+        if lang == "zh" and self.name_zh:
+            return self.name_zh.strip()
+        return self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "score": round(self.score, 6), "threshold": self.threshold}
+        if self.name_zh:
+            d["name_zh"] = self.name_zh.strip()
+        if self.open_set:
+            d["open_set"] = True
+        return d
+
+
+@dataclass
+class ImageTags:
+    """The outcome for one input image: its selected tags, or why it was skipped."""
+
+    path: Path | None  # the image file (None for in-memory images)
+    tags: list[TagScore] = field(default_factory=list)  # selected tags, highest score first
+    scores: dict[str, float] | None = None  # every tag's score (only with all_scores=True)
+    error: str | None = None  # one-line reason when the image was skipped; tags are then empty
+    index: int = 0  # position in the input order
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def tag_names(self, lang: str = "en") -> list[str]:
+        return [t.display_name(lang) for t in self.tags]
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"path": str(self.path) if self.path is not None else None}
+        if self.error is not None:
+            d["error"] = self.error
+        d["tags"] = [t.to_dict() for t in self.tags]
+        if self.scores is not None:
+            d["scores"] = {k: round(v, 6) for k, v in self.scores.items()}
+        return d
