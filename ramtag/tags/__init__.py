@@ -1,5 +1,6 @@
-"""Tag vocabulary (names, Chinese names, thresholds) and the decision rule logits -> tags."""
+"""Tag vocabulary (names, Chinese names, thresholds) and the decision rule scores -> tags."""
 
-from .vocab import Vocabulary, read_tag_list, read_thresholds
+from .decide import decide, effective_thresholds
+from .vocab import OPEN_SET_THRESHOLD, Vocabulary, read_tag_list, read_thresholds
 
-__all__ = ["Vocabulary", "read_tag_list", "read_thresholds"]
+__all__ = ["OPEN_SET_THRESHOLD", "Vocabulary", "decide", "effective_thresholds", "read_tag_list", "read_thresholds"]

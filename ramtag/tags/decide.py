@@ -1,0 +1,63 @@
+"""Decide tags from scores: the official rule (score > per-tag threshold), plus user overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..results import TagScore
+from .vocab import Vocabulary
+
+
+def effective_thresholds(vocab: Vocabulary, threshold: float | None = None) -> np.ndarray:
+    """Per-tag thresholds as float32 (T,); ``threshold`` replaces the built-in ones (open-set tags keep theirs)."""
+    th = np.asarray(vocab.thresholds, dtype=np.float64)
+    if threshold is not None:
+        builtin = ~np.asarray(vocab.open_set, dtype=bool)
+        th = np.where(builtin, threshold, th)
+    return th
+
+
+def decide(
+    scores: np.ndarray,
+    vocab: Vocabulary,
+    *,
+    threshold: float | None = None,
+    top_k: int | None = None,
+) -> list[list[TagScore]]:
+    """Select tags for each image.
+
+    Args:
+        scores: (B, T) float array of sigmoid scores in [0, 1], columns in ``vocab`` order.
+        vocab: the vocabulary the scores belong to.
+        threshold: if given, replaces every built-in tag's threshold (open-set tags keep their own).
+        top_k: keep at most this many selected tags per image (highest scores first).
+
+    Returns:
+        Per image, the selected tags (``score > threshold``, strictly, as the official code does),
+        sorted by score, highest first.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[1] != len(vocab):
+        raise ValueError(f"scores must be (B, {len(vocab)}), got {scores.shape}")
+    th = effective_thresholds(vocab, threshold)
+    selected = scores > th[None, :]  # (B, T)
+    out: list[list[TagScore]] = []
+    zh: Sequence[str] | None = vocab.names_zh
+    for b in range(scores.shape[0]):
+        idx = np.flatnonzero(selected[b])
+        idx = idx[np.argsort(-scores[b, idx], kind="stable")]
+        if top_k is not None:
+            idx = idx[:top_k]
+        out.append([
+            TagScore(
+                name=vocab.names[i],
+                score=float(scores[b, i]),
+                threshold=float(th[i]),
+                name_zh=zh[i] if zh is not None else None,
+                open_set=vocab.open_set[i],
+            )
+            for i in idx
+        ])
+    return out
