@@ -1,0 +1,283 @@
+"""The ``ramtag`` command line: each command is a few lines calling one importable function.
+
+This is the only module that uses typer/rich. It does not import torch at module level, so
+``ramtag --help`` is instant. Library errors (:class:`ramtag.errors.RamtagError`) become one red
+line and exit code 1 (2 for usage errors) in :func:`main`, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from .errors import RamtagError
+
+app = typer.Typer(
+    name="ramtag",
+    help="Auto-tag photo libraries with RAM++ (Recognize Anything Plus): 4,585 tags plus your own "
+    "open-set tags, written to XMP sidecars, embedded metadata or JSON Lines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+weights_app = typer.Typer(help="List, download, import and remove tagging weights.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+err = Console(stderr=True, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+class WriteMode(str, Enum):
+    xmp = "xmp"
+    embed = "embed"
+    json = "json"
+    none = "none"
+
+
+class SidecarName(str, Enum):
+    ext = "ext"
+    replace = "replace"
+
+
+class Lang(str, Enum):
+    en = "en"
+    zh = "zh"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cuda = "cuda"
+    mps = "mps"
+    cpu = "cpu"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+# Options shared by `tag` and `describe`.
+LLMBaseURL = Annotated[str | None, typer.Option("--llm-base-url", help="OpenAI-compatible server, e.g. "
+                       "http://localhost:11434/v1 (Ollama). Env: RAMTAG_LLM_BASE_URL.", rich_help_panel="Open-set")]
+LLMModel = Annotated[str | None, typer.Option("--llm-model", help="Model name on that server. Env: "
+                     "RAMTAG_LLM_MODEL.", rich_help_panel="Open-set")]
+LLMKey = Annotated[str | None, typer.Option("--llm-api-key", envvar="OPENAI_API_KEY", show_envvar=True,
+                   help="API key (prefer the env variable; never logged or cached).", rich_help_panel="Open-set")]
+
+
+def _setup_logging(verbose: bool, quiet: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+
+
+@app.command()
+def tag(
+    paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (walked recursively).")],
+    write: Annotated[WriteMode, typer.Option("--write", help="Where tags go: XMP sidecars, embedded in the "
+                     "image (exiftool), one JSON Lines file, or nowhere.", rich_help_panel="Output")] = WriteMode.xmp,
+    json_file: Annotated[Path | None, typer.Option("--json", help="Also write JSON Lines (one object per image) "
+                         "to FILE; '-' for stdout.", rich_help_panel="Output")] = None,
+    all_scores: Annotated[bool, typer.Option("--all-scores", help="Put every tag's score in the JSON.",
+                          rich_help_panel="Output")] = False,
+    sidecar_name: Annotated[SidecarName, typer.Option("--sidecar-name", help="ext: photo.jpg.xmp (digiKam, "
+                            "darktable, Immich); replace: photo.xmp (Adobe).", rich_help_panel="Output")] = SidecarName.ext,
+    hierarchy_root: Annotated[str, typer.Option("--hierarchy-root", help="Parent of hierarchical keywords "
+                              "(ramtag|dog); '' for flat.", rich_help_panel="Output")] = "ramtag",
+    lang: Annotated[Lang, typer.Option("--lang", help="Tag names to write.", rich_help_panel="Output")] = Lang.en,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be written; write nothing.",
+                       rich_help_panel="Output")] = False,
+    no_backup: Annotated[bool, typer.Option("--no-backup", help="--write embed: do not keep exiftool's "
+                         "*_original copy.", rich_help_panel="Output")] = False,
+    repair_sidecars: Annotated[bool, typer.Option("--repair-sidecars", help="Replace sidecars that are not "
+                               "valid XML, keeping the old file as *.bak.", rich_help_panel="Output")] = False,
+    threshold: Annotated[float | None, typer.Option("--threshold", min=0.0, max=1.0, help="One threshold for "
+                         "every built-in tag instead of the per-tag ones.", rich_help_panel="Tags")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="At most K tags per image.",
+                     rich_help_panel="Tags")] = None,
+    open_set: Annotated[str | None, typer.Option("--open-set", help="Extra tags, comma-separated; "
+                        "'tag=0.6' sets a threshold.", rich_help_panel="Open-set")] = None,
+    open_set_file: Annotated[Path | None, typer.Option("--open-set-file", help="Extra tags, one per line "
+                             "('#' comments).", rich_help_panel="Open-set")] = None,
+    only_open_set: Annotated[bool, typer.Option("--only-open-set", help="Score only the open-set tags.",
+                             rich_help_panel="Open-set")] = False,
+    open_set_threshold: Annotated[float, typer.Option("--open-set-threshold", min=0.0, max=1.0,
+                                  help="Default threshold of open-set tags.", rich_help_panel="Open-set")] = 0.5,
+    descriptions: Annotated[Path | None, typer.Option("--descriptions", help="Tag descriptions JSON (official "
+                            "format, see `ramtag describe --json`) instead of asking an LLM.",
+                            rich_help_panel="Open-set")] = None,
+    clip: Annotated[Path | None, typer.Option("--clip", help="Local CLIP ViT-B/16 weights (OpenAI "
+                    "state-dict format) for open-set text embeddings.", rich_help_panel="Open-set")] = None,
+    llm_base_url: LLMBaseURL = None,
+    llm_model: LLMModel = None,
+    llm_api_key: LLMKey = None,
+    require_llm: Annotated[bool, typer.Option("--require-llm", help="Fail instead of falling back to CLIP "
+                           "prompt templates when no LLM answers.", rich_help_panel="Open-set")] = False,
+    weights: Annotated[str | None, typer.Option("--weights", help="Registry name or weights folder "
+                       "(default: ram-plus-swin-l-14m, downloaded on first use).", rich_help_panel="Model")] = None,
+    device: Annotated[Device, typer.Option("--device", rich_help_panel="Model")] = Device.auto,
+    precision: Annotated[Precision, typer.Option("--precision", help="auto: bf16 autocast on GPUs; fp32 for "
+                         "exact parity with the official code.", rich_help_panel="Model")] = Precision.auto,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, rich_help_panel="Model")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=0, help="Decoding processes.",
+                       rich_help_panel="Model")] = None,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (GPU).",
+                             rich_help_panel="Model")] = False,
+    draft: Annotated[bool, typer.Option("--draft", help="Faster JPEG decoding at reduced size (not bit-exact).",
+                     rich_help_panel="Model")] = False,
+    no_exif_orientation: Annotated[bool, typer.Option("--no-exif-orientation", help="Ignore EXIF rotation, "
+                                   "as the official code does.", rich_help_panel="Inputs")] = False,
+    hidden: Annotated[bool, typer.Option("--hidden", help="Include dot-files and dot-folders.",
+                      rich_help_panel="Inputs")] = False,
+    no_recursive: Annotated[bool, typer.Option("--no-recursive", help="Do not descend into sub-folders.",
+                            rich_help_panel="Inputs")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Re-tag images already tagged with the same settings.",
+                     rich_help_panel="Inputs")] = False,
+    state_db: Annotated[Path | None, typer.Option("--state-db", help="SQLite file recording what was tagged "
+                        "(default: in the ramtag cache).", rich_help_panel="Inputs")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-image lines or progress bar.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Tag images and write the tags (XMP sidecars by default)."""
+    from . import api
+
+    _setup_logging(verbose, quiet)
+    open_opts = api.OpenSetOptions(
+        tags=open_set, tags_file=open_set_file, only_open_set=only_open_set, threshold=open_set_threshold,
+        descriptions=descriptions, clip=clip, llm_base_url=llm_base_url, llm_model=llm_model,
+        llm_api_key=llm_api_key, require_llm=require_llm,
+    )
+    tagger = api.load_tagger(weights, device=device.value, precision=precision.value, open_set=open_opts,
+                             compile=compile_model)
+    opts = api.TagOptions(threshold=threshold, top_k=top_k, all_scores=all_scores, lang=lang.value,
+                          batch_size=batch_size, workers=workers, exif_orientation=not no_exif_orientation,
+                          recursive=not no_recursive, include_hidden=hidden, draft=draft)
+    to_stdout = json_file is not None and str(json_file) == "-"
+    wopts = api.WriteOptions(mode=write.value, json_path=None if to_stdout else json_file,
+                             sidecar_name=sidecar_name.value, hierarchy_root=hierarchy_root, dry_run=dry_run,
+                             backup=not no_backup, repair_sidecars=repair_sidecars)
+    for note in tagger.notes:
+        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    summary = _run_with_progress(api, paths, tagger, opts, wopts, force=force, state_db=state_db,
+                                 quiet=quiet, to_stdout=to_stdout, lang=lang.value)
+    _print_summary(summary)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _run_with_progress(api: Any, paths: list[Path], tagger: Any, opts: Any, wopts: Any, *, force: bool,
+                       state_db: Path | None, quiet: bool, to_stdout: bool, lang: str) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("[bold]tagging"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=err, transient=True, disable=quiet)
+    task = progress.add_task("tag", total=None)
+
+    def on_progress(event: str, done: int, total: int) -> None:
+        if event == "discovered":
+            progress.update(task, total=total)
+        elif event == "image":
+            progress.update(task, completed=done)
+
+    def on_result(res: Any) -> None:
+        if to_stdout:
+            sys.stdout.write(json.dumps(res.to_dict(), ensure_ascii=False) + "\n")
+        elif res.ok and not quiet:
+            progress.console.print(f"[bold]{escape(str(res.path))}[/]: "
+                                   f"{escape(', '.join(res.tag_names(lang)) or '(no tags)')}", highlight=False)
+        if not res.ok:
+            progress.console.print(f"[red]skipped[/] {escape(str(res.path))}: {escape(res.error or '')}",
+                                   highlight=False)
+
+    with progress:
+        return api.tag_library(paths, tagger, options=opts, write=wopts, force=force, state_db=state_db,
+                               progress=on_progress, on_result=on_result)
+
+
+def _print_summary(summary: Any) -> None:
+    for note in summary.notes:
+        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    parts = [f"{summary.found} images found", f"{summary.tagged} tagged"]
+    if summary.unchanged:
+        parts.append(f"{summary.unchanged} unchanged since the last run")
+    parts.append(f"{summary.written} written")
+    parts.append(f"{len(summary.failed)} failed")
+    err.print(", ".join(parts) + f" ({summary.images_per_second:.1f} images/s)", highlight=False)
+    if summary.failed:
+        err.print("[red]failed:[/]")
+        for path, reason in summary.failed[:50]:
+            err.print(f"  {path}: {reason}", highlight=False, markup=False)
+        if len(summary.failed) > 50:
+            err.print(f"  ... and {len(summary.failed) - 50} more")
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """Show the known weights and which are installed."""
+    from .weights import list_weights
+
+    for info in list_weights():
+        mark = "[green]installed[/]" if info.installed else "[dim]not downloaded[/]"
+        out.print(f"[bold]{info.name}[/]  {mark}  {info.description}")
+        if info.installed:
+            out.print(f"    {info.path}", highlight=False)
+
+
+@weights_app.command("download")
+def weights_download(
+    name: Annotated[str | None, typer.Argument(help="Registry name (default: ram-plus-swin-l-14m).")] = None,
+) -> None:
+    """Download weights from Hugging Face into the cache and convert them once."""
+    from .weights import download_weights
+
+    path = download_weights(name) if name else download_weights()
+    err.print(f"[green]ready:[/] {path}", highlight=False)
+
+
+@weights_app.command("import")
+def weights_import(
+    checkpoint: Annotated[Path, typer.Argument(help="An official RAM++ .pth checkpoint (or a ramtag weights folder).")],
+    tag_list: Annotated[Path, typer.Option("--tag-list", help="Tag names, one per line.")],
+    thresholds: Annotated[Path, typer.Option("--thresholds", help="Per-tag thresholds, one per line.")],
+    name: Annotated[str, typer.Option("--name", help="Name to use with --weights.")],
+    tag_list_zh: Annotated[Path | None, typer.Option("--tag-list-zh", help="Chinese tag names.")] = None,
+) -> None:
+    """Import a checkpoint you already have (converted once to ramtag's format)."""
+    from .weights import import_checkpoint
+
+    path = import_checkpoint(checkpoint, tag_list=tag_list, thresholds=thresholds, tag_list_zh=tag_list_zh, name=name)
+    err.print(f"[green]imported:[/] {name} -> {path}", highlight=False)
+
+
+@weights_app.command("remove")
+def weights_remove(name: Annotated[str, typer.Argument(help="Installed weights name.")]) -> None:
+    """Delete installed weights from the cache."""
+    from .weights import remove_weights
+
+    remove_weights(name)
+    err.print(f"removed {name}")
+
+
+def main() -> None:
+    """Console-script entry point: the one place where library errors become exit codes."""
+    try:
+        app()
+    except RamtagError as e:
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
