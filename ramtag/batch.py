@@ -1,0 +1,182 @@
+"""Batches of model inputs: image files (or in-memory images) -> ``(B, 3, S, S)`` float tensors.
+
+Decoding and resizing are the slow, CPU-bound part of tagging, so a ``torch.utils.data.DataLoader`` runs
+them in ``workers`` processes while the model works on the previous batch. Batches come out in input
+order. A file that fails (decode error, or any other exception in the worker) becomes a failure record in
+its batch; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Union
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from ramtag.decode import decode_image, to_rgb
+from ramtag.errors import ImageDecodeError, UsageError
+
+log = logging.getLogger(__name__)
+
+# What the loader accepts per item: a file, or an image already in memory (API users).
+Item = Union[str, Path, Image.Image]  # noqa: UP007 -- a runtime alias, must work on Python 3.10
+# RGB PIL image -> (3, S, S) float32 tensor (the weights' resize + normalize).
+Transform = Callable[[Image.Image], Tensor]
+# One dataset item: (image (3, S, S) float32 or None, index into the input list, error or None).
+Sample = tuple[Union[Tensor, None], int, Union[str, None]]  # noqa: UP007
+
+
+@dataclass
+class Batch:
+    """One batch of model inputs.
+
+    Attributes:
+        images: ``(B, 3, S, S)`` float32, normalized, the images that decoded; B may be 0 (then the
+            tensor is ``(0, 3, 0, 0)`` and the caller skips the model for this batch).
+        indices: B positions in the loader's input list, in order, one per row of ``images``.
+        paths: B paths, one per row (None for in-memory images).
+        failures: ``(index, path, error)`` for each item of this batch that failed; ``error`` is one line
+            naming the file and the reason.
+    """
+
+    images: Tensor  # (B, 3, S, S) float32
+    indices: list[int]
+    paths: list[Path | None]
+    failures: list[tuple[int, Path | None, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def pin_memory(self) -> Batch:
+        """Called by the DataLoader when ``pin_memory=True``: page-locked images for faster H2D copies."""
+        return replace(self, images=self.images.pin_memory())
+
+
+def _item_path(item: Item) -> Path | None:
+    return None if isinstance(item, Image.Image) else Path(item)
+
+
+class ImageDataset(Dataset[Sample]):
+    """Map-style dataset over files (or in-memory images): ``dataset[i] -> (image, i, error)``.
+
+    ``image`` is ``transform(rgb)``, a ``(3, S, S)`` float32 tensor, or None when the item failed; then
+    ``error`` is a one-line reason. Nothing raised while decoding or transforming escapes ``__getitem__``.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[Item],
+        transform: Transform,
+        *,
+        exif_orientation: bool = True,
+        draft_size: int | None = None,
+    ):
+        self.items = list(items)
+        self.transform = transform
+        self.exif_orientation = exif_orientation
+        self.draft_size = draft_size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Sample:
+        item = self.items[index]
+        name = f"in-memory image #{index}" if isinstance(item, Image.Image) else str(item)
+        try:
+            if isinstance(item, Image.Image):
+                rgb = to_rgb(item, exif_orientation=self.exif_orientation)
+            else:
+                rgb = decode_image(item, exif_orientation=self.exif_orientation, draft_size=self.draft_size)
+            image = self.transform(rgb)  # (3, S, S)
+            if not isinstance(image, Tensor) or image.ndim != 3:
+                shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+                return None, index, f"{name}: the transform returned {shape}, expected a (3, S, S) tensor"
+            return image, index, None
+        except ImageDecodeError as err:
+            return None, index, str(err)
+        except Exception as err:  # anything else must not kill the run: record it for this file
+            log.debug("unexpected error on %s", name, exc_info=True)
+            detail = " ".join(str(err).split()) or "no message"
+            return None, index, f"{name}: unexpected {type(err).__name__} while decoding ({detail})"
+
+
+def collate(samples: list[Sample], items: Sequence[Item]) -> Batch:
+    """Stack the good samples into ``(B, 3, S, S)`` and pass the failures through.
+
+    A sample whose tensor shape differs from the batch's first good sample becomes a failure too (a
+    misbehaving transform must not lose the whole batch).
+    """
+    images: list[Tensor] = []
+    indices: list[int] = []
+    failures: list[tuple[int, Path | None, str]] = []
+    for image, index, error in samples:
+        path = _item_path(items[index])
+        if image is None:
+            failures.append((index, path, error or f"{path}: failed"))
+        elif images and image.shape != images[0].shape:
+            failures.append(
+                (index, path, f"{path}: transform gave shape {tuple(image.shape)}, "
+                 f"the batch has {tuple(images[0].shape)}")
+            )
+        else:
+            images.append(image)
+            indices.append(index)
+    stacked = torch.stack(images) if images else torch.empty((0, 3, 0, 0))  # (B, 3, S, S)
+    return Batch(
+        images=stacked,
+        indices=indices,
+        paths=[_item_path(items[i]) for i in indices],
+        failures=failures,
+    )
+
+
+def make_loader(
+    items: Sequence[Item],
+    transform: Transform,
+    *,
+    batch_size: int,
+    workers: int,
+    pin_memory: bool = False,
+    exif_orientation: bool = True,
+    draft_size: int | None = None,
+    prefetch_factor: int = 2,
+) -> DataLoader[Sample]:
+    """A DataLoader yielding :class:`Batch` objects over ``items`` in order (``len(loader)`` batches).
+
+    Args:
+        items: image files (str/Path) and/or in-memory ``PIL.Image``s; indices in each batch refer to
+            positions in this sequence.
+        transform: RGB ``PIL.Image`` -> ``(3, S, S)`` float32 tensor. With ``workers > 0`` it is sent to the
+            worker processes, so it must be picklable (torchvision transforms are).
+        batch_size: images per batch (the last batch may be smaller; failed files make batches smaller).
+        workers: decoding processes; 0 decodes in the calling process.
+        pin_memory: page-locked batches for faster copies to a CUDA device.
+        exif_orientation, draft_size: passed to :func:`ramtag.decode.decode_image`.
+        prefetch_factor: batches each worker prepares ahead (ignored when ``workers == 0``).
+    """
+    if batch_size < 1:
+        raise UsageError(f"batch size must be at least 1, got {batch_size}; pass --batch-size 1 or more")
+    if workers < 0:
+        raise UsageError(f"workers must be 0 or more, got {workers}; pass --workers 0 to decode in-process")
+    if draft_size is not None and draft_size < 1:
+        raise UsageError(f"draft size must be a positive number of pixels, got {draft_size}")
+    items = list(items)
+    dataset = ImageDataset(items, transform, exif_orientation=exif_orientation, draft_size=draft_size)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=partial(collate, items=items),
+        pin_memory=pin_memory,
+        prefetch_factor=prefetch_factor if workers > 0 else None,
+        persistent_workers=False,
+        in_order=True,
+    )
