@@ -1,0 +1,239 @@
+"""ramtag's own weights format: a directory with ``model.safetensors`` + ``ramtag.json``.
+
+``model.safetensors`` holds the tensors under ramtag's names (:class:`ramtag.model.RamPlus`);
+it is read with safetensors, never unpickled. ``ramtag.json`` holds everything else needed to use them::
+
+    {"format": "ramtag-weights", "format_version": 1,
+     "architecture": RamPlusConfig.to_dict(),
+     "vocabulary": Vocabulary.to_dict(),          # names, thresholds, names_zh, open_set
+     "preprocessing": Preprocessing.to_dict(),
+     "provenance": {...},                         # where the files and descriptions came from, sha256s
+     "files": {"model.safetensors": {"bytes": n, "sha256": "..."}}}
+
+Both files are written atomically; ``ramtag.json`` is written last, so a directory with a
+``ramtag.json`` always has the matching tensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import CheckpointError, VocabularyError, WeightsError
+from .model.config import RamPlusConfig
+from .tags.vocab import Vocabulary
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from .model.ram_plus import RamPlus
+
+FORMAT = "ramtag-weights"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+META_FILE = "ramtag.json"
+_FIX = "re-import with `ramtag weights import` (or `ramtag weights download` for registry weights)"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images become model input; stored with the weights, applied by :mod:`ramtag.preprocess`."""
+
+    image_size: int  # square input side S in pixels; images are resized to S x S
+    mean: tuple[float, float, float]  # per-channel mean subtracted after scaling pixels to [0, 1] (RGB order)
+    std: tuple[float, float, float]  # per-channel std the result is divided by (RGB order)
+    interpolation: str = "bilinear"  # Pillow resampling filter: "bilinear" (official), "bicubic", "nearest"
+    resize: str = "squash"  # "squash": resize straight to S x S, aspect ratio NOT kept (official)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
+        return cls(image_size=int(data["image_size"]), mean=_triple(data["mean"]), std=_triple(data["std"]),
+                   interpolation=str(data.get("interpolation", "bilinear")),
+                   resize=str(data.get("resize", "squash")))
+
+
+def _triple(values: Any) -> tuple[float, float, float]:
+    a, b, c = (float(v) for v in values)
+    return (a, b, c)
+
+
+# The official RAM++ transform (ram.get_transform(384)): squash to 384 x 384, ImageNet mean / std.
+OFFICIAL_PREPROCESSING = Preprocessing(image_size=384, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+@dataclass
+class LoadedWeights:
+    """Everything :func:`load_weights` read from one weights directory."""
+
+    config: RamPlusConfig  # architecture
+    state_dict: dict[str, Tensor]  # ramtag names -> CPU tensors
+    vocabulary: Vocabulary  # built-in tags, in logit order
+    preprocessing: Preprocessing  # image -> tensor parameters
+    metadata: dict[str, Any] = field(default_factory=dict)  # the whole ramtag.json (provenance, files, ...)
+    directory: Path | None = None  # where it was read from
+
+
+def save_weights(directory: str | Path, *, state_dict: Mapping[str, Tensor], config: RamPlusConfig,
+                 vocabulary: Vocabulary, preprocessing: Preprocessing, provenance: Mapping[str, Any]) -> Path:
+    """Write ``model.safetensors`` + ``ramtag.json`` into ``directory`` (created if needed); returns it.
+
+    ``provenance`` is free-form JSON (source repo/revision/URLs, sha256 of the source files, where each
+    description set came from). Each file is written to a temporary file beside it and moved into place;
+    an existing ``ramtag.json`` is removed first and the new one written last.
+    """
+    from safetensors.torch import save_file
+
+    if len(vocabulary) != config.num_tags:
+        raise VocabularyError(f"{directory}: the vocabulary has {len(vocabulary)} tags but the architecture "
+                              f"has {config.num_tags}; pass the tag list that belongs to these weights")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    meta_path = out / META_FILE
+    meta_path.unlink(missing_ok=True)  # never leave an old ramtag.json beside new tensors
+
+    model_path = out / MODEL_FILE
+    with _atomic_path(model_path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": config.to_dict(),
+        "vocabulary": vocabulary.to_dict(),
+        "preprocessing": preprocessing.to_dict(),
+        "provenance": dict(provenance),
+        "files": {MODEL_FILE: {"bytes": model_path.stat().st_size, "sha256": sha256_file(model_path)}},
+    }
+    with _atomic_path(meta_path) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return out
+
+
+def load_weights(directory: str | Path, *, verify: bool = False) -> LoadedWeights:
+    """Read a directory written by :func:`save_weights`; never unpickles anything.
+
+    Checks the format version, that the vocabulary length equals ``num_tags`` and the tensor file size
+    (``verify=True`` also checks its sha256). Errors are :class:`WeightsError` subclasses naming the file.
+    """
+    from safetensors.torch import load_file
+
+    d = Path(directory)
+    meta_path, model_path = d / META_FILE, d / MODEL_FILE
+    if not meta_path.is_file():
+        raise WeightsError(f"{meta_path}: not found, so {d} is not a ramtag weights directory; {_FIX}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WeightsError(f"{meta_path}: unreadable ({type(e).__name__}); {_FIX}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise WeightsError(f"{meta_path}: not a ramtag weights description (format != {FORMAT!r}); {_FIX}")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise WeightsError(f"{meta_path}: format version {version!r} is not supported by this ramtag "
+                           f"(reads version {FORMAT_VERSION}); upgrade ramtag or {_FIX}")
+    try:
+        config = RamPlusConfig.from_dict(meta["architecture"])
+        preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+        vocab_data = meta["vocabulary"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise WeightsError(f"{meta_path}: malformed ({type(e).__name__}: {e}); {_FIX}") from None
+    try:
+        vocabulary = Vocabulary.from_dict(vocab_data)
+    except (KeyError, TypeError, ValueError) as e:
+        raise VocabularyError(f"{meta_path}: malformed vocabulary ({type(e).__name__}: {e}); "
+                              f"{_FIX}") from None
+    except VocabularyError as e:
+        raise VocabularyError(f"{meta_path}: {e}; {_FIX}") from None
+    if len(vocabulary) != config.num_tags:
+        raise VocabularyError(f"{meta_path}: the vocabulary has {len(vocabulary)} tags but the architecture "
+                              f"has {config.num_tags} (num_tags); {_FIX}")
+
+    if not model_path.is_file():
+        raise WeightsError(f"{model_path}: not found; {_FIX}")
+    recorded = (meta.get("files") or {}).get(MODEL_FILE) or {}
+    size = model_path.stat().st_size
+    if "bytes" in recorded and recorded["bytes"] != size:
+        raise WeightsError(f"{model_path}: {size} bytes but {recorded['bytes']} were written (incomplete or "
+                           f"replaced file); {_FIX}")
+    if verify and "sha256" in recorded and sha256_file(model_path) != recorded["sha256"]:
+        raise WeightsError(f"{model_path}: sha256 does not match {META_FILE} (corrupt file); {_FIX}")
+    try:
+        state_dict = load_file(str(model_path), device="cpu")
+    except Exception as e:  # SafetensorError, OSError: whatever the bytes are, they are never unpickled
+        raise CheckpointError(f"{model_path}: not a valid safetensors file ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200] if str(e) else ''}); {_FIX}") from None
+    return LoadedWeights(config=config, state_dict=state_dict, vocabulary=vocabulary,
+                         preprocessing=preprocessing, metadata=meta, directory=d)
+
+
+def build_model(loaded: LoadedWeights, device: str | torch.device | None = None,
+                dtype: torch.dtype | None = None) -> RamPlus:
+    """A :class:`RamPlus` holding ``loaded``'s tensors (strict: every key and shape must match), in eval mode.
+
+    The model is created on the meta device (no random init), so building Swin-L costs no extra time;
+    the tensors of ``loaded.state_dict`` are adopted, then moved to ``device`` / cast to ``dtype``.
+    """
+    import torch
+
+    from .model.convert import load_state_dict_strict
+    from .model.ram_plus import RamPlus
+
+    with torch.device("meta"):
+        model = RamPlus(loaded.config)
+    if _can_recompute_buffers(model):
+        model = model.to_empty(device="cpu")
+        _recompute_buffers(model)
+    else:  # a timm without init_non_persistent_buffers: build normally (random init, slower)
+        model = RamPlus(loaded.config)
+    source = str(loaded.directory / MODEL_FILE) if loaded.directory is not None else MODEL_FILE
+    load_state_dict_strict(model, loaded.state_dict, source=source, assign=True)
+    model = model.to(device=device, dtype=dtype)
+    return model.eval()
+
+
+def _can_recompute_buffers(model: torch.nn.Module) -> bool:
+    """True when every module with buffers can refill them (timm >= 1.0.20 style)."""
+    return all(callable(getattr(m, "init_non_persistent_buffers", None))
+               for m in model.modules() if any(True for _ in m.buffers(recurse=False)) or
+               type(m).__name__ in ("WindowAttention", "SwinTransformerBlock"))
+
+
+def _recompute_buffers(model: torch.nn.Module) -> None:
+    """Refill the non-persistent Swin buffers (relative position index, shift masks) after ``to_empty``."""
+    for module in model.modules():
+        init = getattr(module, "init_non_persistent_buffers", None)
+        if callable(init):
+            init()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temp path beside ``target``; on success move it onto ``target`` (os.replace), else delete."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
