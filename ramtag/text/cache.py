@@ -1,0 +1,158 @@
+"""On-disk caches for open-set tags, under ``ramtag.paths.text_cache_dir()``.
+
+- ``descriptions/<key>.json``: one tag's 51 LLM descriptions, keyed by (tag, LLM model, base-URL host,
+  prompt-set version). Holds those fields and the descriptions; never the API key.
+- ``embeddings/<key>.npy`` + ``<key>.json``: a text-embedding array (float32, rows L2-normalised), keyed
+  by (sha256 of the exact text list + how it is pooled, text-encoder id). The JSON records what it is.
+
+Writes are atomic (temp file in the same folder + ``os.replace``); unreadable entries are ignored
+(logged) and recomputed, so a corrupt cache never breaks a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import paths
+from .describe import DESCRIPTIONS_PER_TAG, PROMPT_SET_VERSION, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def texts_sha256(texts: Sequence[str]) -> str:
+    """sha256 of a text list (JSON, UTF-8): the identity of a description set."""
+    return _sha256(json.dumps(list(texts), ensure_ascii=False, separators=(",", ":")))
+
+
+class TextCache:
+    """Description and embedding caches rooted at ``root`` (default ``paths.text_cache_dir()``)."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root is not None else paths.text_cache_dir()
+
+    # ------------------------------------------------------------ descriptions
+    @staticmethod
+    def description_key(tag: str, model: str, host: str, prompt_set: str = PROMPT_SET_VERSION) -> str:
+        return _sha256(json.dumps([tag, model, host.lower(), prompt_set]))[:40]
+
+    def _desc_path(self, tag: str, model: str, host: str) -> Path:
+        return self.root / "descriptions" / f"{self.description_key(tag, model, host)}.json"
+
+    def get_descriptions(self, tag: str, model: str, host: str) -> list[str] | None:
+        """The cached descriptions of ``tag`` from ``model`` at ``host``, or None."""
+        path = self._desc_path(tag, model, host)
+        data = _read_json(path)
+        if data is None:
+            return None
+        descs = data.get("descriptions")
+        if (
+            data.get("tag") != tag
+            or data.get("model") != model
+            or not isinstance(descs, list)
+            or len(descs) != DESCRIPTIONS_PER_TAG
+            or not all(isinstance(d, str) for d in descs)
+        ):
+            log.warning("%s: ignoring a malformed description cache entry", path)
+            return None
+        return descs
+
+    def put_descriptions(self, tag: str, model: str, host: str, descriptions: Sequence[str]) -> Path:
+        path = self._desc_path(tag, model, host)
+        record = {
+            "tag": tag,
+            "model": model,
+            "host": host.lower(),
+            "prompt_set": PROMPT_SET_VERSION,
+            "descriptions": list(descriptions),
+        }
+        atomic_write_text(path, json.dumps(record, ensure_ascii=False, indent=1) + "\n")
+        return path
+
+    # -------------------------------------------------------------- embeddings
+    @staticmethod
+    def embedding_key(texts_sha: str, encoder_id: str, pooling: str) -> str:
+        return _sha256(json.dumps([texts_sha, encoder_id, pooling]))[:40]
+
+    def _emb_paths(self, texts: Sequence[str], encoder_id: str, pooling: str) -> tuple[Path, Path]:
+        key = self.embedding_key(texts_sha256(texts), encoder_id, pooling)
+        base = self.root / "embeddings" / key
+        return base.with_suffix(".npy"), base.with_suffix(".json")
+
+    def get_embedding(
+        self, texts: Sequence[str], encoder_id: str, pooling: str = "rows"
+    ) -> np.ndarray | None:
+        """The cached float32 embedding of ``texts`` by ``encoder_id`` (``pooling`` "rows": (N, E) one
+        row per text; "mean": (1, E) the re-normalised mean), or None."""
+        npy, meta_path = self._emb_paths(texts, encoder_id, pooling)
+        meta = _read_json(meta_path)
+        if meta is None or not npy.is_file():
+            return None
+        try:
+            arr = np.load(npy, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            log.warning("%s: ignoring an unreadable embedding cache entry (%s)", npy, e)
+            return None
+        rows = len(texts) if pooling == "rows" else 1
+        if (
+            meta.get("texts_sha256") != texts_sha256(texts)
+            or meta.get("encoder") != encoder_id
+            or arr.dtype != np.float32
+            or arr.ndim != 2
+            or arr.shape[0] != rows
+        ):
+            log.warning("%s: ignoring a mismatched embedding cache entry", npy)
+            return None
+        return arr
+
+    def put_embedding(
+        self,
+        texts: Sequence[str],
+        encoder_id: str,
+        array: np.ndarray,
+        pooling: str = "rows",
+        info: dict[str, Any] | None = None,
+    ) -> Path:
+        npy, meta_path = self._emb_paths(texts, encoder_id, pooling)
+        arr = np.ascontiguousarray(array, dtype=np.float32)
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{npy.name}.", suffix=".tmp", dir=npy.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, arr, allow_pickle=False)
+            os.replace(tmp, npy)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        meta = {
+            "texts_sha256": texts_sha256(texts),
+            "encoder": encoder_id,
+            "pooling": pooling,
+            "shape": list(arr.shape),
+            **(info or {}),
+        }
+        atomic_write_text(meta_path, json.dumps(meta, ensure_ascii=False, indent=1) + "\n")  # written last
+        return npy
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        log.warning("%s: ignoring an unreadable cache entry (%s)", path, e)
+        return None
+    return data if isinstance(data, dict) else None
