@@ -1,0 +1,385 @@
+"""Installed weights: list, download + convert once, import, remove, resolve (the `ramtag weights` commands).
+
+Weights live in ramtag's own format (``model.safetensors`` + ``ramtag.json``, see
+:mod:`ramtag.weights_format`) under ``paths.weights_dir()/<name>/``. Registry weights
+(:data:`ramtag.registry.WEIGHTS`) are downloaded by :mod:`ramtag.hub` and converted exactly once;
+a checkpoint the user already has is converted by :func:`import_checkpoint`. After conversion, nothing
+is ever unpickled again.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import hub, paths
+from .errors import CheckpointError, OfflineError, UsageError, VocabularyError, WeightsError
+from .registry import DEFAULT_WEIGHTS, WEIGHTS, UrlFile, WeightsSpec, get_weights_spec
+from .tags.vocab import Vocabulary
+from .weights_format import META_FILE, OFFICIAL_PREPROCESSING, Preprocessing
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")  # a folder name: no separators, no leading dot
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """One row of `ramtag weights list`."""
+
+    name: str  # registry or import name (what --weights takes)
+    installed: bool  # converted weights are present
+    path: Path | None  # the converted directory when installed
+    size: int | None  # bytes on disk when installed, else the download size (None if unknown)
+    registered: bool  # in the registry (downloadable) rather than imported by the user
+    default: bool  # the weights used when none are named
+    arch: str | None  # architecture name (registry entry or ramtag.json)
+    num_tags: int | None  # built-in vocabulary size when known
+    license: str | None  # SPDX licence of the weights when known
+    description: str  # one line
+    source: str  # where the weights come from (hf://repo/file or the imported path)
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is usable as a weights name (a plain folder name), else raise UsageError."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise UsageError(f"invalid weights name {name!r}: use letters, digits, '.', '_', '+', '-' "
+                         "(no path separators, not starting with '.'), at most 100 characters")
+    return name
+
+
+def weights_path(name: str) -> Path:
+    """Where weights called ``name`` are (or would be) installed."""
+    return paths.weights_dir() / validate_name(name)
+
+
+def is_weights_dir(path: Path) -> bool:
+    """True when ``path`` is a directory in ramtag's format (has ``ramtag.json``)."""
+    return (path / META_FILE).is_file()
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "unknown size"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# ---------------------------------------------------------------------------------------------- list
+
+
+def list_weights() -> list[WeightsInfo]:
+    """Registry entries (installed or not) first, then weights the user imported, by name."""
+    out: list[WeightsInfo] = []
+    for name, spec in WEIGHTS.items():
+        path = paths.weights_dir() / name
+        installed = is_weights_dir(path)
+        meta = _read_meta(path) if installed else {}
+        hub_file = spec.checkpoint
+        out.append(WeightsInfo(
+            name=name, installed=installed, path=path if installed else None,
+            size=_dir_size(path) if installed else hub_file.size, registered=True,
+            default=name == DEFAULT_WEIGHTS, arch=spec.arch,
+            num_tags=(meta.get("architecture") or {}).get("num_tags"), license=spec.license,
+            description=spec.description, source=f"hf://{hub_file.repo_id}/{hub_file.filename}",
+        ))
+    root = paths.weights_dir()
+    imported = sorted(p for p in root.iterdir() if p.name not in WEIGHTS and _NAME.fullmatch(p.name)
+                      and is_weights_dir(p)) if root.is_dir() else []
+    for path in imported:
+        meta = _read_meta(path)
+        arch = meta.get("architecture") or {}
+        prov = meta.get("provenance") or {}
+        ckpt = prov.get("checkpoint") or {}
+        out.append(WeightsInfo(
+            name=path.name, installed=True, path=path, size=_dir_size(path), registered=False, default=False,
+            arch=arch.get("name"), num_tags=arch.get("num_tags"), license=prov.get("license"),
+            description=prov.get("description") or f"imported {arch.get('name', 'RAM++')} weights",
+            source=str(ckpt.get("path") or prov.get("source") or "imported"),
+        ))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- conversion
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _install(target: Path, write: Any) -> Path:
+    """Run ``write(tmp_dir)`` into a fresh folder beside ``target``, then swap it into place.
+
+    A half-written conversion never sits at ``target``; an existing ``target`` is replaced only after
+    the new one is complete.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    old = target.with_name(f".{target.name}.old")
+    try:
+        write(tmp)
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _convert_official(checkpoint: Path, vocabulary: Vocabulary, target: Path, *, preprocessing: Preprocessing,
+                      arch: str | None, provenance: Mapping[str, Any], vocab_files: str) -> Path:
+    """Official .pth -> ramtag format at ``target`` (strict: every tensor must fit)."""
+    from .model.convert import convert_official_state_dict, infer_official_config, read_official_checkpoint
+    from .weights_format import save_weights
+
+    log.info("converting %s to ramtag's format", checkpoint)
+    official = read_official_checkpoint(checkpoint)
+    config = infer_official_config(official, image_size=preprocessing.image_size)
+    if arch is not None and config.name != arch:
+        raise CheckpointError(f"{checkpoint}: is a {config.name!r} checkpoint, but {target.name!r} expects "
+                              f"{arch!r}; pass the checkpoint that belongs to these weights")
+    if len(vocabulary) != config.num_tags:
+        raise VocabularyError(f"{vocab_files}: {len(vocabulary)} tags, but {checkpoint} was trained with "
+                              f"{config.num_tags}; pass the tag list and thresholds of this checkpoint")
+    state_dict = convert_official_state_dict(official, config, source=str(checkpoint))
+    del official
+    return _install(target, lambda tmp: save_weights(tmp, state_dict=state_dict, config=config,
+                                                     vocabulary=vocabulary, preprocessing=preprocessing,
+                                                     provenance=provenance))
+
+
+def _url_provenance(f: UrlFile | None) -> dict[str, str] | None:
+    return None if f is None else {"url": f.url, "sha256": f.sha256}
+
+
+def download_weights(name: str = DEFAULT_WEIGHTS, *, force: bool = False, keep_download: bool = False,
+                     progress: bool | hub.ProgressFactory = True) -> Path:
+    """Download registry weights and convert them once; returns the installed directory.
+
+    Already-converted weights are returned at once (no network) unless ``force``. The checkpoint comes
+    from the Hugging Face Hub, the tag files from GitHub (pinned, sha256-checked); the converted folder
+    records their sources, revision and sha256s in ``ramtag.json`` (``provenance``). The raw download is
+    deleted after a successful conversion unless ``keep_download`` (the converted copy is all ramtag uses).
+    """
+    spec = get_weights_spec(validate_name(name))
+    target = paths.weights_dir() / name
+    if is_weights_dir(target) and not force:
+        return target
+    checkpoint = hub.fetch_hub_file(spec.checkpoint, progress=progress)
+    tag_list = hub.fetch_url(spec.tag_list, progress=progress)
+    thresholds = hub.fetch_url(spec.thresholds, progress=progress)
+    tag_list_zh = hub.fetch_url(spec.tag_list_zh, progress=progress) if spec.tag_list_zh else None
+    vocabulary = Vocabulary.from_files(tag_list, thresholds, tag_list_zh)
+    ckpt = spec.checkpoint
+    provenance = {
+        "source": "registry",
+        "name": spec.name,
+        "description": spec.description,
+        "license": spec.license,
+        "paper": spec.paper,
+        "checkpoint": {
+            "repo_id": ckpt.repo_id, "filename": ckpt.filename, "revision": ckpt.revision,
+            "commit": hub.hub_commit(checkpoint), "bytes": checkpoint.stat().st_size,
+            "sha256": ckpt.sha256 or hub.reported_sha256(checkpoint) or hub.sha256_file(checkpoint),
+        },
+        "tag_list": _url_provenance(spec.tag_list),
+        "tag_list_zh": _url_provenance(spec.tag_list_zh),
+        "thresholds": _url_provenance(spec.thresholds),
+        "converted_at": _now(),
+    }
+    out = _convert_official(checkpoint, vocabulary, target, preprocessing=spec.preprocessing, arch=spec.arch,
+                            provenance=provenance, vocab_files=f"{tag_list} / {thresholds}")
+    if not keep_download:
+        hub.remove_cached_hub_file(spec.checkpoint)
+    log.info("weights %s ready in %s", name, out)
+    return out
+
+
+def _file_provenance(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": hub.sha256_file(path)}
+
+
+def import_checkpoint(checkpoint: str | Path, *, tag_list: str | Path | None = None,
+                      thresholds: str | Path | None = None, tag_list_zh: str | Path | None = None,
+                      name: str, force: bool = False) -> Path:
+    """Install a checkpoint the user already has under ``name``; returns the installed directory.
+
+    ``checkpoint`` is an official-format RAM++ ``.pth`` (converted once, strictly) or a ramtag weights
+    directory (copied; its vocabulary is kept unless tag files are given). For a ``.pth``, ``tag_list``
+    and ``thresholds`` are required, except when ``name`` is a registry entry: then that entry's pinned
+    tag files are used (downloaded once, or already cached). The vocabulary length must equal the
+    checkpoint's number of tags (:class:`VocabularyError` naming the files). An existing ``name`` is
+    replaced only with ``force``.
+    """
+    validate_name(name)
+    source = Path(checkpoint).expanduser()
+    target = paths.weights_dir() / name
+    if is_weights_dir(target) and not force:
+        raise WeightsError(f"weights {name!r} are already installed in {target}; "
+                           f"choose another --name or `ramtag weights remove {name}` first")
+    if not source.exists():
+        raise WeightsError(f"{source}: not found; pass an official RAM++ .pth or a ramtag weights folder")
+    if (tag_list is None) != (thresholds is None):
+        raise UsageError("pass both a tag list and a threshold list (they match line for line), or neither")
+    if tag_list_zh is not None and tag_list is None:
+        raise UsageError("a Chinese tag list needs the English tag list and thresholds too")
+
+    spec: WeightsSpec | None = WEIGHTS.get(name)
+    vocabulary: Vocabulary | None = None
+    files: dict[str, Any] = {}
+    if tag_list is not None and thresholds is not None:
+        tl, th = Path(tag_list).expanduser(), Path(thresholds).expanduser()
+        zh = Path(tag_list_zh).expanduser() if tag_list_zh is not None else None
+        vocabulary = Vocabulary.from_files(tl, th, zh)
+        vocab_files = f"{tl} / {th}"
+        files = {"tag_list": _file_provenance(tl), "thresholds": _file_provenance(th),
+                 "tag_list_zh": _file_provenance(zh)}
+
+    if source.is_dir():
+        return _import_weights_dir(source, target, vocabulary, files, name)
+
+    if vocabulary is None:
+        if spec is None:
+            raise UsageError(f"{source}: an official checkpoint needs --tag-list and --thresholds "
+                             f"(or --name one of: {', '.join(WEIGHTS)} to use the registry's tag files)")
+        tl = hub.fetch_url(spec.tag_list)
+        th = hub.fetch_url(spec.thresholds)
+        zh = hub.fetch_url(spec.tag_list_zh) if spec.tag_list_zh else None
+        vocabulary = Vocabulary.from_files(tl, th, zh)
+        vocab_files = f"{tl} / {th}"
+        files = {"tag_list": _url_provenance(spec.tag_list), "thresholds": _url_provenance(spec.thresholds),
+                 "tag_list_zh": _url_provenance(spec.tag_list_zh)}
+    provenance = {
+        "source": "import",
+        "name": name,
+        "description": spec.description if spec else f"imported from {source.name}",
+        "license": spec.license if spec else None,
+        "checkpoint": _file_provenance(source),
+        **files,
+        "converted_at": _now(),
+    }
+    return _convert_official(source, vocabulary, target,
+                             preprocessing=spec.preprocessing if spec else OFFICIAL_PREPROCESSING,
+                             arch=spec.arch if spec else None, provenance=provenance, vocab_files=vocab_files)
+
+
+def _import_weights_dir(source: Path, target: Path, vocabulary: Vocabulary | None, files: dict[str, Any],
+                        name: str) -> Path:
+    """Copy a ramtag weights folder (validated by loading it), optionally with a new vocabulary."""
+    from .weights_format import load_weights, save_weights
+
+    if not is_weights_dir(source):
+        raise WeightsError(f"{source}: a folder without {META_FILE}, so not ramtag weights; "
+                           "pass an official RAM++ .pth or a folder written by ramtag")
+    loaded = load_weights(source, verify=True)
+    if vocabulary is not None and len(vocabulary) != loaded.config.num_tags:
+        raise VocabularyError(f"{files['tag_list']['path']}: {len(vocabulary)} tags, but {source} has "
+                              f"{loaded.config.num_tags}; pass the tag list and thresholds of these weights")
+    provenance = {**(loaded.metadata.get("provenance") or {}), "imported_from": str(source.resolve()),
+                  "imported_at": _now(), "name": name}
+    if vocabulary is not None:
+        provenance["vocabulary_replaced_by"] = files
+    return _install(target, lambda tmp: save_weights(
+        tmp, state_dict=loaded.state_dict, config=loaded.config, vocabulary=vocabulary or loaded.vocabulary,
+        preprocessing=loaded.preprocessing, provenance=provenance))
+
+
+# ---------------------------------------------------------------------------------------------- remove
+
+
+def remove_weights(name: str) -> Path:
+    """Delete installed weights ``name`` and any raw download of that registry entry; returns the path."""
+    target = weights_path(name)
+    spec = WEIGHTS.get(name)
+    had_download = spec is not None and hub.remove_cached_hub_file(spec.checkpoint)
+    if not target.exists():
+        if had_download:
+            return target
+        raise WeightsError(f"weights {name!r} are not installed (no {target}); see `ramtag weights list`")
+    shutil.rmtree(target)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------- resolve
+
+
+def resolve_weights(spec: str | Path | None = None, *, download: bool = True) -> Path:
+    """The weights directory to load for ``spec``.
+
+    - ``None``: the default registry weights; a registry name: its converted directory, downloaded and
+      converted first when missing (``download=True``; one log line says so);
+    - an imported name: its directory; a directory with ``ramtag.json``: itself;
+    - an official ``.pth`` file: an error telling to `ramtag weights import` it.
+
+    Raises :class:`OfflineError` when the weights are missing and downloads are off, :class:`WeightsError`
+    for anything unknown.
+    """
+    if spec is None:
+        spec = DEFAULT_WEIGHTS
+    text = str(spec)
+    as_path = Path(text).expanduser()
+    if isinstance(spec, Path) or os.sep in text or (os.altsep and os.altsep in text) or as_path.exists():
+        return _resolve_path(as_path)
+    name = validate_name(text)
+    target = paths.weights_dir() / name
+    if is_weights_dir(target):
+        return target
+    if name not in WEIGHTS:
+        known = ", ".join(info.name for info in list_weights())
+        raise WeightsError(f"unknown weights {name!r}; known: {known}; or pass a ramtag weights folder, "
+                           "or `ramtag weights import` a checkpoint")
+    entry = WEIGHTS[name]
+    if not download:
+        raise WeightsError(f"weights {name!r} are not downloaded; run `ramtag weights download {name}` "
+                           "or `ramtag weights import` a checkpoint you have")
+    if paths.offline():
+        raise OfflineError(f"weights {name!r} are not downloaded and downloads are off (HF_HUB_OFFLINE / "
+                           f"RAMTAG_OFFLINE); run `ramtag weights download {name}` once online, or "
+                           f"`ramtag weights import CHECKPOINT --name {name}`")
+    which = "default weights" if name == DEFAULT_WEIGHTS else "weights"
+    log.warning("downloading %s %s from %s (%s, once)", which, name, entry.checkpoint.repo_id,
+                _human(entry.checkpoint.size))
+    return download_weights(name)
+
+
+def _resolve_path(path: Path) -> Path:
+    if path.is_dir():
+        if is_weights_dir(path):
+            return path
+        raise WeightsError(f"{path}: a folder without {META_FILE}, so not ramtag weights; "
+                           "pass a folder written by `ramtag weights import` or a registry name")
+    if path.is_file():
+        raise WeightsError(f"{path}: a checkpoint file cannot be used directly; convert it once with "
+                           f"`ramtag weights import {path} --tag-list ... --thresholds ... --name NAME`, "
+                           "then pass --weights NAME")
+    raise WeightsError(f"{path}: no such file or folder; pass a registry name (see `ramtag weights list`) "
+                       "or a ramtag weights folder")
