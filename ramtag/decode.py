@@ -250,7 +250,7 @@ def _float_to_uint8(values: np.ndarray) -> np.ndarray:
 def _stretch(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     if hi <= lo:  # constant image
         return np.full(values.shape, 128, dtype=np.uint8)
-    return np.round((values - lo) * (255.0 / (hi - lo))).clip(0, 255).astype(np.uint8)
+    return np.round((values - lo) * 255.0 / (hi - lo)).clip(0, 255).astype(np.uint8)
 
 
 def _composite_on_grey(img: Image.Image) -> Image.Image:
