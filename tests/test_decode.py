@@ -352,7 +352,7 @@ def test_decompression_bomb_warning_range_also_refused(
 
 def test_default_bomb_limit_kept_and_huge_header_refused(tmp_path: Path) -> None:
     default_limit = 1024 * 1024 * 1024 // 4 // 3  # Pillow's default, which ramtag keeps
-    assert Image.MAX_IMAGE_PIXELS == default_limit
+    assert default_limit == Image.MAX_IMAGE_PIXELS
     # a tiny PNG whose header claims 100,000 x 100,000 pixels
     buf = io.BytesIO()
     Image.new("L", (1, 1)).save(buf, format="PNG")
@@ -365,7 +365,7 @@ def test_default_bomb_limit_kept_and_huge_header_refused(tmp_path: Path) -> None
     path = tmp_path / "huge.png"
     path.write_bytes(bytes(data))
     assert_error(path, "10,000,000,000 pixels", "decompression-bomb")
-    assert Image.MAX_IMAGE_PIXELS == default_limit
+    assert default_limit == Image.MAX_IMAGE_PIXELS
 
 
 def test_unreadable_file_via_mocked_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
