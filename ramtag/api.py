@@ -191,64 +191,35 @@ class Tagger:
 
     def tag(self, items: Iterable[str | Path | Image.Image], options: TagOptions | None = None,
             **kwargs: Any) -> Iterator[ImageTags]:
-        """Tag images given as paths and/or PIL images; yields one result per item, in order.
+        """Tag images given as paths and/or PIL images; yields one result per item, in input order.
 
         A file that cannot be decoded yields an ``ImageTags`` with ``error`` set (no exception).
         Keyword arguments override fields of ``options`` (e.g. ``threshold=0.7``).
         """
         from PIL import Image as PILImage
 
-        opts = _with(options or TagOptions(), kwargs)
-        items = list(items)
-        path_items = [(i, Path(x)) for i, x in enumerate(items) if not isinstance(x, PILImage.Image)]
-        pil_items = [(i, x) for i, x in enumerate(items) if isinstance(x, PILImage.Image)]
-        done: dict[int, ImageTags] = {}
-        next_out = 0
-        for res in self._tag_pil(pil_items, opts):
-            done[res.index] = res
-        for res in self._tag_files(path_items, opts):
-            done[res.index] = res
-            while next_out in done:
-                yield done.pop(next_out)
-                next_out += 1
-        while next_out in done:
-            yield done.pop(next_out)
-            next_out += 1
-
-    def _tag_pil(self, items: list[tuple[int, Image.Image]], opts: TagOptions) -> Iterator[ImageTags]:
-        import torch
-
-        from .decode import to_rgb
-
-        bs = opts.batch_size or 8
-        for start in range(0, len(items), bs):
-            chunk = items[start:start + bs]
-            tensors = [self.transform(to_rgb(img, exif_orientation=opts.exif_orientation)) for _, img in chunk]
-            scores = self.scores(torch.stack(tensors))
-            yield from self._results(scores, [None] * len(chunk), [i for i, _ in chunk], opts)
-
-    def _tag_files(self, items: list[tuple[int, Path]], opts: TagOptions) -> Iterator[ImageTags]:
-        if not items:
-            return
         from .batch import make_loader
 
-        paths = [p for _, p in items]
-        positions = [i for i, _ in items]
+        opts = _with(options or TagOptions(), kwargs)
+        items = [x if isinstance(x, PILImage.Image) else Path(x) for x in items]
+        if not items:
+            return
+        in_memory = any(isinstance(x, PILImage.Image) for x in items)
         loader = make_loader(
-            paths,
+            items,
             self.transform,
             batch_size=opts.batch_size or self.runner.suggest_batch_size(),
-            workers=_workers(opts.workers, len(paths)),
+            workers=0 if in_memory else _workers(opts.workers, len(items)),
             pin_memory=self.runner.pin_memory,
             exif_orientation=opts.exif_orientation,
             draft_size=self.preprocessing.image_size if opts.draft else None,
         )
         for batch in loader:
-            for idx, path, reason in batch.failures:
-                yield ImageTags(path=path, error=reason, index=positions[idx])
+            results = [ImageTags(path=path, error=reason, index=idx) for idx, path, reason in batch.failures]
             if len(batch.indices):
                 scores = self.scores(batch.images)
-                yield from self._results(scores, batch.paths, [positions[i] for i in batch.indices], opts)
+                results += self._results(scores, batch.paths, batch.indices, opts)
+            yield from sorted(results, key=lambda r: r.index)
 
 
 def _with(options: TagOptions, overrides: dict[str, Any]) -> TagOptions:
@@ -402,7 +373,7 @@ def tag_library(
                     if getattr(outcome, "message", "") and getattr(outcome, "action", "") == "fallback-sidecar":
                         summary.notes.append(outcome.message)
                     if state is not None and res.path is not None:
-                        state.mark_done(res.path, key)
+                        state.mark_done(res.path, None, key)
             except RamtagError as e:
                 write_errors.append((str(res.path), str(e)))
             except Exception as e:  # a writer bug must not lose the rest of the run

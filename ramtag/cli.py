@@ -195,8 +195,9 @@ def _run_with_progress(api: Any, paths: list[Path], tagger: Any, opts: Any, wopt
             progress.console.print(f"[bold]{escape(str(res.path))}[/]: "
                                    f"{escape(', '.join(res.tag_names(lang)) or '(no tags)')}", highlight=False)
         if not res.ok:
-            progress.console.print(f"[red]skipped[/] {escape(str(res.path))}: {escape(res.error or '')}",
-                                   highlight=False)
+            reason = res.error or "failed"
+            line = reason if str(res.path) in reason else f"{res.path}: {reason}"
+            progress.console.print(f"[red]skipped[/] {escape(line)}", highlight=False)
 
     with progress:
         return api.tag_library(paths, tagger, options=opts, write=wopts, force=force, state_db=state_db,
@@ -215,7 +216,7 @@ def _print_summary(summary: Any) -> None:
     if summary.failed:
         err.print("[red]failed:[/]")
         for path, reason in summary.failed[:50]:
-            err.print(f"  {path}: {reason}", highlight=False, markup=False)
+            err.print(f"  {reason if path in reason else f'{path}: {reason}'}", highlight=False, markup=False)
         if len(summary.failed) > 50:
             err.print(f"  ... and {len(summary.failed) - 50} more")
 
