@@ -40,8 +40,10 @@ def official_to_ours(key: str) -> str:
         return f"visual_encoder.layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}"
     m = re.match(r"tagging_head\.encoder\.layer\.(\d+)\.(.*)", key)
     if m:
-        names = {"crossattention.self.query": "cross_attn.query", "crossattention.self.key": "cross_attn.key",
-                 "crossattention.self.value": "cross_attn.value", "crossattention.output.dense": "cross_attn.out",
+        names = {"crossattention.self.query": "cross_attn.query",
+                 "crossattention.self.key": "cross_attn.key",
+                 "crossattention.self.value": "cross_attn.value",
+                 "crossattention.output.dense": "cross_attn.out",
                  "crossattention.output.LayerNorm": "norm1", "intermediate.dense": "ffn.fc1",
                  "output.dense": "ffn.fc2", "output.LayerNorm": "norm2"}
         module, _, param = m.group(2).rpartition(".")
@@ -142,12 +144,12 @@ def test_pickled_code_is_never_run(tmp_path):
     _Evil.marker = str(marker)
     path = tmp_path / "evil.pth"
     torch.save({"model": {"x": _Evil()}}, path)
-    with pytest.raises(CheckpointError, match="evil.pth"):
+    with pytest.raises(CheckpointError, match=r"evil\.pth"):
         read_official_checkpoint(path)
     assert not marker.exists()
     plain = tmp_path / "plain.pkl"
     plain.write_bytes(pickle.dumps({"model": {"x": 1}}))
-    with pytest.raises(CheckpointError, match="plain.pkl"):
+    with pytest.raises(CheckpointError, match=r"plain\.pkl"):
         read_official_checkpoint(plain)
 
 

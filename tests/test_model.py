@@ -129,7 +129,8 @@ def official_style_logits(model: RamPlus, images: torch.Tensor, label_embed: tor
     T, D, E = label_embed.shape
     emb = model.encode_image(images)
     cls = emb[:, 0] / emb[:, 0].norm(dim=-1, keepdim=True)
-    w = torch.softmax((model.reweight_scale.exp() * cls @ label_embed.reshape(-1, E).t()).view(-1, T, D), dim=2)
+    sim = model.reweight_scale.exp() * cls @ label_embed.reshape(-1, E).t()
+    w = torch.softmax(sim.view(-1, T, D), dim=2)
     mixed = torch.stack([(w[i].unsqueeze(-1) * label_embed).sum(dim=1) for i in range(len(images))])
     queries = torch.relu(model.wordvec_proj(mixed))
     return model.fc(reference_decoder(model.tagging_head, 4, queries, emb)).squeeze(-1)

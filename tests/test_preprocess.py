@@ -42,7 +42,8 @@ def test_official_transform_is_bit_exact_on_the_parity_photos(parity_dir):
 @pytest.mark.parametrize(("interpolation", "mode"), [("bicubic", T.InterpolationMode.BICUBIC),
                                                      ("nearest", T.InterpolationMode.NEAREST)])
 def test_other_sizes_and_filters_match_torchvision(parity_dir, interpolation, mode):
-    pre = Preprocessing(image_size=224, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), interpolation=interpolation)
+    pre = Preprocessing(image_size=224, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3),
+                        interpolation=interpolation)
     ours, theirs = make_transform(pre), official_transform(pre, mode)
     for path in parity_photos(parity_dir)[:3]:
         with Image.open(path) as im:
@@ -54,14 +55,15 @@ def test_aspect_ratio_is_not_kept_and_non_rgb_is_converted():
     wide = Image.new("L", (300, 60), color=128)  # greyscale, 5:1
     x = make_transform(OFFICIAL_PREPROCESSING)(wide)
     assert x.shape == (3, 384, 384)
-    expected = (128 / 255 - torch.tensor(OFFICIAL_PREPROCESSING.mean)) / torch.tensor(OFFICIAL_PREPROCESSING.std)
+    pre = OFFICIAL_PREPROCESSING
+    expected = (128 / 255 - torch.tensor(pre.mean)) / torch.tensor(pre.std)
     assert torch.allclose(x[:, 200, 200], expected)
 
 
 def test_unsupported_preprocessing_is_a_clear_error():
     with pytest.raises(WeightsError, match="resize='letterbox'"):
         make_transform(dataclasses.replace(OFFICIAL_PREPROCESSING, resize="letterbox"))
-    with pytest.raises(WeightsError, match="interpolation='lanczos9'.*ramtag weights import"):
+    with pytest.raises(WeightsError, match=r"interpolation='lanczos9'.*ramtag weights import"):
         make_transform(dataclasses.replace(OFFICIAL_PREPROCESSING, interpolation="lanczos9"))
 
 
@@ -69,4 +71,5 @@ def test_preprocessing_round_trips_through_a_dict():
     d = OFFICIAL_PREPROCESSING.to_dict()
     assert d == {"image_size": 384, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
                  "interpolation": "bilinear", "resize": "squash"}
-    assert Preprocessing.from_dict({**d, "mean": list(d["mean"]), "std": list(d["std"])}) == OFFICIAL_PREPROCESSING
+    as_json = {**d, "mean": list(d["mean"]), "std": list(d["std"])}
+    assert Preprocessing.from_dict(as_json) == OFFICIAL_PREPROCESSING
