@@ -1,0 +1,194 @@
+"""Writers: where the tags go (XMP sidecars, embedded metadata, JSON Lines) and ``untag``.
+
+Use :func:`make_writer` for a run and :func:`untag_paths` for ``ramtag untag``. Every writer
+follows :class:`TagWriter`: ``write(result) -> WriteOutcome`` for each image, ``close()`` once at the
+end. A problem with one image raises :class:`~ramtag.errors.SidecarError` /
+:class:`~ramtag.errors.ExiftoolError` (one line naming the file and the fix) or returns a
+``"skipped"`` outcome; the caller counts it and goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from ramtag.errors import ExiftoolError, RamtagError, UsageError
+from ramtag.results import ImageTags
+from ramtag.writers.base import Action, TagWriter, WriteOutcome
+from ramtag.writers.jsonl import DEFAULT_JSONL, JsonlWriter
+from ramtag.writers.xmp import IMAGE_SUFFIXES, SidecarLocator, XmpSidecarWriter, untag_sidecar
+
+__all__ = [
+    "DEFAULT_JSONL",
+    "WRITE_MODES",
+    "Action",
+    "JsonlWriter",
+    "TagWriter",
+    "WriteOutcome",
+    "XmpSidecarWriter",
+    "make_writer",
+    "untag_paths",
+]
+
+log = logging.getLogger(__name__)
+
+WRITE_MODES = ("xmp", "embed", "json", "none")
+
+
+class NullWriter:
+    """``--write none``: writes nothing (tags are only shown)."""
+
+    def write(self, result: ImageTags) -> WriteOutcome:
+        return WriteOutcome(result.path, None, "unchanged", "not written (--write none)", tuple(result.tag_names()))
+
+    def close(self) -> None:
+        pass
+
+
+class MultiWriter:
+    """A main writer plus a JSON Lines file (``--write xmp --json FILE``); reports the main outcome."""
+
+    def __init__(self, main: TagWriter, jsonl: JsonlWriter) -> None:
+        self.main = main
+        self.jsonl = jsonl
+
+    def write(self, result: ImageTags) -> WriteOutcome:
+        self.jsonl.write(result)  # first, so the line is there even if the main writer fails
+        return self.main.write(result)
+
+    def close(self) -> None:
+        try:
+            self.main.close()
+        finally:
+            self.jsonl.close()
+
+
+def make_writer(
+    mode: str = "xmp",
+    *,
+    sidecar_name: str = "ext",
+    hierarchy_root: str = "ramtag",
+    lang: str = "en",
+    dry_run: bool = False,
+    backup: bool = True,
+    repair_sidecars: bool = False,
+    json_path: str | Path | None = None,
+    all_scores: bool = False,
+    model: str = "",
+    exiftool_timeout: float = 60.0,
+) -> TagWriter:
+    """The writer for ``--write MODE`` (xmp | embed | json | none).
+
+    ``json_path`` adds a JSON Lines file to any mode (``--json FILE``); ``--write json`` without it
+    writes ``ramtag-tags.jsonl`` in the current folder. ``backup`` only concerns ``embed`` (exiftool's
+    ``_original`` copy). ``model`` is recorded in ramtag's XMP record (e.g. the weights name).
+    Raises UsageError for bad options and ExiftoolError (with install hints) when ``embed`` lacks exiftool.
+    """
+    if mode not in WRITE_MODES:
+        raise UsageError(f"--write {mode!r}: choose one of {', '.join(WRITE_MODES)}")
+    if sidecar_name not in ("ext", "replace"):
+        raise UsageError(f"--sidecar-name {sidecar_name!r}: choose 'ext' (photo.jpg.xmp) or 'replace' (photo.xmp)")
+    if lang not in ("en", "zh"):
+        raise UsageError(f"--lang {lang!r}: choose 'en' or 'zh'")
+    if "/" in hierarchy_root:
+        raise UsageError(f"--hierarchy-root {hierarchy_root!r}: use '|' to separate levels, not '/'")
+    common = dict(
+        sidecar_name=sidecar_name,
+        hierarchy_root=hierarchy_root,
+        lang=lang,
+        dry_run=dry_run,
+        repair_sidecars=repair_sidecars,
+        model=model,
+    )
+    main: TagWriter
+    if mode == "json":
+        return JsonlWriter(json_path or Path.cwd() / DEFAULT_JSONL, dry_run=dry_run, all_scores=all_scores)
+    if mode == "xmp":
+        main = XmpSidecarWriter(**common)  # type: ignore[arg-type]
+    elif mode == "embed":
+        from ramtag.writers.exiftool import ExiftoolWriter
+
+        main = ExiftoolWriter(**common, backup=backup, timeout=exiftool_timeout)  # type: ignore[arg-type]
+    else:
+        main = NullWriter()
+    if json_path is None:
+        return main
+    return MultiWriter(main, JsonlWriter(json_path, dry_run=dry_run, all_scores=all_scores))
+
+
+def untag_paths(
+    paths: Iterable[str | Path],
+    *,
+    embedded: bool | None = None,
+    dry_run: bool = False,
+    backup: bool = True,
+) -> Iterator[WriteOutcome]:
+    """``ramtag untag PATH...``: remove exactly what ramtag wrote, one outcome per file touched.
+
+    A PATH may be an image (its sidecars, and with exiftool its embedded tags), a ``.xmp`` sidecar,
+    or a folder (walked recursively, hidden entries skipped). ``embedded``: None = also embedded tags
+    where exiftool is installed, True = require exiftool, False = sidecars only. Problems with one
+    file come back as ``"skipped"`` outcomes; the iteration goes on.
+    """
+    from ramtag.writers.exiftool import ExiftoolSession, find_exiftool, untag_image
+
+    session: ExiftoolSession | None = None
+    if embedded or (embedded is None and find_exiftool() is not None):
+        session = ExiftoolSession()  # raises ExiftoolError with install hints when missing
+    locator = SidecarLocator()
+    done: set[Path] = set()
+
+    def one(path: Path, image: Path | None) -> Iterator[WriteOutcome]:
+        key = Path(os.path.abspath(path))
+        if key in done:
+            return
+        done.add(key)
+        try:
+            if image is None:
+                yield untag_sidecar(path, dry_run=dry_run)
+            else:
+                assert session is not None
+                yield untag_image(session, path, dry_run=dry_run, backup=backup)
+        except (RamtagError, OSError) as e:
+            yield WriteOutcome(image or path, path, "skipped", str(e))
+
+    def embeddable(path: Path) -> bool:
+        if session is None or path.suffix.lower() not in IMAGE_SUFFIXES:
+            return False
+        try:
+            return path.suffix.lower() in session.writable_suffixes()
+        except ExiftoolError:
+            return False
+
+    def image_file(path: Path) -> Iterator[WriteOutcome]:
+        if path.suffix.lower() == ".xmp":
+            yield from one(path, None)
+            return
+        for sidecar in locator.sidecars_of(path):
+            yield from one(sidecar, None)
+        if embeddable(path):
+            yield from one(path, path)
+
+    try:
+        for raw in paths:
+            path = Path(raw)
+            if path.is_dir():
+                for root, dirs, files in os.walk(path):
+                    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                    for name in sorted(files):
+                        if name.startswith("."):
+                            continue
+                        f = Path(root) / name
+                        if f.suffix.lower() == ".xmp":
+                            yield from one(f, None)
+                        elif embeddable(f):
+                            yield from one(f, f)
+            elif path.is_file():
+                yield from image_file(path)
+            else:
+                yield WriteOutcome(path, None, "skipped", f"{path}: no such file or folder")
+    finally:
+        if session is not None:
+            session.close()

@@ -1,0 +1,759 @@
+"""XMP sidecars written by ramtag itself (no external program), merged into whatever is already there.
+
+Layout of what ramtag adds to the first ``rdf:Description`` of a packet::
+
+    dc:subject                  rdf:Bag  cat, dog                      (every DAM reads this)
+    lr:hierarchicalSubject      rdf:Bag  ramtag|cat, ramtag|dog        (Lightroom, darktable, digiKam)
+    digiKam:TagsList            rdf:Seq  ramtag/cat, ramtag/dog        (digiKam)
+    MicrosoftPhoto:LastKeywordXMP rdf:Bag ramtag/cat ...               (only where the file already has it)
+    ramtag:Tags, ramtag:Added<Property>, ramtag:Model, ramtag:Date, ramtag:Created   (ramtag's record)
+
+Merging never clobbers: the document is parsed with a namespace-aware DOM that keeps every element,
+attribute, prefix, comment and ``<?xpacket?>`` instruction, only the keyword ``rdf:li`` items are
+added or removed, and the result is serialized back by a small writer of our own (minidom's would
+mangle newlines in attribute values). Files with a DTD or entity declarations are refused, so no
+entity expansion can happen. A sidecar that is not valid XMP raises :class:`SidecarError` and is
+never overwritten (``repair_sidecars=True`` keeps it as ``*.bak`` and starts a fresh one).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.dom import Node, expatbuilder, minidom
+from xml.parsers.expat import ExpatError
+
+from ramtag.errors import SidecarError
+from ramtag.results import ImageTags
+from ramtag.writers.atomic import atomic_write_bytes
+from ramtag.writers.base import (
+    RAMTAG_NS,
+    KeywordField,
+    RamtagRecord,
+    WriteOutcome,
+    keyword_values,
+    plan_keywords,
+    utc_now,
+)
+
+log = logging.getLogger(__name__)
+
+NS_X = "adobe:ns:meta/"
+NS_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+NS_XMLNS = "http://www.w3.org/2000/xmlns/"
+NS_DC = "http://purl.org/dc/elements/1.1/"
+NS_LR = "http://ns.adobe.com/lightroom/1.0/"
+NS_DIGIKAM = "http://www.digikam.org/ns/1.0/"
+NS_MSPHOTO = "http://ns.microsoft.com/photo/1.0/"
+
+MAX_SIDECAR_BYTES = 64 * 1024 * 1024  # larger "sidecars" are not XMP; refuse instead of parsing
+
+
+@dataclass(frozen=True)
+class XmpField(KeywordField):
+    """A keyword property of the XMP packet."""
+
+    ns: str = ""
+    local: str = ""
+    prefix: str = ""  # conventional prefix, used when the file has none for ``ns``
+    container: str = "Bag"
+
+
+SIDECAR_FIELDS: tuple[XmpField, ...] = (
+    XmpField("Subject", "flat", True, NS_DC, "subject", "dc", "Bag"),
+    XmpField("HierarchicalSubject", "pipe", True, NS_LR, "hierarchicalSubject", "lr", "Bag"),
+    XmpField("TagsList", "slash", True, NS_DIGIKAM, "TagsList", "digiKam", "Seq"),
+    XmpField("LastKeywordXMP", "slash", False, NS_MSPHOTO, "LastKeywordXMP", "MicrosoftPhoto", "Bag"),
+)
+
+# Extensions of image files that can share a stem (photo.jpg + photo.CR2 -> photo.xmp).
+RAW_SUFFIXES = frozenset(
+    ".3fr .ari .arw .bay .cr2 .cr3 .crw .dcr .dng .erf .fff .iiq .k25 .kdc .mef .mos .mrw .nef .nrw "
+    ".orf .ori .pef .raf .raw .rw2 .rwl .sr2 .srf .srw .x3f".split()
+)
+IMAGE_SUFFIXES = RAW_SUFFIXES | frozenset(
+    ".jpg .jpeg .jpe .png .tif .tiff .webp .heic .heif .avif .bmp .gif .jxl .jp2 .psd".split()
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing and serializing
+
+
+class _Forbidden(ValueError):
+    pass
+
+
+class _SafeBuilder(expatbuilder.ExpatBuilderNS):
+    """minidom's namespace-aware builder, refusing DTDs and entity declarations (no expansion)."""
+
+    def install(self, parser: Any) -> None:
+        super().install(parser)
+
+        def forbid(*_args: object) -> None:
+            raise _Forbidden("DTD or entity declarations are not allowed in XMP")
+
+        parser.StartDoctypeDeclHandler = forbid
+        parser.EntityDeclHandler = forbid
+        parser.UnparsedEntityDeclHandler = forbid
+        parser.ExternalEntityRefHandler = forbid
+
+
+def _escape(text: str, attribute: bool) -> str:
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+    if attribute:
+        text = text.replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
+    return text
+
+
+def _serialize(node: Node, out: list[str]) -> None:
+    if node.nodeType == Node.ELEMENT_NODE:
+        el: Any = node
+        out.append("<" + el.tagName)
+        for name, value in el.attributes.items():
+            out.append(f' {name}="{_escape(value, True)}"')
+        if not el.childNodes:
+            out.append("/>")
+            return
+        out.append(">")
+        for child in el.childNodes:
+            _serialize(child, out)
+        out.append(f"</{el.tagName}>")
+    elif node.nodeType == Node.TEXT_NODE:
+        out.append(_escape(node.data, False))  # type: ignore[attr-defined]
+    elif node.nodeType == Node.CDATA_SECTION_NODE:
+        out.append(f"<![CDATA[{node.data}]]>")  # type: ignore[attr-defined]
+    elif node.nodeType == Node.COMMENT_NODE:
+        out.append(f"<!--{node.data}-->")  # type: ignore[attr-defined]
+    elif node.nodeType == Node.PROCESSING_INSTRUCTION_NODE:
+        pi: Any = node
+        out.append(f"<?{pi.target} {pi.data}?>" if pi.data else f"<?{pi.target}?>")
+
+
+def _elements(parent: Node) -> list[Any]:
+    return [c for c in parent.childNodes if c.nodeType == Node.ELEMENT_NODE]
+
+
+def _is(el: Any, ns: str, local: str) -> bool:
+    return bool(el.namespaceURI == ns and el.localName == local)
+
+
+def _is_blank(node: Node | None) -> bool:
+    return node is not None and node.nodeType == Node.TEXT_NODE and not node.data.strip()  # type: ignore[attr-defined]
+
+
+def _text(el: Any) -> str | None:
+    """The text of a simple-valued element, or None where it holds elements (a structure)."""
+    parts = []
+    for c in el.childNodes:
+        if c.nodeType in (Node.TEXT_NODE, Node.CDATA_SECTION_NODE):
+            parts.append(c.data)
+        elif c.nodeType == Node.ELEMENT_NODE:
+            return None
+    return "".join(parts)
+
+
+def _indent_of(el: Any) -> str:
+    prev = el.previousSibling
+    if _is_blank(prev) and "\n" in prev.data:
+        return str(prev.data.rsplit("\n", 1)[1])
+    depth, p = 0, el.parentNode
+    while p is not None and p.nodeType == Node.ELEMENT_NODE:
+        depth, p = depth + 1, p.parentNode
+    return " " * depth
+
+
+def _append(parent: Any, child: Any) -> None:
+    """Append ``child`` as the last element of ``parent``, indented like its siblings."""
+    doc = parent.ownerDocument
+    kids = _elements(parent)
+    indent = _indent_of(kids[-1]) if kids else _indent_of(parent) + " "
+    last = parent.lastChild
+    if _is_blank(last):  # keep the closing tag's indentation at the end
+        parent.insertBefore(doc.createTextNode("\n" + indent), last)
+        parent.insertBefore(child, last)
+    else:
+        parent.appendChild(doc.createTextNode("\n" + indent))
+        parent.appendChild(child)
+        parent.appendChild(doc.createTextNode("\n" + _indent_of(parent)))
+
+
+def _remove(el: Any) -> None:
+    """Remove ``el`` together with the whitespace that indented it."""
+    parent = el.parentNode
+    if _is_blank(el.previousSibling):
+        parent.removeChild(el.previousSibling)
+    parent.removeChild(el)
+
+
+def _in_scope(el: Any) -> dict[str, str]:
+    """prefix -> namespace declared on ``el`` or its ancestors ("" is the default namespace)."""
+    scope: dict[str, str] = {}
+    node = el
+    while node is not None and node.nodeType == Node.ELEMENT_NODE:
+        for attr in node.attributes.values():
+            if attr.namespaceURI == NS_XMLNS:
+                prefix = "" if attr.name == "xmlns" else attr.localName
+                scope.setdefault(prefix, attr.value)
+        node = node.parentNode
+    return scope
+
+
+class XmpPacket:
+    """A parsed (or new) XMP packet; edits touch only ramtag's keyword items and record."""
+
+    def __init__(self, doc: minidom.Document, xml_decl: bool, bom: bool) -> None:
+        self.doc = doc
+        self.xml_decl = xml_decl
+        self.bom = bom
+        root = doc.documentElement
+        if root is not None and _is(root, NS_X, "xmpmeta"):
+            rdfs = [e for e in _elements(root) if _is(e, NS_RDF, "RDF")]
+            if rdfs:
+                self.rdf = rdfs[0]
+            else:
+                self.rdf = doc.createElementNS(NS_RDF, "rdf:RDF")
+                self.rdf.setAttributeNS(NS_XMLNS, "xmlns:rdf", NS_RDF)
+                _append(root, self.rdf)
+        elif root is not None and _is(root, NS_RDF, "RDF"):
+            self.rdf = root
+        else:
+            raise ValueError("the root element is neither x:xmpmeta nor rdf:RDF")
+        if not self.descriptions():
+            self._new_description()
+
+    # -- construction
+
+    @classmethod
+    def parse(cls, data: bytes) -> XmpPacket:
+        """Parse sidecar bytes; raises ValueError (with the reason) for anything that is not XMP."""
+        if len(data) > MAX_SIDECAR_BYTES:
+            raise ValueError(f"larger than {MAX_SIDECAR_BYTES // 2**20} MiB")
+        bom = data.startswith(b"\xef\xbb\xbf")
+        body = data[3:] if bom else data
+        try:
+            doc = _SafeBuilder().parseString(body)
+        except (ExpatError, _Forbidden) as e:
+            raise ValueError(str(e)) from None
+        return cls(doc, xml_decl=body.lstrip().startswith(b"<?xml"), bom=bom)
+
+    @classmethod
+    def new(cls) -> XmpPacket:
+        text = (
+            '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+            '<x:xmpmeta xmlns:x="adobe:ns:meta/" x:xmptk="ramtag">\n'
+            ' <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
+            '  <rdf:Description rdf:about=""/>\n'
+            " </rdf:RDF>\n"
+            "</x:xmpmeta>\n"
+            '<?xpacket end="w"?>'
+        )
+        return cls.parse(text.encode("utf-8"))
+
+    def to_bytes(self) -> bytes:
+        out: list[str] = []
+        if self.xml_decl:
+            out.append('<?xml version="1.0" encoding="UTF-8"?>\n')
+        for child in self.doc.childNodes:
+            if child.nodeType == Node.DOCUMENT_TYPE_NODE:
+                continue
+            _serialize(child, out)
+            out.append("\n")
+        data = "".join(out).encode("utf-8")
+        return b"\xef\xbb\xbf" + data if self.bom else data
+
+    # -- navigation
+
+    def descriptions(self) -> list[Any]:
+        return [e for e in _elements(self.rdf) if _is(e, NS_RDF, "Description")]
+
+    def _new_description(self) -> Any:
+        rdf_p = self._prefix(self.rdf, NS_RDF, "rdf", declare_on=None)
+        desc = self.doc.createElementNS(NS_RDF, _qname(rdf_p, "Description"))
+        desc.setAttributeNS(NS_RDF, _qname(rdf_p, "about"), "")
+        _append(self.rdf, desc)
+        return desc
+
+    def _prefix(self, el: Any, ns: str, preferred: str, declare_on: Any | None) -> str:
+        """The prefix for ``ns`` in scope at ``el``; declares ``preferred`` on ``declare_on`` if none."""
+        scope = _in_scope(el)
+        for prefix, uri in scope.items():
+            if uri == ns:
+                return prefix
+        if declare_on is None:
+            raise ValueError(f"namespace {ns} is not declared")
+        prefix, n = preferred, 1
+        while prefix in scope:
+            prefix, n = f"{preferred}{n}", n + 1
+        declare_on.setAttributeNS(NS_XMLNS, f"xmlns:{prefix}", ns)
+        return prefix
+
+    def _find(self, ns: str, local: str) -> tuple[Any, Any] | None:
+        """(description, property element) of the first ``ns:local`` property element, if any."""
+        for desc in self.descriptions():
+            for el in _elements(desc):
+                if _is(el, ns, local):
+                    return desc, el
+        return None
+
+    def _attribute_value(self, ns: str, local: str) -> str | None:
+        for desc in self.descriptions():
+            if desc.hasAttributeNS(ns, local):
+                return str(desc.getAttributeNS(ns, local))
+        return None
+
+    # -- array properties
+
+    def values(self, ns: str, local: str) -> list[str] | None:
+        """Items of an array property (None where the property is absent)."""
+        found = self._find(ns, local)
+        if found is None:
+            value = self._attribute_value(ns, local)
+            return None if value is None else [value]
+        prop = found[1]
+        container = _container(prop)
+        if container is None:
+            text = _text(prop)
+            if text is None:
+                raise ValueError(f"{prop.tagName} has a structure where a list was expected")
+            return [text.strip()] if text.strip() else []
+        return [t for t in (_text(li) for li in _items(container)) if t is not None]
+
+    def set_values(self, field: XmpField, final: list[str]) -> None:
+        """Make the property's item set equal ``final`` with minimal edits (kept items stay in place)."""
+        current = self.values(field.ns, field.local)
+        if current is not None and set(current) == set(final):
+            return
+        if current is None and not final:
+            return
+        found = self._find(field.ns, field.local)
+        if found is None:
+            desc = self._home()
+            attr_value = self._attribute_value(field.ns, field.local)
+            if attr_value is not None:  # a (non-standard) attribute-style value becomes an array
+                for d in self.descriptions():
+                    if d.hasAttributeNS(field.ns, field.local):
+                        d.removeAttributeNS(field.ns, field.local)
+            prefix = self._prefix(desc, field.ns, field.prefix, declare_on=desc)
+            prop = self.doc.createElementNS(field.ns, _qname(prefix, field.local))
+            _append(desc, prop)
+        else:
+            desc, prop = found
+        container = _container(prop)
+        if container is None:  # a simple value (or nothing) where a list belongs: make it a list
+            old = (_text(prop) or "").strip()
+            for c in list(prop.childNodes):
+                prop.removeChild(c)
+            rdf_p = self._prefix(desc, NS_RDF, "rdf", declare_on=None)
+            container = self.doc.createElementNS(NS_RDF, _qname(rdf_p, field.container))
+            _append(prop, container)
+            if old:
+                self._add_item(container, old)
+        wanted = set(final)
+        seen: set[str] = set()
+        for li in _items(container):
+            value = _text(li)
+            if value is None:
+                continue
+            if value in wanted:
+                seen.add(value)
+            else:
+                _remove(li)
+        for value in final:
+            if value not in seen:
+                self._add_item(container, value)
+                seen.add(value)
+        if not _items(container):
+            _remove(prop)
+
+    def _add_item(self, container: Any, value: str) -> None:
+        rdf_p = self._prefix(container, NS_RDF, "rdf", declare_on=None)
+        li = self.doc.createElementNS(NS_RDF, _qname(rdf_p, "li"))
+        li.appendChild(self.doc.createTextNode(value))
+        _append(container, li)
+
+    def _home(self) -> Any:
+        """The Description new properties go to: the one holding dc:subject, else the first."""
+        found = self._find(NS_DC, "subject")
+        return found[0] if found else self.descriptions()[0]
+
+    # -- ramtag's record
+
+    def read_record(self) -> RamtagRecord | None:
+        props: dict[str, Any] = {}
+        for desc in self.descriptions():
+            for attr in desc.attributes.values():
+                if attr.namespaceURI == RAMTAG_NS:
+                    props.setdefault(attr.localName, attr.value)
+            for el in _elements(desc):
+                if el.namespaceURI == RAMTAG_NS:
+                    container = _container(el)
+                    if container is not None:
+                        props.setdefault(el.localName, [_text(li) or "" for li in _items(container)])
+                    else:
+                        props.setdefault(el.localName, (_text(el) or "").strip())
+        if not props:
+            return None
+
+        def as_list(v: Any) -> list[str]:
+            return list(v) if isinstance(v, list) else ([v] if v else [])
+
+        return RamtagRecord(
+            tags=as_list(props.get("Tags")),
+            added={k[len("Added") :]: as_list(v) for k, v in props.items() if k.startswith("Added")},
+            model=str(props.get("Model", "") or ""),
+            date=str(props.get("Date", "") or ""),
+            created=str(props.get("Created", "")).lower() == "true",
+        )
+
+    def remove_record(self) -> None:
+        """Remove every ramtag property and ramtag namespace declaration."""
+        for desc in self.descriptions():
+            for el in _elements(desc):
+                if el.namespaceURI == RAMTAG_NS:
+                    _remove(el)
+            for attr in list(desc.attributes.values()):
+                if attr.namespaceURI == RAMTAG_NS:
+                    desc.removeAttributeNode(attr)
+        stack = [self.doc.documentElement]
+        while stack:
+            el = stack.pop()
+            for attr in list(el.attributes.values()):
+                if attr.namespaceURI == NS_XMLNS and attr.value == RAMTAG_NS:
+                    el.removeAttributeNode(attr)
+            stack.extend(_elements(el))
+
+    def write_record(self, record: RamtagRecord) -> None:
+        self.remove_record()
+        desc = self._home()
+        p = self._prefix(desc, RAMTAG_NS, "ramtag", declare_on=desc)
+        rdf_p = self._prefix(desc, NS_RDF, "rdf", declare_on=None)
+        lists = {"Tags": record.tags} | {f"Added{k}": v for k, v in record.added.items()}
+        for name, values in lists.items():
+            if not values:
+                continue
+            prop = self.doc.createElementNS(RAMTAG_NS, _qname(p, name))
+            _append(desc, prop)
+            bag = self.doc.createElementNS(NS_RDF, _qname(rdf_p, "Bag"))
+            _append(prop, bag)
+            for v in values:
+                self._add_item(bag, v)
+        simple = {"Model": record.model, "Date": record.date, "Created": "True" if record.created else ""}
+        for name, text in simple.items():
+            if text:
+                prop = self.doc.createElementNS(RAMTAG_NS, _qname(p, name))
+                prop.appendChild(self.doc.createTextNode(text))
+                _append(desc, prop)
+
+    def is_empty(self) -> bool:
+        """True when the packet holds no property at all (only rdf:about and declarations)."""
+        root = self.doc.documentElement
+        if root is not self.rdf and any(e is not self.rdf for e in _elements(root)):
+            return False
+        for el in _elements(self.rdf):
+            if not _is(el, NS_RDF, "Description") or _elements(el):
+                return False
+            for attr in el.attributes.values():
+                if attr.namespaceURI != NS_XMLNS and not _is(attr, NS_RDF, "about"):
+                    return False
+        return True
+
+    def snapshot(self, fields: tuple[XmpField, ...]) -> tuple[Any, ...]:
+        return tuple(
+            tuple(sorted(self.values(f.ns, f.local) or ())) for f in fields
+        )
+
+
+def _qname(prefix: str, local: str) -> str:
+    return f"{prefix}:{local}" if prefix else local
+
+
+def _container(prop: Any) -> Any | None:
+    for el in _elements(prop):
+        if el.namespaceURI == NS_RDF and el.localName in ("Bag", "Seq", "Alt"):
+            return el
+    return None
+
+
+def _items(container: Any) -> list[Any]:
+    return [e for e in _elements(container) if _is(e, NS_RDF, "li")]
+
+
+# --------------------------------------------------------------------------------------------------
+# Merge and untag (pure: bytes in, bytes out)
+
+
+def parse_sidecar(data: bytes, path: Path) -> XmpPacket:
+    """Parse an existing sidecar; raises :class:`SidecarError` naming the file when it is not XMP."""
+    try:
+        return XmpPacket.parse(data)
+    except ValueError as e:
+        raise SidecarError(
+            f"{path}: not a valid XMP sidecar ({e}); left untouched - fix or remove it, "
+            "or rerun with --repair-sidecars to keep it as .bak and write a new one"
+        ) from None
+
+
+def merge_tags(
+    data: bytes | None,
+    names: list[str],
+    *,
+    path: Path,
+    hierarchy_root: str = "ramtag",
+    model: str = "",
+    date: str | None = None,
+    created: bool | None = None,
+) -> tuple[bytes | None, RamtagRecord]:
+    """Merge ramtag's tags ``names`` into sidecar bytes ``data`` (None: no sidecar yet).
+
+    Returns ``(new_bytes, record)``; ``new_bytes`` is None when nothing would change (re-run with the
+    same tags, or no tags and no sidecar). Raises :class:`SidecarError` for a malformed sidecar.
+    """
+    if data is None and not names:
+        return None, RamtagRecord()
+    packet = XmpPacket.new() if data is None else parse_sidecar(data, path)
+    try:
+        old = packet.read_record()
+        before = packet.snapshot(SIDECAR_FIELDS)
+        record = RamtagRecord(
+            tags=list(names),
+            model=model,
+            date=date or utc_now(),
+            created=(data is None) if created is None else created,
+        )
+        if old is not None and created is None:
+            record.created = old.created
+        for field in SIDECAR_FIELDS:
+            current = packet.values(field.ns, field.local)
+            if current is None and not field.create:
+                continue
+            prev = old.added.get(field.key, []) if old else []
+            wanted = keyword_values(names, field.style, hierarchy_root)
+            final, added = plan_keywords(current or [], prev, wanted)
+            packet.set_values(field, final)
+            record.added[field.key] = added
+        if before == packet.snapshot(SIDECAR_FIELDS) and record.same_content(old):
+            return None, old if old is not None else record
+        packet.write_record(record)
+        return packet.to_bytes(), record
+    except ValueError as e:
+        raise SidecarError(f"{path}: cannot merge keywords ({e}); left untouched - fix it by hand") from None
+
+
+def remove_tags(data: bytes, *, path: Path) -> tuple[bytes | None, RamtagRecord | None, bool]:
+    """Take out what ramtag wrote: ``(new_bytes, old_record, delete_file)``.
+
+    ``new_bytes`` is None when the sidecar holds nothing of ramtag's; ``delete_file`` is True when
+    ramtag created the sidecar and nothing else is left in it.
+    """
+    packet = parse_sidecar(data, path)
+    try:
+        old = packet.read_record()
+        if old is None:
+            return None, None, False
+        for field in SIDECAR_FIELDS:
+            current = packet.values(field.ns, field.local)
+            prev = old.added.get(field.key, [])
+            if current is None or not prev:
+                continue
+            final, _ = plan_keywords(current, prev, [])
+            packet.set_values(field, final)
+        packet.remove_record()
+        return packet.to_bytes(), old, old.created and packet.is_empty()
+    except ValueError as e:
+        raise SidecarError(f"{path}: cannot remove ramtag's keywords ({e}); left untouched") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Which sidecar belongs to which image
+
+
+def _existing(path: Path) -> Path | None:
+    for candidate in (path, path.with_name(path.stem + ".XMP")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _backup_path(path: Path) -> Path:
+    candidate, n = path.with_name(path.name + ".bak"), 1
+    while candidate.exists():
+        candidate, n = path.with_name(f"{path.name}.{n}.bak"), n + 1
+    return candidate
+
+
+class SidecarLocator:
+    """Finds the sidecar of an image: an existing one under either name, else the configured naming.
+
+    ``photo.xmp`` (Adobe naming) is shared by every image with the stem ``photo``; it belongs to one
+    of them (a RAW file first, then the alphabetically first extension) and the others use
+    ``photo.<ext>.xmp``. Directory listings are cached (thread-safe, a few folders).
+    """
+
+    def __init__(self, naming: str = "ext", cache_dirs: int = 16) -> None:
+        if naming not in ("ext", "replace"):
+            raise ValueError(f"sidecar naming must be 'ext' or 'replace', not {naming!r}")
+        self.naming = naming
+        self._cache: OrderedDict[Path, dict[str, list[str]]] = OrderedDict()
+        self._cache_dirs = cache_dirs
+        self._lock = threading.Lock()
+
+    def _stems(self, directory: Path) -> dict[str, list[str]]:
+        with self._lock:
+            if directory in self._cache:
+                self._cache.move_to_end(directory)
+                return self._cache[directory]
+        stems: dict[str, list[str]] = {}
+        try:
+            with os.scandir(directory) as it:
+                for entry in it:
+                    stem, suffix = os.path.splitext(entry.name)
+                    if suffix.lower() in IMAGE_SUFFIXES:
+                        stems.setdefault(stem.lower(), []).append(entry.name)
+        except OSError:
+            pass
+        with self._lock:
+            self._cache[directory] = stems
+            while len(self._cache) > self._cache_dirs:
+                self._cache.popitem(last=False)
+        return stems
+
+    def owner_of_shared(self, image: Path) -> str:
+        """File name of the image that owns ``<stem>.xmp`` among those sharing ``image``'s stem."""
+        names = set(self._stems(image.parent).get(image.stem.lower(), [])) | {image.name}
+
+        def rank(name: str) -> tuple[int, str]:
+            suffix = os.path.splitext(name)[1].lower()
+            return (0 if suffix in RAW_SUFFIXES else 1, suffix + name)
+
+        return min(names, key=rank)
+
+    def locate(self, image: Path) -> tuple[Path, str]:
+        """``(sidecar path, note)``; the note (else "") says why the other naming was used."""
+        ext_path = image.with_name(image.name + ".xmp")
+        shared = image.with_name(image.stem + ".xmp")
+        found = _existing(ext_path)
+        if found is not None:
+            return found, ""
+        found_shared = _existing(shared)
+        if found_shared is None and self.naming == "ext":
+            return ext_path, ""
+        owner = self.owner_of_shared(image)
+        if owner == image.name:
+            return found_shared or shared, ""
+        note = f"{image.name} and {owner} share {shared.name}; writing {ext_path.name} for {image.name}"
+        return ext_path, note
+
+    def sidecars_of(self, image: Path) -> list[Path]:
+        """Existing sidecars that belong to ``image`` (for untag)."""
+        out = []
+        found = _existing(image.with_name(image.name + ".xmp"))
+        if found is not None:
+            out.append(found)
+        shared = _existing(image.with_name(image.stem + ".xmp"))
+        if shared is not None and self.owner_of_shared(image) == image.name:
+            out.append(shared)
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The writer
+
+
+class XmpSidecarWriter:
+    """Writes each image's tags into its XMP sidecar (merging, atomically). Thread-safe.
+
+    Image files are never opened for writing. ``repair_sidecars``: a sidecar that is not valid XML is
+    copied to ``<sidecar>.bak`` and replaced by a fresh one instead of being reported.
+    """
+
+    def __init__(
+        self,
+        *,
+        sidecar_name: str = "ext",
+        hierarchy_root: str = "ramtag",
+        lang: str = "en",
+        dry_run: bool = False,
+        repair_sidecars: bool = False,
+        model: str = "",
+    ) -> None:
+        self.locator = SidecarLocator(sidecar_name)
+        self.hierarchy_root = hierarchy_root
+        self.lang = lang
+        self.dry_run = dry_run
+        self.repair_sidecars = repair_sidecars
+        self.model = model
+        self._lock = threading.Lock()
+        self._warned: set[Path] = set()
+
+    def write(self, result: ImageTags) -> WriteOutcome:
+        if result.error is not None:
+            return WriteOutcome(result.path, None, "skipped", result.error)
+        if result.path is None:
+            return WriteOutcome(None, None, "skipped", "in-memory image: no file to write a sidecar for")
+        image = Path(result.path)
+        names = result.tag_names(self.lang)
+        with self._lock:
+            sidecar, note = self.locator.locate(image)
+            if note and sidecar not in self._warned:
+                self._warned.add(sidecar)
+                log.warning(note)
+            return self._write(image, sidecar, names, note)
+
+    def _write(self, image: Path, sidecar: Path, names: list[str], note: str) -> WriteOutcome:
+        data = sidecar.read_bytes() if sidecar.exists() else None
+        backup: Path | None = None
+        try:
+            new, _ = merge_tags(
+                data, names, path=sidecar, hierarchy_root=self.hierarchy_root, model=self.model
+            )
+        except SidecarError:
+            if not self.repair_sidecars or data is None:
+                raise
+            backup = _backup_path(sidecar)
+            new, _ = merge_tags(
+                None, names, path=sidecar, hierarchy_root=self.hierarchy_root, model=self.model,
+                created=False,
+            )
+        tags = tuple(names)
+        extra = f" ({note})" if note else ""
+        if self.dry_run:
+            what = "no change" if new is None else f"would write {len(names)} tags"
+            if backup is not None:
+                what += f"; would keep the malformed sidecar as {backup.name}"
+            return WriteOutcome(image, sidecar, "dry-run", f"{sidecar}: {what}{extra}", tags)
+        if new is None:
+            return WriteOutcome(image, sidecar, "unchanged", f"{sidecar}: up to date{extra}", tags)
+        if backup is not None:
+            shutil.copy2(sidecar, backup)
+            log.warning("%s was not valid XML; kept it as %s and wrote a new sidecar", sidecar, backup)
+            extra += f" (malformed sidecar kept as {backup.name})"
+        atomic_write_bytes(sidecar, new)
+        return WriteOutcome(image, sidecar, "written", f"{sidecar}: {len(names)} tags{extra}", tags)
+
+    def close(self) -> None:
+        pass
+
+
+def untag_sidecar(sidecar: Path, *, image: Path | None = None, dry_run: bool = False) -> WriteOutcome:
+    """Remove ramtag's keywords and record from one sidecar (deleting it if ramtag created it and
+    nothing else is left). Raises :class:`SidecarError` for a malformed sidecar."""
+    new, old, delete = remove_tags(sidecar.read_bytes(), path=sidecar)
+    subject = image if image is not None else sidecar
+    if new is None or old is None:
+        return WriteOutcome(subject, sidecar, "unchanged", f"{sidecar}: no ramtag tags")
+    tags = tuple(old.tags)
+    if dry_run:
+        what = "would delete it" if delete else f"would remove {len(tags)} tags"
+        return WriteOutcome(subject, sidecar, "dry-run", f"{sidecar}: {what}", tags)
+    if delete:
+        sidecar.unlink()
+        return WriteOutcome(subject, sidecar, "deleted", f"{sidecar}: deleted (created by ramtag)", tags)
+    atomic_write_bytes(sidecar, new)
+    return WriteOutcome(subject, sidecar, "written", f"{sidecar}: removed {len(tags)} tags", tags)
