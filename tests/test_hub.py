@@ -1,0 +1,286 @@
+"""ramtag.hub against a real loopback HTTP server standing in for the Hub and GitHub raw."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _fake_hub import COMMIT, FakeHub, FakeHubServer
+from conftest import OFFICIAL_DATA
+
+from ramtag import hub, registry
+from ramtag.errors import DownloadError, OfflineError
+from ramtag.registry import HubFile, UrlFile
+
+DATA = bytes(range(256)) * 4096  # 1 MiB, several read chunks
+SHA = hashlib.sha256(DATA).hexdigest()
+REPO = "owner/tiny-model"
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    import huggingface_hub.constants
+
+    with FakeHubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("RAMTAG_GITHUB_RAW", server.url + "/gh")
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("RAMTAG_OFFLINE", raising=False)
+        # huggingface_hub reads HF_HUB_OFFLINE once at import; a developer's global setting must not leak in.
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        yield server
+
+
+def hub_file(*, revision: str = "main", size: int | None = len(DATA), sha256: str | None = None) -> HubFile:
+    return HubFile(repo_id=REPO, filename="weights.pth", revision=revision, size=size, sha256=sha256)
+
+
+def raw_file(fake: FakeHub, data: bytes = DATA, *, sha256: str | None = None) -> UrlFile:
+    fake.add_raw("owner/repo/abc/data/tags.txt", data)
+    return UrlFile(url=f"{registry.GITHUB_RAW}/owner/repo/abc/data/tags.txt",
+                   sha256=sha256 or hashlib.sha256(data).hexdigest(), filename="tags.txt")
+
+
+def cache_files() -> list[Path]:
+    """Downloaded content in the Hub cache: blobs (complete or temporary) and snapshot entries."""
+    root = hub.hub_cache_dir()
+    found = list(root.rglob("*")) if root.exists() else []
+    return [p for p in found if ("blobs" in p.parts or "snapshots" in p.parts) and not p.is_dir()]
+
+
+class Recorder:
+    """An injected progress factory that records what it is told."""
+
+    def __init__(self) -> None:
+        self.bars: list[list[int | None]] = []  # [total, initial, sum of updates, closed]
+
+    def __call__(self, description: str, total: int | None, initial: int) -> Recorder:
+        self.bars.append([total, initial, 0, 0])
+        return self
+
+    def update(self, n: int) -> None:
+        self.bars[-1][2] += n  # type: ignore[operator]
+
+    def close(self) -> None:
+        self.bars[-1][3] = 1
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+
+def test_registry_default_entry_and_pinned_tag_files(official_data: Path) -> None:
+    spec = registry.WEIGHTS[registry.DEFAULT_WEIGHTS]
+    assert spec.checkpoint.repo_id == "xinyu1205/recognize-anything-plus-model"
+    assert spec.checkpoint.filename == "ram_plus_swin_large_14m.pth"
+    assert spec.checkpoint.size == 3_010_210_801
+    assert spec.arch == "swin_l_384" and spec.license == "Apache-2.0"
+    for f, name in ((spec.tag_list, "ram_tag_list.txt"), (spec.tag_list_zh, "ram_tag_list_chinese.txt"),
+                    (spec.thresholds, "ram_tag_list_threshold.txt")):
+        assert f is not None and f.filename == name
+        assert "/7cb804a8609e9f4b1a50b7f31436d2df40bb9481/ram/data/" in f.url
+        assert hub.sha256_file(OFFICIAL_DATA / name) == f.sha256  # the pinned digest is the real file's
+    assert registry.get_text_encoder().repo_id == "timm/vit_base_patch16_clip_224.openai"
+
+
+def test_unknown_registry_name_lists_known_names() -> None:
+    with pytest.raises(Exception, match="ram-plus-swin-l-14m"):
+        registry.get_weights_spec("nope")
+
+
+def test_github_raw_base_follows_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = registry.RAM_TAG_LIST.url
+    monkeypatch.delenv("RAMTAG_GITHUB_RAW", raising=False)
+    assert hub.resolve_url(url) == url
+    monkeypatch.setenv("RAMTAG_GITHUB_RAW", "http://mirror.example/raw/")
+    assert hub.resolve_url(url).startswith("http://mirror.example/raw/xinyu1205/recognize-anything/7cb804a")
+    assert hub.resolve_url("https://example.org/x") == "https://example.org/x"
+
+
+# ------------------------------------------------------------------------------------------------ Hub
+
+
+def test_hub_download_is_verified_cached_and_request_free_afterwards(fake: FakeHub) -> None:
+    fake.add_hub_file(REPO, "weights.pth", DATA)
+    rec = Recorder()
+    path = hub.fetch_hub_file(hub_file(), progress=rec)
+    assert path.read_bytes() == DATA
+    assert hub.hub_cache_dir() in path.parents
+    assert hub.reported_sha256(path) == SHA and hub.hub_commit(path) == COMMIT
+    assert fake.count("GET") == 1
+    assert rec.bars and rec.bars[0][0] == len(DATA) and rec.bars[0][2] == len(DATA) and rec.bars[0][3] == 1
+
+    before = len(fake.requests)
+    again = hub.fetch_hub_file(hub_file(), progress=False)
+    assert again == path and len(fake.requests) == before  # no request at all once cached
+
+
+@pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "RAMTAG_OFFLINE"])
+def test_hub_offline_uses_cache_or_raises_offline_error(fake: FakeHub, monkeypatch: pytest.MonkeyPatch,
+                                                         variable: str) -> None:
+    fake.add_hub_file(REPO, "weights.pth", DATA)
+    monkeypatch.setenv(variable, "1")
+    with pytest.raises(OfflineError) as info:
+        hub.fetch_hub_file(hub_file(), progress=False)
+    message = str(info.value)
+    assert "\n" not in message and "ramtag weights download" in message and "ramtag weights import" in message
+    assert fake.requests == []
+
+    monkeypatch.delenv(variable)
+    path = hub.fetch_hub_file(hub_file(), progress=False)
+    monkeypatch.setenv(variable, "1")
+    n = len(fake.requests)
+    assert hub.fetch_hub_file(hub_file(), progress=False) == path and len(fake.requests) == n
+
+
+def test_hub_resumes_a_dropped_transfer_with_a_range_request(fake: FakeHub,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    # huggingface_hub keeps only whole read chunks (10 MiB) when a transfer drops; use 64 KiB chunks so a
+    # 1 MiB file shows the resume.
+    monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 65536)
+    fake.add_hub_file(REPO, "weights.pth", DATA)
+    fake.drop_midway(f"/{REPO}/resolve/main/weights.pth", after=300_000)
+    path = hub.fetch_hub_file(hub_file(), progress=False)
+    assert path.read_bytes() == DATA
+    assert fake.count("GET") == 2
+    assert fake.ranges() == [f"bytes={4 * 65536}-"]  # the 4 whole chunks received are kept
+
+
+def test_hub_commit_revision(fake: FakeHub) -> None:
+    fake.add_hub_file(REPO, "weights.pth", DATA)
+    path = hub.fetch_hub_file(hub_file(revision=COMMIT), progress=False)
+    assert path.read_bytes() == DATA and hub.hub_commit(path) == COMMIT
+
+
+def test_hub_sha256_mismatch_with_registry_deletes_the_download(fake: FakeHub) -> None:
+    fake.add_hub_file(REPO, "weights.pth", DATA)
+    wrong = "0" * 64
+    with pytest.raises(DownloadError) as info:
+        hub.fetch_hub_file(hub_file(sha256=wrong), progress=False)
+    assert wrong in str(info.value) and SHA in str(info.value)
+    assert cache_files() == []
+    # the next call downloads again (nothing corrupted was left to be found)
+    assert hub.fetch_hub_file(hub_file(sha256=SHA), progress=False).read_bytes() == DATA
+
+
+def test_hub_content_that_differs_from_the_reported_sha256_is_rejected(fake: FakeHub) -> None:
+    corrupted = DATA[:-1] + b"\x00"
+    fake.add_hub_file(REPO, "weights.pth", corrupted, linked_sha256=SHA)
+    with pytest.raises(DownloadError, match="does not match"):
+        hub.fetch_hub_file(hub_file(), progress=False)
+    assert cache_files() == []
+
+
+def test_hub_size_mismatch_is_rejected(fake: FakeHub) -> None:
+    fake.add_hub_file(REPO, "weights.pth", DATA)
+    with pytest.raises(DownloadError, match=f"expected {len(DATA) + 1}"):
+        hub.fetch_hub_file(hub_file(size=len(DATA) + 1), progress=False)
+    assert cache_files() == []
+
+
+def test_hub_missing_file_is_a_download_error(fake: FakeHub) -> None:
+    with pytest.raises(DownloadError) as info:
+        hub.fetch_hub_file(hub_file(), progress=False)
+    assert "not found" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_hub_unreachable_is_a_download_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import huggingface_hub.constants
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("RAMTAG_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("time.sleep", lambda seconds: None)  # huggingface_hub backs off ~23 s, skip it
+    with pytest.raises(DownloadError) as info:
+        hub.fetch_hub_file(hub_file(), progress=False)
+    assert not isinstance(info.value, OfflineError)
+    assert f"127.0.0.1:{port}" in str(info.value) and "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------ URLs
+
+
+def test_url_download_is_verified_and_cached(fake: FakeHub) -> None:
+    f = raw_file(fake)
+    rec = Recorder()
+    path = hub.fetch_url(f, progress=rec)
+    assert path.read_bytes() == DATA and path == hub.url_cache_path(f)
+    assert rec.bars[0][0] == len(DATA) and rec.bars[0][2] == len(DATA)
+    n = len(fake.requests)
+    assert hub.fetch_url(f, progress=False) == path and len(fake.requests) == n
+
+
+def test_url_resumes_a_dropped_transfer_within_the_call(fake: FakeHub) -> None:
+    f = raw_file(fake)
+    fake.drop_midway("/gh/owner/repo/abc/data/tags.txt", after=123_456)
+    path = hub.fetch_url(f, progress=False)
+    assert path.read_bytes() == DATA
+    assert fake.ranges() == ["bytes=123456-"]
+    assert not path.with_name(path.name + ".part").exists()
+
+
+def test_url_resumes_a_part_left_by_an_earlier_run(fake: FakeHub) -> None:
+    f = raw_file(fake)
+    part = hub.url_cache_path(f).with_name("tags.txt.part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(DATA[:500_000])
+    assert hub.fetch_url(f, progress=False).read_bytes() == DATA
+    assert fake.ranges() == ["bytes=500000-"] and fake.count("GET") == 1
+
+
+def test_url_server_ignoring_range_restarts_cleanly(fake: FakeHub) -> None:
+    fake.add_raw("owner/repo/abc/data/tags.txt", DATA, honour_range=False)
+    f = UrlFile(url=f"{registry.GITHUB_RAW}/owner/repo/abc/data/tags.txt", sha256=SHA, filename="tags.txt")
+    part = hub.url_cache_path(f).with_name("tags.txt.part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"garbage that is not a prefix")
+    assert hub.fetch_url(f, progress=False).read_bytes() == DATA
+
+
+def test_url_checksum_mismatch_names_url_and_digests_and_leaves_nothing(fake: FakeHub) -> None:
+    wrong = "f" * 64
+    f = raw_file(fake, sha256=wrong)
+    with pytest.raises(DownloadError) as info:
+        hub.fetch_url(f, progress=False)
+    message = str(info.value)
+    assert fake.url + "/gh/owner/repo/abc/data/tags.txt" in message and wrong in message and SHA in message
+    assert "\n" not in message
+    dest = hub.url_cache_path(f)
+    assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+
+
+def test_url_corrupted_cache_is_downloaded_again(fake: FakeHub) -> None:
+    f = raw_file(fake)
+    path = hub.fetch_url(f, progress=False)
+    path.write_bytes(b"bit rot")
+    assert hub.fetch_url(f, progress=False).read_bytes() == DATA
+    assert fake.count("GET") == 2
+
+
+@pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "RAMTAG_OFFLINE"])
+def test_url_offline(fake: FakeHub, monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    f = raw_file(fake)
+    monkeypatch.setenv(variable, "1")
+    with pytest.raises(OfflineError, match="ramtag weights download"):
+        hub.fetch_url(f, progress=False)
+    monkeypatch.delenv(variable)
+    path = hub.fetch_url(f, progress=False)
+    monkeypatch.setenv(variable, "1")
+    n = len(fake.requests)
+    assert hub.fetch_url(f, progress=False) == path and len(fake.requests) == n
+
+
+def test_url_http_error_is_a_download_error(fake: FakeHub) -> None:
+    f = UrlFile(url=f"{registry.GITHUB_RAW}/owner/repo/abc/missing.txt", sha256=SHA, filename="missing.txt")
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        hub.fetch_url(f, progress=False)
