@@ -41,7 +41,8 @@ class NullWriter:
     """``--write none``: writes nothing (tags are only shown)."""
 
     def write(self, result: ImageTags) -> WriteOutcome:
-        return WriteOutcome(result.path, None, "unchanged", "not written (--write none)", tuple(result.tag_names()))
+        tags = tuple(result.tag_names())
+        return WriteOutcome(result.path, None, "unchanged", "not written (--write none)", tags)
 
     def close(self) -> None:
         pass
@@ -89,28 +90,36 @@ def make_writer(
     if mode not in WRITE_MODES:
         raise UsageError(f"--write {mode!r}: choose one of {', '.join(WRITE_MODES)}")
     if sidecar_name not in ("ext", "replace"):
-        raise UsageError(f"--sidecar-name {sidecar_name!r}: choose 'ext' (photo.jpg.xmp) or 'replace' (photo.xmp)")
+        raise UsageError(f"--sidecar-name {sidecar_name!r}: choose 'ext' (a.jpg.xmp) or 'replace' (a.xmp)")
     if lang not in ("en", "zh"):
         raise UsageError(f"--lang {lang!r}: choose 'en' or 'zh'")
     if "/" in hierarchy_root:
         raise UsageError(f"--hierarchy-root {hierarchy_root!r}: use '|' to separate levels, not '/'")
-    common = dict(
-        sidecar_name=sidecar_name,
-        hierarchy_root=hierarchy_root,
-        lang=lang,
-        dry_run=dry_run,
-        repair_sidecars=repair_sidecars,
-        model=model,
-    )
     main: TagWriter
     if mode == "json":
         return JsonlWriter(json_path or Path.cwd() / DEFAULT_JSONL, dry_run=dry_run, all_scores=all_scores)
     if mode == "xmp":
-        main = XmpSidecarWriter(**common)  # type: ignore[arg-type]
+        main = XmpSidecarWriter(
+            sidecar_name=sidecar_name,
+            hierarchy_root=hierarchy_root,
+            lang=lang,
+            dry_run=dry_run,
+            repair_sidecars=repair_sidecars,
+            model=model,
+        )
     elif mode == "embed":
         from ramtag.writers.exiftool import ExiftoolWriter
 
-        main = ExiftoolWriter(**common, backup=backup, timeout=exiftool_timeout)  # type: ignore[arg-type]
+        main = ExiftoolWriter(
+            sidecar_name=sidecar_name,
+            hierarchy_root=hierarchy_root,
+            lang=lang,
+            dry_run=dry_run,
+            backup=backup,
+            repair_sidecars=repair_sidecars,
+            model=model,
+            timeout=exiftool_timeout,
+        )
     else:
         main = NullWriter()
     if json_path is None:

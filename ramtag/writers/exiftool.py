@@ -141,7 +141,9 @@ class _TimedExifTool(pyexiftool.ExifTool):
                         pending.discard(fd)
         except (OSError, ValueError) as e:
             self._kill()
-            raise ExiftoolError(f"lost the connection to exiftool ({e}); it is restarted on the next image") from e
+            raise ExiftoolError(
+                f"lost the connection to exiftool ({e}); restarting it for the next image"
+            ) from e
         out = bytes(bufs[proc.stdout.fileno()]).strip()[: -len(out_end)]
         err = bytes(bufs[proc.stderr.fileno()]).strip()[: -len(err_end)]
         m = re.search(rb"=(\d+)=$", err)
@@ -351,7 +353,7 @@ class ExiftoolWriter:
         mode = [] if self.backup else ["-overwrite_original"]
         out, err, status = self.session.execute(*mode, *args, _arg_path(path))
         if status != 0 or "Error" in err or not re.search(r"\b1 image files? (updated|unchanged)", out):
-            raise ExiftoolError(f"{path}: exiftool could not write it ({_first_error(err)}); file left as it was")
+            raise ExiftoolError(f"{path}: exiftool could not write it ({_first_error(err)}); file unchanged")
         for line in err.splitlines():
             if line.strip():
                 log.warning("%s: exiftool: %s", path, line.strip())
@@ -383,7 +385,7 @@ def untag_image(
     if dry_run:
         return WriteOutcome(path, path, "dry-run", f"{path}: would remove {len(tags)} embedded tags", tags)
     mode = [] if backup else ["-overwrite_original"]
-    out, err, status = session.execute(*mode, *args, "-XMP-ramtag:all=", _arg_path(path))
+    _, err, status = session.execute(*mode, *args, "-XMP-ramtag:all=", _arg_path(path))
     if status != 0 or "Error" in err:
         raise ExiftoolError(f"{path}: exiftool could not write it ({_first_error(err)}); file left as it was")
     return WriteOutcome(path, path, "written", f"{path}: removed {len(tags)} embedded tags", tags)

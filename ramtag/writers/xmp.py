@@ -73,13 +73,11 @@ SIDECAR_FIELDS: tuple[XmpField, ...] = (
 )
 
 # Extensions of image files that can share a stem (photo.jpg + photo.CR2 -> photo.xmp).
-RAW_SUFFIXES = frozenset(
-    ".3fr .ari .arw .bay .cr2 .cr3 .crw .dcr .dng .erf .fff .iiq .k25 .kdc .mef .mos .mrw .nef .nrw "
-    ".orf .ori .pef .raf .raw .rw2 .rwl .sr2 .srf .srw .x3f".split()
-)
-IMAGE_SUFFIXES = RAW_SUFFIXES | frozenset(
-    ".jpg .jpeg .jpe .png .tif .tiff .webp .heic .heif .avif .bmp .gif .jxl .jp2 .psd".split()
-)
+_RAW = "3fr ari arw bay cr2 cr3 crw dcr dng erf fff iiq k25 kdc mef mos mrw nef nrw orf ori pef raf raw rw2 "
+_RAW += "rwl sr2 srf srw x3f"
+_OTHER = "jpg jpeg jpe png tif tiff webp heic heif avif bmp gif jxl jp2 psd"
+RAW_SUFFIXES = frozenset("." + s for s in _RAW.split())
+IMAGE_SUFFIXES = RAW_SUFFIXES | frozenset("." + s for s in _OTHER.split())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -112,31 +110,29 @@ def _escape(text: str, attribute: bool) -> str:
     return text
 
 
-def _serialize(node: Node, out: list[str]) -> None:
+def _serialize(node: Any, out: list[str]) -> None:
     if node.nodeType == Node.ELEMENT_NODE:
-        el: Any = node
-        out.append("<" + el.tagName)
-        for name, value in el.attributes.items():
+        out.append("<" + node.tagName)
+        for name, value in node.attributes.items():
             out.append(f' {name}="{_escape(value, True)}"')
-        if not el.childNodes:
+        if not node.childNodes:
             out.append("/>")
             return
         out.append(">")
-        for child in el.childNodes:
+        for child in node.childNodes:
             _serialize(child, out)
-        out.append(f"</{el.tagName}>")
+        out.append(f"</{node.tagName}>")
     elif node.nodeType == Node.TEXT_NODE:
-        out.append(_escape(node.data, False))  # type: ignore[attr-defined]
+        out.append(_escape(node.data, False))
     elif node.nodeType == Node.CDATA_SECTION_NODE:
-        out.append(f"<![CDATA[{node.data}]]>")  # type: ignore[attr-defined]
+        out.append(f"<![CDATA[{node.data}]]>")
     elif node.nodeType == Node.COMMENT_NODE:
-        out.append(f"<!--{node.data}-->")  # type: ignore[attr-defined]
+        out.append(f"<!--{node.data}-->")
     elif node.nodeType == Node.PROCESSING_INSTRUCTION_NODE:
-        pi: Any = node
-        out.append(f"<?{pi.target} {pi.data}?>" if pi.data else f"<?{pi.target}?>")
+        out.append(f"<?{node.target} {node.data}?>" if node.data else f"<?{node.target}?>")
 
 
-def _elements(parent: Node) -> list[Any]:
+def _elements(parent: Any) -> list[Any]:
     return [c for c in parent.childNodes if c.nodeType == Node.ELEMENT_NODE]
 
 
@@ -144,8 +140,8 @@ def _is(el: Any, ns: str, local: str) -> bool:
     return bool(el.namespaceURI == ns and el.localName == local)
 
 
-def _is_blank(node: Node | None) -> bool:
-    return node is not None and node.nodeType == Node.TEXT_NODE and not node.data.strip()  # type: ignore[attr-defined]
+def _is_blank(node: Any) -> bool:
+    return node is not None and node.nodeType == Node.TEXT_NODE and not node.data.strip()
 
 
 def _text(el: Any) -> str | None:
@@ -209,7 +205,7 @@ class XmpPacket:
     """A parsed (or new) XMP packet; edits touch only ramtag's keyword items and record."""
 
     def __init__(self, doc: minidom.Document, xml_decl: bool, bom: bool) -> None:
-        self.doc = doc
+        self.doc: Any = doc
         self.xml_decl = xml_decl
         self.bom = bom
         root = doc.documentElement
@@ -465,9 +461,7 @@ class XmpPacket:
         return True
 
     def snapshot(self, fields: tuple[XmpField, ...]) -> tuple[Any, ...]:
-        return tuple(
-            tuple(sorted(self.values(f.ns, f.local) or ())) for f in fields
-        )
+        return tuple(tuple(sorted(self.values(f.ns, f.local) or ())) for f in fields)
 
 
 def _qname(prefix: str, local: str) -> str:
@@ -718,7 +712,11 @@ class XmpSidecarWriter:
                 raise
             backup = _backup_path(sidecar)
             new, _ = merge_tags(
-                None, names, path=sidecar, hierarchy_root=self.hierarchy_root, model=self.model,
+                None,
+                names,
+                path=sidecar,
+                hierarchy_root=self.hierarchy_root,
+                model=self.model,
                 created=False,
             )
         tags = tuple(names)
