@@ -143,20 +143,22 @@ def generate_descriptions(
     total: int = DESCRIPTIONS_PER_TAG,
     workers: int = 5,
 ) -> list[str]:
-    """Ask the LLM the 5 paper prompts for ``tag`` (``answers_per_prompt`` answers each, in parallel)
-    and return exactly ``total`` descriptions (see :func:`finalize`)."""
+    """Ask the LLM the 5 paper prompts for ``tag`` (``answers_per_prompt`` answers each; the first prompt
+    alone, the other 4 in parallel) and return exactly ``total`` descriptions (see :func:`finalize`)."""
 
     def ask(prompt: str) -> list[str]:
         return client.chat(prompt, n=answers_per_prompt, temperature=temperature, max_tokens=max_tokens)
 
     prompts = prompts_for(tag)
+    # The first prompt alone: a dead server fails once, and the client learns whether n > 1 works.
+    per_prompt = [ask(prompts[0])]
     if workers <= 1:
-        per_prompt = [ask(p) for p in prompts]
+        per_prompt += [ask(p) for p in prompts[1:]]
     else:
         with ThreadPoolExecutor(
-            max_workers=min(workers, len(prompts)), thread_name_prefix="ramtag-llm"
+            max_workers=min(workers, len(prompts) - 1), thread_name_prefix="ramtag-llm"
         ) as pool:
-            per_prompt = list(pool.map(ask, prompts))
+            per_prompt += list(pool.map(ask, prompts[1:]))
     log.debug("LLM answered %d prompts for %r", len(per_prompt), tag)
     return finalize(tag, [a for answers in per_prompt for a in answers], total)
 
