@@ -182,7 +182,8 @@ def build_model(loaded: LoadedWeights, device: str | torch.device | None = None,
     """A :class:`RamPlus` holding ``loaded``'s tensors (strict: every key and shape must match), in eval mode.
 
     The model is created on the meta device (no random init), so building Swin-L costs no extra time;
-    the tensors of ``loaded.state_dict`` are adopted, then moved to ``device`` / cast to ``dtype``.
+    the tensors of ``loaded.state_dict`` are adopted, then moved to ``device`` and cast to ``dtype``
+    (default float32, whatever the file stores; autocast handles fp16/bf16 compute).
     """
     import torch
 
@@ -198,7 +199,7 @@ def build_model(loaded: LoadedWeights, device: str | torch.device | None = None,
         model = RamPlus(loaded.config)
     source = str(loaded.directory / MODEL_FILE) if loaded.directory is not None else MODEL_FILE
     load_state_dict_strict(model, loaded.state_dict, source=source, assign=True)
-    model = model.to(device=device, dtype=dtype)
+    model = model.to(device=device, dtype=dtype or torch.float32)
     return model.eval()
 
 

@@ -147,3 +147,15 @@ def test_build_model_is_strict(saved):
     loaded.state_dict["extra"] = torch.zeros(1)
     with pytest.raises(CheckpointError, match=r"safetensors: .*1 missing \(fc\.bias\); 1 unexpected \(extra"):
         build_model(loaded)
+
+
+def test_half_precision_files_build_a_float32_model(tmp_path, model):
+    half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    directory = save_weights(tmp_path / "half", state_dict=half, config=SMALL, vocabulary=VOCAB,
+                             preprocessing=PRE, provenance={})
+    assert load_weights(directory).state_dict["label_embed"].dtype == torch.float16
+    built = build_model(load_weights(directory))
+    assert {p.dtype for p in built.parameters()} == {torch.float32}
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(built(x), model(x), atol=0.05)
