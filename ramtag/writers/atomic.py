@@ -71,10 +71,14 @@ class AtomicFile:
         """Flush, fsync and move the temporary file over the target."""
         if self._done:
             return
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.tmp_path, self.path)
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self.tmp_path, self.path)
+        except BaseException:
+            self.discard()
+            raise
         self._done = True
         _fsync_dir(self.path.parent)
 
