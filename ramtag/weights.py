@@ -192,11 +192,12 @@ def download_weights(name: str = DEFAULT_WEIGHTS, *, force: bool = False, keep_d
     target = paths.weights_dir() / name
     if is_weights_dir(target) and not force:
         return target
-    checkpoint = hub.fetch_hub_file(spec.checkpoint, progress=progress)
+    # the small tag files first: a problem with them shows before gigabytes are transferred
     tag_list = hub.fetch_url(spec.tag_list, progress=progress)
     thresholds = hub.fetch_url(spec.thresholds, progress=progress)
     tag_list_zh = hub.fetch_url(spec.tag_list_zh, progress=progress) if spec.tag_list_zh else None
     vocabulary = Vocabulary.from_files(tag_list, thresholds, tag_list_zh)
+    checkpoint = hub.fetch_hub_file(spec.checkpoint, progress=progress)
     ckpt = spec.checkpoint
     provenance = {
         "source": "registry",

@@ -11,8 +11,12 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -153,3 +157,19 @@ class FakeHubServer:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+@contextmanager
+def serving(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    """Run a fake server and point HF_ENDPOINT and RAMTAG_GITHUB_RAW at it, online."""
+    import huggingface_hub.constants
+
+    with FakeHubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("RAMTAG_GITHUB_RAW", server.url + "/gh")
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("RAMTAG_OFFLINE", raising=False)
+        # huggingface_hub reads HF_HUB_OFFLINE once at import; a developer's global setting must not leak in.
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        yield server

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _fake_hub import COMMIT, FakeHub, FakeHubServer
+from _fake_hub import COMMIT, FakeHub, serving
 from conftest import OFFICIAL_DATA
 
 from ramtag import hub, registry
@@ -21,16 +21,7 @@ REPO = "owner/tiny-model"
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
-    import huggingface_hub.constants
-
-    with FakeHubServer() as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setenv("RAMTAG_GITHUB_RAW", server.url + "/gh")
-        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.delenv("RAMTAG_OFFLINE", raising=False)
-        # huggingface_hub reads HF_HUB_OFFLINE once at import; a developer's global setting must not leak in.
-        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with serving(monkeypatch) as server:
         yield server
 
 
