@@ -14,6 +14,7 @@ import logging
 import threading
 from pathlib import Path
 
+from ramtag.errors import UsageError
 from ramtag.results import ImageTags
 from ramtag.writers.atomic import AtomicFile
 from ramtag.writers.base import WriteOutcome
@@ -32,7 +33,14 @@ class JsonlWriter:
         self.all_scores = all_scores
         self._seen: set[str] = set()
         self._lock = threading.Lock()
-        self._out: AtomicFile | None = None if dry_run else AtomicFile(self.path, 0o666)
+        self._out: AtomicFile | None = None
+        if not dry_run:
+            try:
+                self._out = AtomicFile(self.path, 0o666)
+            except OSError as e:
+                raise UsageError(
+                    f"--json {self.path}: cannot write there ({e.strerror}); pick another file"
+                ) from e
         self._closed = False
 
     def write(self, result: ImageTags) -> WriteOutcome:
