@@ -156,3 +156,21 @@ def test_import_stays_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert out == ["False", "False"]
+
+
+@pytest.mark.slow
+def test_vit_b_16_layout_loads_strictly() -> None:
+    """open_clip's ViT-B-16 (the layout of the registry's open_clip_model.safetensors) is inferred exactly."""
+    import open_clip
+
+    reference = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None).eval()
+    sd = reference.state_dict()
+    cfg = infer_clip_config(sd)
+    want = open_clip.get_model_config("ViT-B-16-quickgelu")
+    assert cfg["embed_dim"] == want["embed_dim"] == 512 and cfg["text_cfg"] == want["text_cfg"]
+    assert {k: cfg["vision_cfg"][k] for k in want["vision_cfg"]} == want["vision_cfg"]
+    ours = ClipModel.from_state_dict(sd)
+    texts = ["a photo of a cat.", "a corgi running on a lawn"]
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(reference.encode_text(ours.tokenize(texts)), dim=-1)
+    assert (ours.encode_text(texts) - ref).abs().max() < 1e-6
