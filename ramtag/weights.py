@@ -338,7 +338,8 @@ def resolve_weights(spec: str | Path | None = None, *, download: bool = True) ->
 
     - ``None``: the default registry weights; a registry name: its converted directory, downloaded and
       converted first when missing (``download=True``; one log line says so);
-    - an imported name: its directory; a directory with ``ramtag.json``: itself;
+    - an imported name: its directory; a directory with ``ramtag.json``: itself (a plain name is looked up
+      as weights first, then as a folder; write ``./NAME`` for the folder);
     - an official ``.pth`` file: an error telling to `ramtag weights import` it.
 
     Raises :class:`OfflineError` when the weights are missing and downloads are off, :class:`WeightsError`
@@ -348,12 +349,16 @@ def resolve_weights(spec: str | Path | None = None, *, download: bool = True) ->
         spec = DEFAULT_WEIGHTS
     text = str(spec)
     as_path = Path(text).expanduser()
-    if isinstance(spec, Path) or os.sep in text or (os.altsep and os.altsep in text) or as_path.exists():
+    looks_like_path = isinstance(spec, Path) or os.sep in text or bool(os.altsep and os.altsep in text)
+    if looks_like_path or not _NAME.fullmatch(text):
         return _resolve_path(as_path)
-    name = validate_name(text)
+    # a plain name: installed or registry weights first, then a folder of that name (write ./NAME to force it)
+    name = text
     target = paths.weights_dir() / name
     if is_weights_dir(target):
         return target
+    if name not in WEIGHTS and as_path.exists():
+        return _resolve_path(as_path)
     if name not in WEIGHTS:
         known = ", ".join(info.name for info in list_weights())
         raise WeightsError(f"unknown weights {name!r}; known: {known}; or pass a ramtag weights folder, "

@@ -198,6 +198,13 @@ def test_hub_unreachable_is_a_download_error(monkeypatch: pytest.MonkeyPatch) ->
     assert f"127.0.0.1:{port}" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_rich_progress_bar_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    bar = hub._RichBar("weights.pth", 10, 2)
+    bar.update(8)
+    bar.close()
+    assert "weights.pth" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------------ URLs
 
 

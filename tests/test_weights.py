@@ -149,7 +149,8 @@ def test_resolve_without_download_names_the_command(tiny: FakeHub) -> None:
     assert tiny.requests == []
 
 
-def test_resolve_paths(tiny: FakeHub, parity_dir: Path, tmp_path: Path) -> None:
+def test_resolve_paths(tiny: FakeHub, parity_dir: Path, tmp_path: Path,
+                       monkeypatch: pytest.MonkeyPatch) -> None:
     out = weights.download_weights(NAME, progress=False)
     assert weights.resolve_weights(out) == out and weights.resolve_weights(str(out)) == out
     with pytest.raises(WeightsError, match="ramtag weights import"):
@@ -160,6 +161,13 @@ def test_resolve_paths(tiny: FakeHub, parity_dir: Path, tmp_path: Path) -> None:
         weights.resolve_weights(tmp_path / "missing" / "weights")
     with pytest.raises(WeightsError, match="unknown weights 'nope'"):
         weights.resolve_weights("nope")
+    # a plain name that is a folder in the working directory, not an installed name
+    monkeypatch.chdir(out.parent)
+    assert weights.resolve_weights(NAME) == paths.weights_dir() / NAME
+    (tmp_path / "local").mkdir()
+    shutil.copytree(out, tmp_path / "local" / "folder-weights")
+    monkeypatch.chdir(tmp_path / "local")
+    assert weights.resolve_weights("folder-weights") == Path("folder-weights")
 
 
 @pytest.mark.parametrize("bad", ["", ".hidden", "a/b", "../up", "a\\b", "x" * 101, "a b"])
