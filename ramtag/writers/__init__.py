@@ -164,7 +164,7 @@ def untag_paths(
             yield WriteOutcome(image or path, path, "skipped", str(e))
 
     def embeddable(path: Path) -> bool:
-        if session is None or path.suffix.lower() not in IMAGE_SUFFIXES:
+        if session is None or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
             return False
         try:
             return path.suffix.lower() in session.writable_suffixes()
@@ -194,7 +194,7 @@ def untag_paths(
                             yield from one(f, None)
                         elif embeddable(f):
                             yield from one(f, f)
-            elif path.is_file():
+            elif path.is_file() or locator.sidecars_of(path):  # (an image may be gone, its sidecar not)
                 yield from image_file(path)
             else:
                 yield WriteOutcome(path, None, "skipped", f"{path}: no such file or folder")

@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,8 +178,12 @@ class ExiftoolSession:
         self._lock = threading.Lock()
 
     def _start(self) -> _TimedExifTool:
-        if self._tool is not None and self._tool.running:
-            return self._tool
+        if self._tool is not None:
+            with warnings.catch_warnings():  # pyexiftool warns when it finds its process died
+                warnings.simplefilter("ignore")
+                if self._tool.running:
+                    return self._tool
+            log.warning("exiftool stopped unexpectedly; starting it again")
         fd, config = tempfile.mkstemp(prefix="ramtag-exiftool-", suffix=".config")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
