@@ -192,7 +192,7 @@ def _run_with_progress(api: Any, paths: list[Path], tagger: Any, opts: Any, wopt
         if to_stdout:
             sys.stdout.write(json.dumps(res.to_dict(), ensure_ascii=False) + "\n")
         elif res.ok and not quiet:
-            progress.console.print(f"[bold]{escape(str(res.path))}[/]: "
+            out.print(f"[bold]{escape(str(res.path))}[/]: "
                                    f"{escape(', '.join(res.tag_names(lang)) or '(no tags)')}", highlight=False)
         if not res.ok:
             reason = res.error or "failed"
