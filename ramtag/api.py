@@ -305,6 +305,7 @@ def tag_library(
     state_db: Path | None = None,
     progress: ProgressFn | None = None,
     on_result: ResultFn | None = None,
+    on_write: Callable[[Any], None] | None = None,
 ) -> RunSummary:
     """Tag every image under ``paths`` and write the tags; what ``ramtag tag`` runs.
 
@@ -365,11 +366,13 @@ def tag_library(
                 return
             try:
                 outcome = writer.write(res)
+                if on_write is not None:
+                    on_write(outcome)
                 if res.ok and getattr(outcome, "action", "") == "skipped":
                     write_errors.append((str(res.path), outcome.message))
                     continue
                 if res.ok:
-                    summary.written += getattr(outcome, "action", "") in ("written", "fallback-sidecar")
+                    summary.written += outcome.action in ("written", "fallback-sidecar")
                     if getattr(outcome, "message", "") and getattr(outcome, "action", "") == "fallback-sidecar":
                         summary.notes.append(outcome.message)
                     if state is not None and res.path is not None:
@@ -412,3 +415,15 @@ def tag_library(
     summary.notes = list(dict.fromkeys(tagger.notes + summary.notes))
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def untag(paths: Sequence[str | Path], *, sidecars_only: bool = False, dry_run: bool = False,
+          backup: bool = True) -> Iterator[Any]:
+    """Remove exactly the tags ramtag wrote (sidecars, and embedded tags where exiftool is installed).
+
+    Yields one ``ramtag.writers.WriteOutcome`` per sidecar or image touched; ``action == "skipped"``
+    carries a one-line reason.
+    """
+    from .writers import untag_paths
+
+    yield from untag_paths(paths, embedded=False if sidecars_only else None, dry_run=dry_run, backup=backup)

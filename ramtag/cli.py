@@ -82,7 +82,7 @@ def _setup_logging(verbose: bool, quiet: bool = False) -> None:
 
 @app.command()
 def tag(
-    paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (walked recursively).")],
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Image files and/or folders (walked recursively).")],
     write: Annotated[WriteMode, typer.Option("--write", help="Where tags go: XMP sidecars, embedded in the "
                      "image (exiftool), one JSON Lines file, or nowhere.", rich_help_panel="Output")] = WriteMode.xmp,
     json_file: Annotated[Path | None, typer.Option("--json", help="Also write JSON Lines (one object per image) "
@@ -168,14 +168,14 @@ def tag(
     for note in tagger.notes:
         err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     summary = _run_with_progress(api, paths, tagger, opts, wopts, force=force, state_db=state_db,
-                                 quiet=quiet, to_stdout=to_stdout, lang=lang.value)
+                                 quiet=quiet, to_stdout=to_stdout, lang=lang.value, dry_run=dry_run)
     _print_summary(summary)
     if summary.failed:
         raise typer.Exit(1)
 
 
 def _run_with_progress(api: Any, paths: list[Path], tagger: Any, opts: Any, wopts: Any, *, force: bool,
-                       state_db: Path | None, quiet: bool, to_stdout: bool, lang: str) -> Any:
+                       state_db: Path | None, quiet: bool, to_stdout: bool, lang: str, dry_run: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     progress = Progress(TextColumn("[bold]tagging"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -199,9 +199,14 @@ def _run_with_progress(api: Any, paths: list[Path], tagger: Any, opts: Any, wopt
             line = reason if str(res.path) in reason else f"{res.path}: {reason}"
             progress.console.print(f"[red]skipped[/] {escape(line)}", highlight=False)
 
+    def on_write(outcome: Any) -> None:
+        if dry_run and outcome.action == "dry-run" and outcome.target is not None:
+            progress.console.print(f"[cyan]would write[/] {escape(str(outcome.target))}: "
+                                   f"{escape(', '.join(outcome.tags) or '(no tags)')}", highlight=False)
+
     with progress:
         return api.tag_library(paths, tagger, options=opts, write=wopts, force=force, state_db=state_db,
-                               progress=on_progress, on_result=on_result)
+                               progress=on_progress, on_result=on_result, on_write=on_write)
 
 
 def _print_summary(summary: Any) -> None:
@@ -219,6 +224,31 @@ def _print_summary(summary: Any) -> None:
             err.print(f"  {reason if path in reason else f'{path}: {reason}'}", highlight=False, markup=False)
         if len(summary.failed) > 50:
             err.print(f"  ... and {len(summary.failed) - 50} more")
+
+
+@app.command()
+def untag(
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Images, sidecars or folders.")],
+    sidecars_only: Annotated[bool, typer.Option("--sidecars-only", help="Leave embedded metadata alone.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed.")] = False,
+    no_backup: Annotated[bool, typer.Option("--no-backup", help="Embedded: no exiftool *_original copy.")] = False,
+) -> None:
+    """Remove exactly the tags ramtag wrote; your own keywords stay."""
+    from . import api
+
+    failed = changed = 0
+    for o in api.untag(paths, sidecars_only=sidecars_only, dry_run=dry_run, backup=not no_backup):
+        if o.action == "skipped":
+            failed += 1
+            err.print(f"[red]skipped[/] {escape(o.message)}", highlight=False)
+        elif o.action in ("written", "dry-run"):
+            changed += 1
+            verb = "would remove" if dry_run else "removed"
+            out.print(f"{verb} {escape(', '.join(o.tags) or 'ramtag record')} from {escape(str(o.target))}",
+                      highlight=False)
+    err.print(f"{changed} files {'to change' if dry_run else 'changed'}, {failed} failed", highlight=False)
+    if failed:
+        raise typer.Exit(1)
 
 
 @weights_app.command("list")
