@@ -82,7 +82,7 @@ def _setup_logging(verbose: bool, quiet: bool = False) -> None:
 
 @app.command()
 def tag(
-    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Image files and/or folders (walked recursively).")],
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="Image files and/or folders (walked recursively).")],
     write: Annotated[WriteMode, typer.Option("--write", help="Where tags go: XMP sidecars, embedded in the "
                      "image (exiftool), one JSON Lines file, or nowhere.", rich_help_panel="Output")] = WriteMode.xmp,
     json_file: Annotated[Path | None, typer.Option("--json", help="Also write JSON Lines (one object per image) "
@@ -228,7 +228,7 @@ def _print_summary(summary: Any) -> None:
 
 @app.command()
 def untag(
-    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Images, sidecars or folders.")],
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="Images, sidecars or folders.")],
     sidecars_only: Annotated[bool, typer.Option("--sidecars-only", help="Leave embedded metadata alone.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed.")] = False,
     no_backup: Annotated[bool, typer.Option("--no-backup", help="Embedded: no exiftool *_original copy.")] = False,
