@@ -149,17 +149,18 @@ def untag_paths(
     locator = SidecarLocator()
     done: set[Path] = set()
 
-    def one(path: Path, image: Path | None) -> Iterator[WriteOutcome]:
+    def one(path: Path, embedded_in: bool, image: Path | None = None) -> Iterator[WriteOutcome]:
+        """Untag ``path``: a sidecar (of ``image`` where known) or, with ``embedded_in``, an image."""
         key = Path(os.path.abspath(path))
         if key in done:
             return
         done.add(key)
         try:
-            if image is None:
-                yield untag_sidecar(path, dry_run=dry_run)
-            else:
+            if embedded_in:
                 assert session is not None
                 yield untag_image(session, path, dry_run=dry_run, backup=backup)
+            else:
+                yield untag_sidecar(path, image=image, dry_run=dry_run)
         except (RamtagError, OSError) as e:
             yield WriteOutcome(image or path, path, "skipped", str(e))
 
@@ -173,12 +174,12 @@ def untag_paths(
 
     def image_file(path: Path) -> Iterator[WriteOutcome]:
         if path.suffix.lower() == ".xmp":
-            yield from one(path, None)
+            yield from one(path, False)
             return
         for sidecar in locator.sidecars_of(path):
-            yield from one(sidecar, None)
+            yield from one(sidecar, False, image=path)
         if embeddable(path):
-            yield from one(path, path)
+            yield from one(path, True)
 
     try:
         for raw in paths:
@@ -191,9 +192,9 @@ def untag_paths(
                             continue
                         f = Path(root) / name
                         if f.suffix.lower() == ".xmp":
-                            yield from one(f, None)
+                            yield from one(f, False)
                         elif embeddable(f):
-                            yield from one(f, f)
+                            yield from one(f, True)
             elif path.is_file() or locator.sidecars_of(path):  # (an image may be gone, its sidecar not)
                 yield from image_file(path)
             else:

@@ -305,6 +305,7 @@ class ExiftoolWriter:
         timeout: float = 60.0,
     ) -> None:
         self.session = ExiftoolSession(timeout=timeout)
+        self.session.writable_suffixes()  # starts exiftool now: a broken install fails once, up front
         self.hierarchy_root = hierarchy_root
         self.lang = lang
         self.dry_run = dry_run
