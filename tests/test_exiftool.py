@@ -181,7 +181,9 @@ def test_embed_from_a_background_thread(tmp_path: Path) -> None:
         actions = list(pool.map(lambda p: w.write(result(p, "red", p.stem)).action, images))
     w.close()
     assert actions == ["written"] * 4
-    assert meta(images[3])["XMP-dc:Subject"] == ["red", "img3"]
+    m = meta(images[3])
+    assert m["XMP-dc:Subject"] == ["red", "img3"]
+    assert m["IPTC:Keywords"] == ["red", "img3"] and m["IPTC:CodedCharacterSet"] == "UTF8"  # JPEG holds IPTC
 
 
 @needs_exiftool
