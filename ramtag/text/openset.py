@@ -231,7 +231,7 @@ class OpenSet:
         default_factory=list
     )  # explicit "tag=0.6" overrides, else None
     sources: dict[str, str] = field(default_factory=dict)  # new tag -> "file" | "cache" | "llm" | "templates"
-    warnings: list[str] = field(default_factory=list)  # one-line messages already logged
+    warnings: list[str] = field(default_factory=list)  # one-line messages already logged at WARNING level
 
 
 def build_open_set(
@@ -270,12 +270,11 @@ def build_open_set(
             result.reused_builtin.append(vocabulary.names[i])
             result.reused_indices.append(i)
             result.reused_thresholds.append(t.threshold if t.explicit_threshold else None)
-    if result.reused_builtin:
-        msg = "open-set tags already in the built-in vocabulary use the built-in embeddings: " + ", ".join(
-            result.reused_builtin
+    if result.reused_builtin:  # reported once; the caller shows ``reused_builtin`` to the user
+        log.info(
+            "open-set tags already in the built-in vocabulary use the built-in embeddings: %s",
+            ", ".join(result.reused_builtin),
         )
-        log.warning("%s", msg)
-        result.warnings.append(msg)
 
     from_file = load_descriptions(descriptions_file) if descriptions_file is not None else {}
     from_file_lower = {k.lower(): v for k, v in from_file.items()}
