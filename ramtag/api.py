@@ -354,7 +354,7 @@ def tag_library(
     writer = make_writer(
         wopts.mode, sidecar_name=wopts.sidecar_name, hierarchy_root=wopts.hierarchy_root, lang=opts.lang,
         dry_run=wopts.dry_run, backup=wopts.backup, repair_sidecars=wopts.repair_sidecars,
-        json_path=json_path, all_scores=opts.all_scores,
+        json_path=json_path, all_scores=opts.all_scores, model=tagger.name,
     )
     work: queue.Queue[ImageTags | None] = queue.Queue(maxsize=256)
     write_errors: list[tuple[str, str]] = []

@@ -241,7 +241,7 @@ def untag(
         if o.action == "skipped":
             failed += 1
             err.print(f"[red]skipped[/] {escape(o.message)}", highlight=False)
-        elif o.action in ("written", "dry-run"):
+        elif o.action in ("written", "dry-run", "deleted"):
             changed += 1
             verb = "would remove" if dry_run else "removed"
             out.print(f"{verb} {escape(', '.join(o.tags) or 'ramtag record')} from {escape(str(o.target))}",
