@@ -18,7 +18,6 @@ files, the sha256 the Hub reports for the object). A bad download is deleted, ne
 from __future__ import annotations
 
 import functools
-import hashlib
 import http.client
 import logging
 import os
@@ -34,6 +33,7 @@ from typing import Any, Protocol
 from . import paths
 from .errors import DownloadError, OfflineError
 from .registry import GITHUB_RAW, HubFile, UrlFile
+from .weights_format import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -123,15 +123,6 @@ class _TqdmShim:
 
 
 # ---------------------------------------------------------------------------------------------- checks
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _offline_error(what: str) -> OfflineError:

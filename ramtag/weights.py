@@ -25,7 +25,7 @@ from . import hub, paths
 from .errors import CheckpointError, OfflineError, UsageError, VocabularyError, WeightsError
 from .registry import DEFAULT_WEIGHTS, WEIGHTS, UrlFile, WeightsSpec, get_weights_spec
 from .tags.vocab import Vocabulary
-from .weights_format import META_FILE, OFFICIAL_PREPROCESSING, Preprocessing
+from .weights_format import META_FILE, OFFICIAL_PREPROCESSING, Preprocessing, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def download_weights(name: str = DEFAULT_WEIGHTS, *, force: bool = False, keep_d
         "checkpoint": {
             "repo_id": ckpt.repo_id, "filename": ckpt.filename, "revision": ckpt.revision,
             "commit": hub.hub_commit(checkpoint), "bytes": checkpoint.stat().st_size,
-            "sha256": ckpt.sha256 or hub.reported_sha256(checkpoint) or hub.sha256_file(checkpoint),
+            "sha256": ckpt.sha256 or hub.reported_sha256(checkpoint) or sha256_file(checkpoint),
         },
         "tag_list": _url_provenance(spec.tag_list),
         "tag_list_zh": _url_provenance(spec.tag_list_zh),
@@ -226,7 +226,7 @@ def download_weights(name: str = DEFAULT_WEIGHTS, *, force: bool = False, keep_d
 def _file_provenance(path: Path | None) -> dict[str, Any] | None:
     if path is None:
         return None
-    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": hub.sha256_file(path)}
+    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def import_checkpoint(checkpoint: str | Path, *, tag_list: str | Path | None = None,

@@ -13,6 +13,7 @@ from conftest import OFFICIAL_DATA
 from ramtag import hub, registry
 from ramtag.errors import DownloadError, OfflineError
 from ramtag.registry import HubFile, UrlFile
+from ramtag.weights_format import sha256_file
 
 DATA = bytes(range(256)) * 4096  # 1 MiB, several read chunks
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -72,7 +73,7 @@ def test_registry_default_entry_and_pinned_tag_files(official_data: Path) -> Non
                     (spec.thresholds, "ram_tag_list_threshold.txt")):
         assert f is not None and f.filename == name
         assert "/7cb804a8609e9f4b1a50b7f31436d2df40bb9481/ram/data/" in f.url
-        assert hub.sha256_file(OFFICIAL_DATA / name) == f.sha256  # the pinned digest is the real file's
+        assert sha256_file(OFFICIAL_DATA / name) == f.sha256  # the pinned digest is the real file's
     assert registry.get_text_encoder().repo_id == "timm/vit_base_patch16_clip_224.openai"
 
 

@@ -17,7 +17,7 @@ from _fake_hub import COMMIT, FakeHub, serving
 from ramtag import hub, paths, registry, weights
 from ramtag.errors import OfflineError, UsageError, VocabularyError, WeightsError
 from ramtag.registry import HubFile, UrlFile, WeightsSpec
-from ramtag.weights_format import OFFICIAL_PREPROCESSING, load_weights
+from ramtag.weights_format import OFFICIAL_PREPROCESSING, load_weights, sha256_file
 
 NAME = "tiny-test"
 REPO = "ramtag-tests/tiny-ram-plus"
@@ -28,7 +28,7 @@ FILES = {"tag_list.txt": "tag_list", "tag_list_chinese.txt": "tag_list_zh", "thr
 def _tiny_spec(parity: Path) -> WeightsSpec:
     ckpt = parity / "ram_plus_tiny_official.pth"
     urls = {field: UrlFile(url=f"{registry.GITHUB_RAW}/ramtag-tests/data/{COMMIT}/{name}",
-                           sha256=hub.sha256_file(parity / name), filename=name)
+                           sha256=sha256_file(parity / name), filename=name)
             for name, field in FILES.items()}
     return WeightsSpec(
         name=NAME, arch="tiny",
@@ -92,7 +92,7 @@ def test_download_converts_once_into_a_loadable_ramtag_folder(tiny: FakeHub, par
     prov = loaded.metadata["provenance"]
     assert prov["checkpoint"] == {"repo_id": REPO, "filename": "ram_plus_tiny.pth", "revision": "main",
                                   "commit": COMMIT, "bytes": 11_340_879, "sha256": CHECKPOINT_SHA256}
-    assert prov["tag_list"]["sha256"] == hub.sha256_file(parity_dir / "tag_list.txt")
+    assert prov["tag_list"]["sha256"] == sha256_file(parity_dir / "tag_list.txt")
     assert prov["license"] == "Apache-2.0"
     # the raw checkpoint is dropped once converted; only the converted folder is kept
     assert hub.remove_cached_hub_file(registry.WEIGHTS[NAME].checkpoint) is False
