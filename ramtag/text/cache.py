@@ -12,10 +12,9 @@ Writes are atomic (temp file in the same folder + ``os.replace``); unreadable en
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from .. import paths
-from .describe import DESCRIPTIONS_PER_TAG, PROMPT_SET_VERSION, atomic_write_text
+from ..writers.atomic import atomic_write_bytes
+from .describe import DESCRIPTIONS_PER_TAG, PROMPT_SET_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class TextCache:
             "prompt_set": PROMPT_SET_VERSION,
             "descriptions": list(descriptions),
         }
-        atomic_write_text(path, json.dumps(record, ensure_ascii=False, indent=1) + "\n")
+        _write(path, json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8"))
         return path
 
     # -------------------------------------------------------------- embeddings
@@ -127,15 +127,9 @@ class TextCache:
     ) -> Path:
         npy, meta_path = self._emb_paths(texts, encoder_id, pooling)
         arr = np.ascontiguousarray(array, dtype=np.float32)
-        npy.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{npy.name}.", suffix=".tmp", dir=npy.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, arr, allow_pickle=False)
-            os.replace(tmp, npy)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        _write(npy, buf.getvalue())
         meta = {
             "texts_sha256": texts_sha256(texts),
             "encoder": encoder_id,
@@ -143,8 +137,13 @@ class TextCache:
             "shape": list(arr.shape),
             **(info or {}),
         }
-        atomic_write_text(meta_path, json.dumps(meta, ensure_ascii=False, indent=1) + "\n")  # written last
+        _write(meta_path, json.dumps(meta, ensure_ascii=False, indent=1).encode("utf-8"))  # written last
         return npy
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import InputError, LLMError
+from ..writers.atomic import atomic_write_bytes
 from .llm import LLMClient
 
 log = logging.getLogger(__name__)
@@ -211,18 +210,6 @@ def dump_descriptions(descriptions: Mapping[str, Sequence[str]], path: str | Pat
         json.dumps([{tag: list(d)} for tag, d in descriptions.items()], ensure_ascii=False, indent=2) + "\n"
     )
     if path is not None:
-        atomic_write_text(Path(path), text)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, text.encode("utf-8"))
     return text
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
