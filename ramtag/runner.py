@@ -227,7 +227,7 @@ class Runner:
         return self.precision != "fp32"
 
     def describe(self) -> str:
-        """One line: device, precision, options; e.g. ``cuda:0 (NVIDIA H200), bf16 autocast, channels_last``."""
+        """One line, e.g. ``cuda:0 (NVIDIA H200), bf16 autocast, channels_last``."""
         if self.device.type == "cuda":
             where = f"{self.device} ({torch.cuda.get_device_name(self.device)})"
         elif self.device.type == "cpu":
