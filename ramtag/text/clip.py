@@ -14,7 +14,6 @@ Everything runs in float32 on the CPU by default; ``open_clip`` is imported only
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import zipfile
 from collections.abc import Sequence
@@ -212,11 +211,10 @@ def fetch_default_clip() -> Path:
 
 @functools.lru_cache(maxsize=8)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """sha256 of a file, remembered per (path, size, mtime) for this process."""
+    from ..weights_format import sha256_file
+
+    return sha256_file(path)
 
 
 def clip_encoder_id(clip_file: str | Path | None = None) -> str:
