@@ -258,35 +258,48 @@ def weights_list() -> None:
 
     for info in list_weights():
         mark = "[green]installed[/]" if info.installed else "[dim]not downloaded[/]"
-        out.print(f"[bold]{info.name}[/]  {mark}  {info.description}")
+        default = " [cyan](default)[/]" if info.default else ""
+        out.print(f"[bold]{escape(info.name)}[/]{default}  {mark}  {escape(info.description or '')}")
+        details = [d for d in (info.arch, f"{info.num_tags} tags" if info.num_tags else None, info.license) if d]
+        if details:
+            out.print(f"    {escape(', '.join(details))}", highlight=False)
         if info.installed:
-            out.print(f"    {info.path}", highlight=False)
+            out.print(f"    {escape(str(info.path))}", highlight=False)
 
 
 @weights_app.command("download")
 def weights_download(
     name: Annotated[str | None, typer.Argument(help="Registry name (default: ram-plus-swin-l-14m).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download and convert again.")] = False,
+    keep_download: Annotated[bool, typer.Option("--keep-download", help="Keep the original .pth after "
+                             "converting it.")] = False,
 ) -> None:
     """Download weights from Hugging Face into the cache and convert them once."""
+    from .registry import DEFAULT_WEIGHTS
     from .weights import download_weights
 
-    path = download_weights(name) if name else download_weights()
-    err.print(f"[green]ready:[/] {path}", highlight=False)
+    path = download_weights(name or DEFAULT_WEIGHTS, force=force, keep_download=keep_download)
+    err.print(f"[green]ready:[/] {escape(str(path))}", highlight=False)
 
 
 @weights_app.command("import")
 def weights_import(
-    checkpoint: Annotated[Path, typer.Argument(help="An official RAM++ .pth checkpoint (or a ramtag weights folder).")],
-    tag_list: Annotated[Path, typer.Option("--tag-list", help="Tag names, one per line.")],
-    thresholds: Annotated[Path, typer.Option("--thresholds", help="Per-tag thresholds, one per line.")],
+    checkpoint: Annotated[Path, typer.Argument(help="An official RAM++ .pth checkpoint, or a ramtag weights folder.")],
     name: Annotated[str, typer.Option("--name", help="Name to use with --weights.")],
-    tag_list_zh: Annotated[Path | None, typer.Option("--tag-list-zh", help="Chinese tag names.")] = None,
+    tag_list: Annotated[Path | None, typer.Option("--tag-list", help="Tag names, one per line (the "
+                        "official ram_tag_list.txt for the published model).")] = None,
+    thresholds: Annotated[Path | None, typer.Option("--thresholds", help="Per-tag thresholds, one per line "
+                          "(ram_tag_list_threshold.txt).")] = None,
+    tag_list_zh: Annotated[Path | None, typer.Option("--tag-list-zh", help="Chinese tag names "
+                           "(ram_tag_list_chinese.txt).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace installed weights of the same name.")] = False,
 ) -> None:
     """Import a checkpoint you already have (converted once to ramtag's format)."""
     from .weights import import_checkpoint
 
-    path = import_checkpoint(checkpoint, tag_list=tag_list, thresholds=thresholds, tag_list_zh=tag_list_zh, name=name)
-    err.print(f"[green]imported:[/] {name} -> {path}", highlight=False)
+    path = import_checkpoint(checkpoint, tag_list=tag_list, thresholds=thresholds, tag_list_zh=tag_list_zh,
+                             name=name, force=force)
+    err.print(f"[green]imported:[/] {escape(name)} -> {escape(str(path))}", highlight=False)
 
 
 @weights_app.command("remove")
@@ -294,8 +307,8 @@ def weights_remove(name: Annotated[str, typer.Argument(help="Installed weights n
     """Delete installed weights from the cache."""
     from .weights import remove_weights
 
-    remove_weights(name)
-    err.print(f"removed {name}")
+    path = remove_weights(name)
+    err.print(f"removed {escape(name)} ({escape(str(path))})", highlight=False)
 
 
 def main() -> None:
