@@ -63,7 +63,8 @@ class OpenSetOptions:
 
     @property
     def requested(self) -> bool:
-        return bool(self.tags or self.tags_file)
+        """True when any open-set tag is asked for (a descriptions file alone asks for all its tags)."""
+        return bool(self.tags or self.tags_file or self.descriptions)
 
 
 @dataclass
@@ -281,6 +282,11 @@ def _add_open_set(vocabulary: Vocabulary, label_embed: torch.Tensor,
     from .text.openset import build_open_set, combine, parse_open_set
 
     tags = parse_open_set(opts.tags, opts.tags_file, default_threshold=opts.threshold)
+    if not tags and opts.descriptions is not None:
+        from .text.describe import load_descriptions
+
+        spec = ",".join(n.replace(",", " ") for n in load_descriptions(opts.descriptions))
+        tags = parse_open_set(spec, None, default_threshold=opts.threshold)
     llm = LLMSettings.from_env(base_url=opts.llm_base_url, model=opts.llm_model, api_key=opts.llm_api_key)
     built = build_open_set(tags, descriptions_file=opts.descriptions, clip_file=opts.clip, llm=llm,
                            require_llm=opts.require_llm, vocabulary=vocabulary)
@@ -427,3 +433,19 @@ def untag(paths: Sequence[str | Path], *, sidecars_only: bool = False, dry_run: 
     from .writers import untag_paths
 
     yield from untag_paths(paths, embedded=False if sidecars_only else None, dry_run=dry_run, backup=backup)
+
+
+def describe(tags: str, *, llm_base_url: str | None = None, llm_model: str | None = None,
+             llm_api_key: str | None = None, use_cache: bool = True) -> dict[str, list[str]]:
+    """51 descriptions per tag from the configured LLM (cached), as ``ramtag describe`` shows them.
+
+    ``tags`` is comma-separated like ``--open-set`` (thresholds are ignored here).
+    """
+    from .text.llm import LLMSettings
+    from .text.openset import describe_tags, parse_open_set
+
+    names = [t.name for t in parse_open_set(tags, None)]
+    if not names:
+        raise UsageError("no tags given; e.g. ramtag describe \"corgi,meteor shower\"")
+    llm = LLMSettings.from_env(base_url=llm_base_url, model=llm_model, api_key=llm_api_key)
+    return describe_tags(names, llm, use_cache=use_cache)

@@ -165,8 +165,6 @@ def tag(
     wopts = api.WriteOptions(mode=write.value, json_path=None if to_stdout else json_file,
                              sidecar_name=sidecar_name.value, hierarchy_root=hierarchy_root, dry_run=dry_run,
                              backup=not no_backup, repair_sidecars=repair_sidecars)
-    for note in tagger.notes:
-        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     summary = _run_with_progress(api, paths, tagger, opts, wopts, force=force, state_db=state_db,
                                  quiet=quiet, to_stdout=to_stdout, lang=lang.value, dry_run=dry_run)
     _print_summary(summary)
@@ -249,6 +247,34 @@ def untag(
     err.print(f"{changed} files {'to change' if dry_run else 'changed'}, {failed} failed", highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def describe(
+    tags: Annotated[str, typer.Argument(metavar="TAGS", help="Comma-separated tags, e.g. \"corgi,meteor shower\".")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the official descriptions format (a JSON list "
+                       "of {tag: [51 descriptions]}), which `ramtag tag --descriptions FILE` reads.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Ask the LLM again even if cached.")] = False,
+    llm_base_url: LLMBaseURL = None,
+    llm_model: LLMModel = None,
+    llm_api_key: LLMKey = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Describe open-set tags with an LLM (51 descriptions each, as RAM++ expects) and cache them."""
+    from . import api
+
+    _setup_logging(verbose)
+    result = api.describe(tags, llm_base_url=llm_base_url, llm_model=llm_model, llm_api_key=llm_api_key,
+                          use_cache=not no_cache)
+    if as_json:
+        from .text.describe import dump_descriptions
+
+        sys.stdout.write(dump_descriptions(result))
+        return
+    for tag_name, descriptions in result.items():
+        out.print(f"[bold]{escape(tag_name)}[/] ({len(descriptions)} descriptions)")
+        for d in descriptions:
+            out.print(f"  - {escape(d)}", highlight=False)
 
 
 @weights_app.command("list")
