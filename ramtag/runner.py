@@ -249,7 +249,8 @@ class Runner:
 
     # -- compute --------------------------------------------------------------------------------
 
-    def _autocast_ctx(self) -> Any:
+    def autocast_context(self) -> Any:
+        """The autocast context of this runner's precision (a no-op context for fp32)."""
         if not self.autocast:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
@@ -270,7 +271,7 @@ class Runner:
             x = self._pad_to_static(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), self._autocast_ctx():
+        with torch.inference_mode(), self.autocast_context():
             out = self._compiled_forward(x)  # (B', T)
         return out[:B].float().cpu()
 
