@@ -28,6 +28,7 @@ import resource
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -201,14 +202,18 @@ def _torchvision_transform(
     """JPEG bytes -> libjpeg-turbo via torchvision.io.decode_jpeg -> antialiased bilinear resize -> normalise.
 
     (No EXIF orientation: decode_jpeg ignores it; fine for the generated images.)"""
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its image codecs (in favour of torchcodec)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_jpeg, read_file
     from torchvision.transforms.v2 import functional as TF
 
     m = torch.tensor(mean).view(3, 1, 1)
     s = torch.tensor(std).view(3, 1, 1)
 
     def load(path: Path) -> Tensor:
-        img = decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB)  # (3, H, W) uint8
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            img = decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB)  # (3, H, W) uint8
         img = TF.resize(img, [image_size, image_size], antialias=True)  # bilinear, squash
         return (img.float() / 255.0 - m) / s  # (3, S, S) float32
 
