@@ -21,16 +21,32 @@ from .results import ImageTags, TagScore
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .api import OpenSetOptions, TagOptions, Tagger, WriteOptions, load_tagger, tag_library
+    from .api import OpenSetOptions, Tagger, TagOptions, WriteOptions, load_tagger, tag_library
     from .weights import list_weights
 
 _LAZY = {
-    "load_tagger": "api", "Tagger": "api", "TagOptions": "api", "WriteOptions": "api",
-    "OpenSetOptions": "api", "tag_library": "api", "list_weights": "weights",
+    "load_tagger": "api",
+    "Tagger": "api",
+    "TagOptions": "api",
+    "WriteOptions": "api",
+    "OpenSetOptions": "api",
+    "tag_library": "api",
+    "list_weights": "weights",
 }
 
-__all__ = ["ImageTags", "OpenSetOptions", "RamtagError", "TagOptions", "TagScore", "Tagger", "WriteOptions",
-           "__version__", "list_weights", "load_tagger", "tag_library"]
+__all__ = [
+    "ImageTags",
+    "OpenSetOptions",
+    "RamtagError",
+    "TagOptions",
+    "TagScore",
+    "Tagger",
+    "WriteOptions",
+    "__version__",
+    "list_weights",
+    "load_tagger",
+    "tag_library",
+]
 
 
 def __getattr__(name: str) -> Any:

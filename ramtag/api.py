@@ -178,20 +178,22 @@ class Tagger:
         """
         return self.runner.scores(images)
 
-    def _results(self, scores: torch.Tensor, paths: Sequence[Path | None], indices: Sequence[int],
-                 options: TagOptions) -> list[ImageTags]:
+    def _results(
+        self, scores: torch.Tensor, paths: Sequence[Path | None], indices: Sequence[int], options: TagOptions
+    ) -> list[ImageTags]:
         arr = scores.float().numpy()
         decided = decide(arr, self.vocabulary, threshold=options.threshold, top_k=options.top_k)
         out = []
-        for row, (path, idx, tags) in enumerate(zip(paths, indices, decided)):
+        for row, (path, idx, tags) in enumerate(zip(paths, indices, decided, strict=True)):
             all_scores = None
             if options.all_scores:
-                all_scores = {n: float(s) for n, s in zip(self.vocabulary.names, arr[row])}
+                all_scores = {n: float(s) for n, s in zip(self.vocabulary.names, arr[row], strict=True)}
             out.append(ImageTags(path=path, tags=tags, scores=all_scores, index=idx))
         return out
 
-    def tag(self, items: Iterable[str | Path | Image.Image], options: TagOptions | None = None,
-            **kwargs: Any) -> Iterator[ImageTags]:
+    def tag(
+        self, items: Iterable[str | Path | Image.Image], options: TagOptions | None = None, **kwargs: Any
+    ) -> Iterator[ImageTags]:
         """Tag images given as paths and/or PIL images; yields one result per item, in input order.
 
         A file that cannot be decoded yields an ``ImageTags`` with ``error`` set (no exception).
@@ -270,12 +272,14 @@ def load_tagger(
         raise UsageError("--only-open-set needs open-set tags: pass --open-set or --open-set-file")
     runner = Runner(model, label_embed, device=device, precision=precision, compile=compile)
     name = str(weights) if weights is not None else directory.name
-    return Tagger(loaded, vocabulary=vocabulary, label_embed=label_embed, runner=runner, name=name,
-                  open_set_notes=notes)
+    return Tagger(
+        loaded, vocabulary=vocabulary, label_embed=label_embed, runner=runner, name=name, open_set_notes=notes
+    )
 
 
-def _add_open_set(vocabulary: Vocabulary, label_embed: torch.Tensor,
-                  opts: OpenSetOptions) -> tuple[Vocabulary, torch.Tensor, list[str]]:
+def _add_open_set(
+    vocabulary: Vocabulary, label_embed: torch.Tensor, opts: OpenSetOptions
+) -> tuple[Vocabulary, torch.Tensor, list[str]]:
     import torch
 
     from .text.llm import LLMSettings
@@ -288,8 +292,14 @@ def _add_open_set(vocabulary: Vocabulary, label_embed: torch.Tensor,
         spec = ",".join(n.replace(",", " ") for n in load_descriptions(opts.descriptions))
         tags = parse_open_set(spec, None, default_threshold=opts.threshold)
     llm = LLMSettings.from_env(base_url=opts.llm_base_url, model=opts.llm_model, api_key=opts.llm_api_key)
-    built = build_open_set(tags, descriptions_file=opts.descriptions, clip_file=opts.clip, llm=llm,
-                           require_llm=opts.require_llm, vocabulary=vocabulary)
+    built = build_open_set(
+        tags,
+        descriptions_file=opts.descriptions,
+        clip_file=opts.clip,
+        llm=llm,
+        require_llm=opts.require_llm,
+        vocabulary=vocabulary,
+    )
     vocab, embed = combine(vocabulary, label_embed, built, only_open_set=opts.only_open_set)
     notes = [f"{t!r} is a built-in tag; using the built-in one" for t in built.reused_builtin]
     return vocab, torch.as_tensor(embed, dtype=torch.float32), notes
@@ -353,14 +363,26 @@ def tag_library(
         from .state import StateDB, settings_key
 
         state = StateDB(state_db) if state_db else StateDB()
-        key = settings_key(**tagger.settings(opts), write_mode=wopts.mode, json=str(json_path or ""),
-                           sidecar_name=wopts.sidecar_name, hierarchy_root=wopts.hierarchy_root)
+        key = settings_key(
+            **tagger.settings(opts),
+            write_mode=wopts.mode,
+            json=str(json_path or ""),
+            sidecar_name=wopts.sidecar_name,
+            hierarchy_root=wopts.hierarchy_root,
+        )
         files, summary.unchanged = state.filter(files, key, force=force)
 
     writer = make_writer(
-        wopts.mode, sidecar_name=wopts.sidecar_name, hierarchy_root=wopts.hierarchy_root, lang=opts.lang,
-        dry_run=wopts.dry_run, backup=wopts.backup, repair_sidecars=wopts.repair_sidecars,
-        json_path=json_path, all_scores=opts.all_scores, model=tagger.name,
+        wopts.mode,
+        sidecar_name=wopts.sidecar_name,
+        hierarchy_root=wopts.hierarchy_root,
+        lang=opts.lang,
+        dry_run=wopts.dry_run,
+        backup=wopts.backup,
+        repair_sidecars=wopts.repair_sidecars,
+        json_path=json_path,
+        all_scores=opts.all_scores,
+        model=tagger.name,
     )
     work: queue.Queue[ImageTags | None] = queue.Queue(maxsize=256)
     write_errors: list[tuple[str, str]] = []
@@ -379,7 +401,10 @@ def tag_library(
                     continue
                 if res.ok:
                     summary.written += outcome.action in ("written", "fallback-sidecar")
-                    if getattr(outcome, "message", "") and getattr(outcome, "action", "") == "fallback-sidecar":
+                    if (
+                        getattr(outcome, "message", "")
+                        and getattr(outcome, "action", "") == "fallback-sidecar"
+                    ):
                         summary.notes.append(outcome.message)
                     if state is not None and res.path is not None:
                         state.mark_done(res.path, None, key)
@@ -395,9 +420,7 @@ def tag_library(
     thread = threading.Thread(target=writer_loop, name="ramtag-writer", daemon=True)
     thread.start()
     try:
-        done = 0
-        for res in tagger.tag(files, opts):
-            done += 1
+        for done, res in enumerate(tagger.tag(files, opts), 1):
             if res.ok:
                 summary.tagged += 1
             else:
@@ -423,8 +446,9 @@ def tag_library(
     return summary
 
 
-def untag(paths: Sequence[str | Path], *, sidecars_only: bool = False, dry_run: bool = False,
-          backup: bool = True) -> Iterator[Any]:
+def untag(
+    paths: Sequence[str | Path], *, sidecars_only: bool = False, dry_run: bool = False, backup: bool = True
+) -> Iterator[Any]:
     """Remove exactly the tags ramtag wrote (sidecars, and embedded tags where exiftool is installed).
 
     Yields one ``ramtag.writers.WriteOutcome`` per sidecar or image touched; ``action == "skipped"``
@@ -435,8 +459,14 @@ def untag(paths: Sequence[str | Path], *, sidecars_only: bool = False, dry_run: 
     yield from untag_paths(paths, embedded=False if sidecars_only else None, dry_run=dry_run, backup=backup)
 
 
-def describe(tags: str, *, llm_base_url: str | None = None, llm_model: str | None = None,
-             llm_api_key: str | None = None, use_cache: bool = True) -> dict[str, list[str]]:
+def describe(
+    tags: str,
+    *,
+    llm_base_url: str | None = None,
+    llm_model: str | None = None,
+    llm_api_key: str | None = None,
+    use_cache: bool = True,
+) -> dict[str, list[str]]:
     """51 descriptions per tag from the configured LLM (cached), as ``ramtag describe`` shows them.
 
     ``tags`` is comma-separated like ``--open-set`` (thresholds are ignored here).
@@ -446,6 +476,6 @@ def describe(tags: str, *, llm_base_url: str | None = None, llm_model: str | Non
 
     names = [t.name for t in parse_open_set(tags, None)]
     if not names:
-        raise UsageError("no tags given; e.g. ramtag describe \"corgi,meteor shower\"")
+        raise UsageError('no tags given; e.g. ramtag describe "corgi,meteor shower"')
     llm = LLMSettings.from_env(base_url=llm_base_url, model=llm_model, api_key=llm_api_key)
     return describe_tags(names, llm, use_cache=use_cache)

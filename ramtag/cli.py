@@ -43,8 +43,8 @@ class WriteMode(str, Enum):
 
 
 class SidecarName(str, Enum):
-    ext = "ext"
-    replace = "replace"
+    EXT = "ext"
+    REPLACE = "replace"
 
 
 class Lang(str, Enum):
@@ -67,12 +67,30 @@ class Precision(str, Enum):
 
 
 # Options shared by `tag` and `describe`.
-LLMBaseURL = Annotated[str | None, typer.Option("--llm-base-url", help="OpenAI-compatible server, e.g. "
-                       "http://localhost:11434/v1 (Ollama). Env: RAMTAG_LLM_BASE_URL.", rich_help_panel="Open-set")]
-LLMModel = Annotated[str | None, typer.Option("--llm-model", help="Model name on that server. Env: "
-                     "RAMTAG_LLM_MODEL.", rich_help_panel="Open-set")]
-LLMKey = Annotated[str | None, typer.Option("--llm-api-key", envvar="OPENAI_API_KEY", show_envvar=True,
-                   help="API key (prefer the env variable; never logged or cached).", rich_help_panel="Open-set")]
+LLMBaseURL = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-base-url",
+        help="OpenAI-compatible server, e.g. http://localhost:11434/v1 (Ollama). Env: RAMTAG_LLM_BASE_URL.",
+        rich_help_panel="Open-set",
+    ),
+]
+LLMModel = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-model", help="Model name on that server. Env: RAMTAG_LLM_MODEL.", rich_help_panel="Open-set"
+    ),
+]
+LLMKey = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-api-key",
+        envvar="OPENAI_API_KEY",
+        show_envvar=True,
+        help="API key (prefer the env variable; never logged or cached).",
+        rich_help_panel="Open-set",
+    ),
+]
 
 
 def _setup_logging(verbose: bool, quiet: bool = False) -> None:
@@ -82,68 +100,199 @@ def _setup_logging(verbose: bool, quiet: bool = False) -> None:
 
 @app.command()
 def tag(
-    paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="Image files and/or folders (walked recursively).")],
-    write: Annotated[WriteMode, typer.Option("--write", help="Where tags go: XMP sidecars, embedded in the "
-                     "image (exiftool), one JSON Lines file, or nowhere.", rich_help_panel="Output")] = WriteMode.xmp,
-    json_file: Annotated[Path | None, typer.Option("--json", help="Also write JSON Lines (one object per image) "
-                         "to FILE; '-' for stdout.", rich_help_panel="Output")] = None,
-    all_scores: Annotated[bool, typer.Option("--all-scores", help="Put every tag's score in the JSON.",
-                          rich_help_panel="Output")] = False,
-    sidecar_name: Annotated[SidecarName, typer.Option("--sidecar-name", help="ext: photo.jpg.xmp (digiKam, "
-                            "darktable, Immich); replace: photo.xmp (Adobe).", rich_help_panel="Output")] = SidecarName.ext,
-    hierarchy_root: Annotated[str, typer.Option("--hierarchy-root", help="Parent of hierarchical keywords "
-                              "(ramtag|dog); '' for flat.", rich_help_panel="Output")] = "ramtag",
-    lang: Annotated[Lang, typer.Option("--lang", help="Tag names to write.", rich_help_panel="Output")] = Lang.en,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be written; write nothing.",
-                       rich_help_panel="Output")] = False,
-    no_backup: Annotated[bool, typer.Option("--no-backup", help="--write embed: do not keep exiftool's "
-                         "*_original copy.", rich_help_panel="Output")] = False,
-    repair_sidecars: Annotated[bool, typer.Option("--repair-sidecars", help="Replace sidecars that are not "
-                               "valid XML, keeping the old file as *.bak.", rich_help_panel="Output")] = False,
-    threshold: Annotated[float | None, typer.Option("--threshold", min=0.0, max=1.0, help="One threshold for "
-                         "every built-in tag instead of the per-tag ones.", rich_help_panel="Tags")] = None,
-    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="At most K tags per image.",
-                     rich_help_panel="Tags")] = None,
-    open_set: Annotated[str | None, typer.Option("--open-set", help="Extra tags, comma-separated; "
-                        "'tag=0.6' sets a threshold.", rich_help_panel="Open-set")] = None,
-    open_set_file: Annotated[Path | None, typer.Option("--open-set-file", help="Extra tags, one per line "
-                             "('#' comments).", rich_help_panel="Open-set")] = None,
-    only_open_set: Annotated[bool, typer.Option("--only-open-set", help="Score only the open-set tags.",
-                             rich_help_panel="Open-set")] = False,
-    open_set_threshold: Annotated[float, typer.Option("--open-set-threshold", min=0.0, max=1.0,
-                                  help="Default threshold of open-set tags.", rich_help_panel="Open-set")] = 0.5,
-    descriptions: Annotated[Path | None, typer.Option("--descriptions", help="Tag descriptions JSON (official "
-                            "format, see `ramtag describe --json`) instead of asking an LLM.",
-                            rich_help_panel="Open-set")] = None,
-    clip: Annotated[Path | None, typer.Option("--clip", help="Local CLIP ViT-B/16 weights (OpenAI "
-                    "state-dict format) for open-set text embeddings.", rich_help_panel="Open-set")] = None,
+    paths: Annotated[
+        list[Path], typer.Argument(metavar="PATH", help="Image files and/or folders (walked recursively).")
+    ],
+    write: Annotated[
+        WriteMode,
+        typer.Option(
+            "--write",
+            help="Where tags go: XMP sidecars, embedded in the "
+            "image (exiftool), one JSON Lines file, or nowhere.",
+            rich_help_panel="Output",
+        ),
+    ] = WriteMode.xmp,
+    json_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            help="Also write JSON Lines (one object per image) to FILE; '-' for stdout.",
+            rich_help_panel="Output",
+        ),
+    ] = None,
+    all_scores: Annotated[
+        bool,
+        typer.Option("--all-scores", help="Put every tag's score in the JSON.", rich_help_panel="Output"),
+    ] = False,
+    sidecar_name: Annotated[
+        SidecarName,
+        typer.Option(
+            "--sidecar-name",
+            help="ext: photo.jpg.xmp (digiKam, darktable, Immich); replace: photo.xmp (Adobe).",
+            rich_help_panel="Output",
+        ),
+    ] = SidecarName.EXT,
+    hierarchy_root: Annotated[
+        str,
+        typer.Option(
+            "--hierarchy-root",
+            help="Parent of hierarchical keywords (ramtag|dog); '' for flat.",
+            rich_help_panel="Output",
+        ),
+    ] = "ramtag",
+    lang: Annotated[
+        Lang, typer.Option("--lang", help="Tag names to write.", rich_help_panel="Output")
+    ] = Lang.en,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Show what would be written; write nothing.", rich_help_panel="Output"
+        ),
+    ] = False,
+    no_backup: Annotated[
+        bool,
+        typer.Option(
+            "--no-backup",
+            help="--write embed: do not keep exiftool's *_original copy.",
+            rich_help_panel="Output",
+        ),
+    ] = False,
+    repair_sidecars: Annotated[
+        bool,
+        typer.Option(
+            "--repair-sidecars",
+            help="Replace sidecars that are not valid XML, keeping the old file as *.bak.",
+            rich_help_panel="Output",
+        ),
+    ] = False,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold",
+            min=0.0,
+            max=1.0,
+            help="One threshold for every built-in tag instead of the per-tag ones.",
+            rich_help_panel="Tags",
+        ),
+    ] = None,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", min=1, help="At most K tags per image.", rich_help_panel="Tags")
+    ] = None,
+    open_set: Annotated[
+        str | None,
+        typer.Option(
+            "--open-set",
+            help="Extra tags, comma-separated; 'tag=0.6' sets a threshold.",
+            rich_help_panel="Open-set",
+        ),
+    ] = None,
+    open_set_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--open-set-file", help="Extra tags, one per line ('#' comments).", rich_help_panel="Open-set"
+        ),
+    ] = None,
+    only_open_set: Annotated[
+        bool,
+        typer.Option("--only-open-set", help="Score only the open-set tags.", rich_help_panel="Open-set"),
+    ] = False,
+    open_set_threshold: Annotated[
+        float,
+        typer.Option(
+            "--open-set-threshold",
+            min=0.0,
+            max=1.0,
+            help="Default threshold of open-set tags.",
+            rich_help_panel="Open-set",
+        ),
+    ] = 0.5,
+    descriptions: Annotated[
+        Path | None,
+        typer.Option(
+            "--descriptions",
+            help="Tag descriptions JSON (official "
+            "format, see `ramtag describe --json`) instead of asking an LLM.",
+            rich_help_panel="Open-set",
+        ),
+    ] = None,
+    clip: Annotated[
+        Path | None,
+        typer.Option(
+            "--clip",
+            help="Local CLIP ViT-B/16 weights (OpenAI state-dict format) for open-set text embeddings.",
+            rich_help_panel="Open-set",
+        ),
+    ] = None,
     llm_base_url: LLMBaseURL = None,
     llm_model: LLMModel = None,
     llm_api_key: LLMKey = None,
-    require_llm: Annotated[bool, typer.Option("--require-llm", help="Fail instead of falling back to CLIP "
-                           "prompt templates when no LLM answers.", rich_help_panel="Open-set")] = False,
-    weights: Annotated[str | None, typer.Option("--weights", help="Registry name or weights folder "
-                       "(default: ram-plus-swin-l-14m, downloaded on first use).", rich_help_panel="Model")] = None,
+    require_llm: Annotated[
+        bool,
+        typer.Option(
+            "--require-llm",
+            help="Fail instead of falling back to CLIP prompt templates when no LLM answers.",
+            rich_help_panel="Open-set",
+        ),
+    ] = False,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            "--weights",
+            help="Registry name or weights folder (default: ram-plus-swin-l-14m, downloaded on first use).",
+            rich_help_panel="Model",
+        ),
+    ] = None,
     device: Annotated[Device, typer.Option("--device", rich_help_panel="Model")] = Device.auto,
-    precision: Annotated[Precision, typer.Option("--precision", help="auto: bf16 autocast on GPUs; fp32 for "
-                         "exact parity with the official code.", rich_help_panel="Model")] = Precision.auto,
+    precision: Annotated[
+        Precision,
+        typer.Option(
+            "--precision",
+            help="auto: bf16 autocast on GPUs; fp32 for exact parity with the official code.",
+            rich_help_panel="Model",
+        ),
+    ] = Precision.auto,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, rich_help_panel="Model")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=0, help="Decoding processes.",
-                       rich_help_panel="Model")] = None,
-    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (GPU).",
-                             rich_help_panel="Model")] = False,
-    draft: Annotated[bool, typer.Option("--draft", help="Faster JPEG decoding at reduced size (not bit-exact).",
-                     rich_help_panel="Model")] = False,
-    no_exif_orientation: Annotated[bool, typer.Option("--no-exif-orientation", help="Ignore EXIF rotation, "
-                                   "as the official code does.", rich_help_panel="Inputs")] = False,
-    hidden: Annotated[bool, typer.Option("--hidden", help="Include dot-files and dot-folders.",
-                      rich_help_panel="Inputs")] = False,
-    no_recursive: Annotated[bool, typer.Option("--no-recursive", help="Do not descend into sub-folders.",
-                            rich_help_panel="Inputs")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Re-tag images already tagged with the same settings.",
-                     rich_help_panel="Inputs")] = False,
-    state_db: Annotated[Path | None, typer.Option("--state-db", help="SQLite file recording what was tagged "
-                        "(default: in the ramtag cache).", rich_help_panel="Inputs")] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=0, help="Decoding processes.", rich_help_panel="Model")
+    ] = None,
+    compile_model: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the model (GPU).", rich_help_panel="Model")
+    ] = False,
+    draft: Annotated[
+        bool,
+        typer.Option(
+            "--draft", help="Faster JPEG decoding at reduced size (not bit-exact).", rich_help_panel="Model"
+        ),
+    ] = False,
+    no_exif_orientation: Annotated[
+        bool,
+        typer.Option(
+            "--no-exif-orientation",
+            help="Ignore EXIF rotation, as the official code does.",
+            rich_help_panel="Inputs",
+        ),
+    ] = False,
+    hidden: Annotated[
+        bool, typer.Option("--hidden", help="Include dot-files and dot-folders.", rich_help_panel="Inputs")
+    ] = False,
+    no_recursive: Annotated[
+        bool,
+        typer.Option("--no-recursive", help="Do not descend into sub-folders.", rich_help_panel="Inputs"),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Re-tag images already tagged with the same settings.", rich_help_panel="Inputs"
+        ),
+    ] = False,
+    state_db: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-db",
+            help="SQLite file recording what was tagged (default: in the ramtag cache).",
+            rich_help_panel="Inputs",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-image lines or progress bar.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -152,32 +301,85 @@ def tag(
 
     _setup_logging(verbose, quiet)
     open_opts = api.OpenSetOptions(
-        tags=open_set, tags_file=open_set_file, only_open_set=only_open_set, threshold=open_set_threshold,
-        descriptions=descriptions, clip=clip, llm_base_url=llm_base_url, llm_model=llm_model,
-        llm_api_key=llm_api_key, require_llm=require_llm,
+        tags=open_set,
+        tags_file=open_set_file,
+        only_open_set=only_open_set,
+        threshold=open_set_threshold,
+        descriptions=descriptions,
+        clip=clip,
+        llm_base_url=llm_base_url,
+        llm_model=llm_model,
+        llm_api_key=llm_api_key,
+        require_llm=require_llm,
     )
-    tagger = api.load_tagger(weights, device=device.value, precision=precision.value, open_set=open_opts,
-                             compile=compile_model)
-    opts = api.TagOptions(threshold=threshold, top_k=top_k, all_scores=all_scores, lang=lang.value,
-                          batch_size=batch_size, workers=workers, exif_orientation=not no_exif_orientation,
-                          recursive=not no_recursive, include_hidden=hidden, draft=draft)
+    tagger = api.load_tagger(
+        weights, device=device.value, precision=precision.value, open_set=open_opts, compile=compile_model
+    )
+    opts = api.TagOptions(
+        threshold=threshold,
+        top_k=top_k,
+        all_scores=all_scores,
+        lang=lang.value,
+        batch_size=batch_size,
+        workers=workers,
+        exif_orientation=not no_exif_orientation,
+        recursive=not no_recursive,
+        include_hidden=hidden,
+        draft=draft,
+    )
     to_stdout = json_file is not None and str(json_file) == "-"
-    wopts = api.WriteOptions(mode=write.value, json_path=None if to_stdout else json_file,
-                             sidecar_name=sidecar_name.value, hierarchy_root=hierarchy_root, dry_run=dry_run,
-                             backup=not no_backup, repair_sidecars=repair_sidecars)
-    summary = _run_with_progress(api, paths, tagger, opts, wopts, force=force, state_db=state_db,
-                                 quiet=quiet, to_stdout=to_stdout, lang=lang.value, dry_run=dry_run)
+    wopts = api.WriteOptions(
+        mode=write.value,
+        json_path=None if to_stdout else json_file,
+        sidecar_name=sidecar_name.value,
+        hierarchy_root=hierarchy_root,
+        dry_run=dry_run,
+        backup=not no_backup,
+        repair_sidecars=repair_sidecars,
+    )
+    summary = _run_with_progress(
+        api,
+        paths,
+        tagger,
+        opts,
+        wopts,
+        force=force,
+        state_db=state_db,
+        quiet=quiet,
+        to_stdout=to_stdout,
+        lang=lang.value,
+        dry_run=dry_run,
+    )
     _print_summary(summary)
     if summary.failed:
         raise typer.Exit(1)
 
 
-def _run_with_progress(api: Any, paths: list[Path], tagger: Any, opts: Any, wopts: Any, *, force: bool,
-                       state_db: Path | None, quiet: bool, to_stdout: bool, lang: str, dry_run: bool) -> Any:
+def _run_with_progress(
+    api: Any,
+    paths: list[Path],
+    tagger: Any,
+    opts: Any,
+    wopts: Any,
+    *,
+    force: bool,
+    state_db: Path | None,
+    quiet: bool,
+    to_stdout: bool,
+    lang: str,
+    dry_run: bool,
+) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    progress = Progress(TextColumn("[bold]tagging"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=err, transient=True, disable=quiet)
+    progress = Progress(
+        TextColumn("[bold]tagging"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=quiet,
+    )
     task = progress.add_task("tag", total=None)
 
     def on_progress(event: str, done: int, total: int) -> None:
@@ -190,8 +392,10 @@ def _run_with_progress(api: Any, paths: list[Path], tagger: Any, opts: Any, wopt
         if to_stdout:
             sys.stdout.write(json.dumps(res.to_dict(), ensure_ascii=False) + "\n")
         elif res.ok and not quiet:
-            out.print(f"[bold]{escape(str(res.path))}[/]: "
-                                   f"{escape(', '.join(res.tag_names(lang)) or '(no tags)')}", highlight=False)
+            out.print(
+                f"[bold]{escape(str(res.path))}[/]: {escape(', '.join(res.tag_names(lang)) or '(no tags)')}",
+                highlight=False,
+            )
         if not res.ok:
             reason = res.error or "failed"
             line = reason if str(res.path) in reason else f"{res.path}: {reason}"
@@ -199,12 +403,24 @@ def _run_with_progress(api: Any, paths: list[Path], tagger: Any, opts: Any, wopt
 
     def on_write(outcome: Any) -> None:
         if dry_run and outcome.action == "dry-run" and outcome.target is not None:
-            progress.console.print(f"[cyan]would write[/] {escape(str(outcome.target))}: "
-                                   f"{escape(', '.join(outcome.tags) or '(no tags)')}", highlight=False)
+            progress.console.print(
+                f"[cyan]would write[/] {escape(str(outcome.target))}: "
+                f"{escape(', '.join(outcome.tags) or '(no tags)')}",
+                highlight=False,
+            )
 
     with progress:
-        return api.tag_library(paths, tagger, options=opts, write=wopts, force=force, state_db=state_db,
-                               progress=on_progress, on_result=on_result, on_write=on_write)
+        return api.tag_library(
+            paths,
+            tagger,
+            options=opts,
+            write=wopts,
+            force=force,
+            state_db=state_db,
+            progress=on_progress,
+            on_result=on_result,
+            on_write=on_write,
+        )
 
 
 def _print_summary(summary: Any) -> None:
@@ -227,9 +443,13 @@ def _print_summary(summary: Any) -> None:
 @app.command()
 def untag(
     paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="Images, sidecars or folders.")],
-    sidecars_only: Annotated[bool, typer.Option("--sidecars-only", help="Leave embedded metadata alone.")] = False,
+    sidecars_only: Annotated[
+        bool, typer.Option("--sidecars-only", help="Leave embedded metadata alone.")
+    ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed.")] = False,
-    no_backup: Annotated[bool, typer.Option("--no-backup", help="Embedded: no exiftool *_original copy.")] = False,
+    no_backup: Annotated[
+        bool, typer.Option("--no-backup", help="Embedded: no exiftool *_original copy.")
+    ] = False,
 ) -> None:
     """Remove exactly the tags ramtag wrote; your own keywords stay."""
     from . import api
@@ -242,8 +462,10 @@ def untag(
         elif o.action in ("written", "dry-run", "deleted"):
             changed += 1
             verb = "would remove" if dry_run else "removed"
-            out.print(f"{verb} {escape(', '.join(o.tags) or 'ramtag record')} from {escape(str(o.target))}",
-                      highlight=False)
+            out.print(
+                f"{verb} {escape(', '.join(o.tags) or 'ramtag record')} from {escape(str(o.target))}",
+                highlight=False,
+            )
     err.print(f"{changed} files {'to change' if dry_run else 'changed'}, {failed} failed", highlight=False)
     if failed:
         raise typer.Exit(1)
@@ -251,9 +473,17 @@ def untag(
 
 @app.command()
 def describe(
-    tags: Annotated[str, typer.Argument(metavar="TAGS", help="Comma-separated tags, e.g. \"corgi,meteor shower\".")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the official descriptions format (a JSON list "
-                       "of {tag: [51 descriptions]}), which `ramtag tag --descriptions FILE` reads.")] = False,
+    tags: Annotated[
+        str, typer.Argument(metavar="TAGS", help='Comma-separated tags, e.g. "corgi,meteor shower".')
+    ],
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the official descriptions format (a JSON list "
+            "of {tag: [51 descriptions]}), which `ramtag tag --descriptions FILE` reads.",
+        ),
+    ] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Ask the LLM again even if cached.")] = False,
     llm_base_url: LLMBaseURL = None,
     llm_model: LLMModel = None,
@@ -264,8 +494,9 @@ def describe(
     from . import api
 
     _setup_logging(verbose)
-    result = api.describe(tags, llm_base_url=llm_base_url, llm_model=llm_model, llm_api_key=llm_api_key,
-                          use_cache=not no_cache)
+    result = api.describe(
+        tags, llm_base_url=llm_base_url, llm_model=llm_model, llm_api_key=llm_api_key, use_cache=not no_cache
+    )
     if as_json:
         from .text.describe import dump_descriptions
 
@@ -286,7 +517,9 @@ def weights_list() -> None:
         mark = "[green]installed[/]" if info.installed else "[dim]not downloaded[/]"
         default = " [cyan](default)[/]" if info.default else ""
         out.print(f"[bold]{escape(info.name)}[/]{default}  {mark}  {escape(info.description or '')}")
-        details = [d for d in (info.arch, f"{info.num_tags} tags" if info.num_tags else None, info.license) if d]
+        details = [
+            d for d in (info.arch, f"{info.num_tags} tags" if info.num_tags else None, info.license) if d
+        ]
         if details:
             out.print(f"    {escape(', '.join(details))}", highlight=False)
         if info.installed:
@@ -297,8 +530,9 @@ def weights_list() -> None:
 def weights_download(
     name: Annotated[str | None, typer.Argument(help="Registry name (default: ram-plus-swin-l-14m).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Download and convert again.")] = False,
-    keep_download: Annotated[bool, typer.Option("--keep-download", help="Keep the original .pth after "
-                             "converting it.")] = False,
+    keep_download: Annotated[
+        bool, typer.Option("--keep-download", help="Keep the original .pth after converting it.")
+    ] = False,
 ) -> None:
     """Download weights from Hugging Face into the cache and convert them once."""
     from .registry import DEFAULT_WEIGHTS
@@ -310,21 +544,34 @@ def weights_download(
 
 @weights_app.command("import")
 def weights_import(
-    checkpoint: Annotated[Path, typer.Argument(help="An official RAM++ .pth checkpoint, or a ramtag weights folder.")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="An official RAM++ .pth checkpoint, or a ramtag weights folder.")
+    ],
     name: Annotated[str, typer.Option("--name", help="Name to use with --weights.")],
-    tag_list: Annotated[Path | None, typer.Option("--tag-list", help="Tag names, one per line (the "
-                        "official ram_tag_list.txt for the published model).")] = None,
-    thresholds: Annotated[Path | None, typer.Option("--thresholds", help="Per-tag thresholds, one per line "
-                          "(ram_tag_list_threshold.txt).")] = None,
-    tag_list_zh: Annotated[Path | None, typer.Option("--tag-list-zh", help="Chinese tag names "
-                           "(ram_tag_list_chinese.txt).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace installed weights of the same name.")] = False,
+    tag_list: Annotated[
+        Path | None,
+        typer.Option(
+            "--tag-list",
+            help="Tag names, one per line (the official ram_tag_list.txt for the published model).",
+        ),
+    ] = None,
+    thresholds: Annotated[
+        Path | None,
+        typer.Option("--thresholds", help="Per-tag thresholds, one per line (ram_tag_list_threshold.txt)."),
+    ] = None,
+    tag_list_zh: Annotated[
+        Path | None, typer.Option("--tag-list-zh", help="Chinese tag names (ram_tag_list_chinese.txt).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace installed weights of the same name.")
+    ] = False,
 ) -> None:
     """Import a checkpoint you already have (converted once to ramtag's format)."""
     from .weights import import_checkpoint
 
-    path = import_checkpoint(checkpoint, tag_list=tag_list, thresholds=thresholds, tag_list_zh=tag_list_zh,
-                             name=name, force=force)
+    path = import_checkpoint(
+        checkpoint, tag_list=tag_list, thresholds=thresholds, tag_list_zh=tag_list_zh, name=name, force=force
+    )
     err.print(f"[green]imported:[/] {escape(name)} -> {escape(str(path))}", highlight=False)
 
 

@@ -31,4 +31,7 @@ def text_cache_dir() -> Path:
 
 def offline() -> bool:
     """True when downloads are disabled (HF_HUB_OFFLINE=1 or RAMTAG_OFFLINE=1)."""
-    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "RAMTAG_OFFLINE"))
+    return any(
+        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+        for k in ("HF_HUB_OFFLINE", "RAMTAG_OFFLINE")
+    )

@@ -36,12 +36,16 @@ class Transform:
 
     def __init__(self, pre: Preprocessing) -> None:
         if pre.resize != "squash":
-            raise WeightsError(f"preprocessing resize={pre.resize!r} is not supported (only 'squash'); "
-                               "re-import the weights with `ramtag weights import`")
+            raise WeightsError(
+                f"preprocessing resize={pre.resize!r} is not supported (only 'squash'); "
+                "re-import the weights with `ramtag weights import`"
+            )
         if pre.interpolation not in _FILTERS:
-            raise WeightsError(f"preprocessing interpolation={pre.interpolation!r} is not supported "
-                               f"(choose {', '.join(_FILTERS)}); "
-                               "re-import the weights with `ramtag weights import`")
+            raise WeightsError(
+                f"preprocessing interpolation={pre.interpolation!r} is not supported "
+                f"(choose {', '.join(_FILTERS)}); "
+                "re-import the weights with `ramtag weights import`"
+            )
         self.resample = _FILTERS[pre.interpolation]
         self.size = (pre.image_size, pre.image_size)
         self.mean = torch.tensor(pre.mean, dtype=torch.float32).view(3, 1, 1)
@@ -51,7 +55,9 @@ class Transform:
         if image.mode != "RGB":
             image = image.convert("RGB")
         if image.size != self.size:
-            image = image.resize(self.size, self.resample)  # squash to S x S, uint8 result (Pillow antialiases)
+            image = image.resize(
+                self.size, self.resample
+            )  # squash to S x S, uint8 result (Pillow antialiases)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())  # (S, S, 3) uint8
         x = pixels.permute(2, 0, 1).float().div_(255.0)  # (3, S, S) in [0, 1], like ToTensor
         return x.sub_(self.mean).div_(self.std)  # (3, S, S) float32, like Normalize

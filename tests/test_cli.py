@@ -11,15 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import PARITY, REPO
 
 from ramtag import cli
-
-from conftest import PARITY, REPO
 
 TOL = 1e-4
 
 
-def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+def run_cli(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
     """Run `ramtag ARGS` in-process through the real entry point (errors -> exit codes in main())."""
     monkeypatch.setattr(sys, "argv", ["ramtag", *args])
     code = 0
@@ -32,12 +33,26 @@ def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
 
 
 @pytest.fixture
-def tiny_weights(parity_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> str:
-    code, _, err = run_cli([
-        "weights", "import", str(parity_dir / "ram_plus_tiny_official.pth"),
-        "--tag-list", str(parity_dir / "tag_list.txt"), "--thresholds", str(parity_dir / "thresholds.txt"),
-        "--tag-list-zh", str(parity_dir / "tag_list_chinese.txt"), "--name", "tiny-official",
-    ], monkeypatch, capsys)
+def tiny_weights(
+    parity_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    code, _, err = run_cli(
+        [
+            "weights",
+            "import",
+            str(parity_dir / "ram_plus_tiny_official.pth"),
+            "--tag-list",
+            str(parity_dir / "tag_list.txt"),
+            "--thresholds",
+            str(parity_dir / "thresholds.txt"),
+            "--tag-list-zh",
+            str(parity_dir / "tag_list_chinese.txt"),
+            "--name",
+            "tiny-official",
+        ],
+        monkeypatch,
+        capsys,
+    )
     assert code == 0, err
     return "tiny-official"
 
@@ -56,13 +71,39 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def test_tag_json_matches_official_scores(tiny_weights: str, photos: Path, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_tag_json_matches_official_scores(
+    tiny_weights: str,
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     ref = json.loads((PARITY / "reference_scores.json").read_text())
     out = tmp_path / "tags.jsonl"
-    code, _, err = run_cli(["tag", str(photos), "--weights", tiny_weights, "--write", "json", "--json", str(out),
-                            "--all-scores", "--precision", "fp32", "--device", "cpu", "--batch-size", "5",
-                            "--workers", "0", "--quiet"], monkeypatch, capsys)
+    code, _, err = run_cli(
+        [
+            "tag",
+            str(photos),
+            "--weights",
+            tiny_weights,
+            "--write",
+            "json",
+            "--json",
+            str(out),
+            "--all-scores",
+            "--precision",
+            "fp32",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "5",
+            "--workers",
+            "0",
+            "--quiet",
+        ],
+        monkeypatch,
+        capsys,
+    )
     assert code == 0, err
     rows = read_jsonl(out)
     assert len(rows) == 12
@@ -70,7 +111,7 @@ def test_tag_json_matches_official_scores(tiny_weights: str, photos: Path, tmp_p
     for row in rows:
         expected = ref["images_exif_transposed"][Path(row["path"]).name]
         got = [row["scores"][n] for n in names]
-        assert max(abs(a - b) for a, b in zip(got, expected["scores"])) < TOL, row["path"]
+        assert max(abs(a - b) for a, b in zip(got, expected["scores"], strict=True)) < TOL, row["path"]
         got_tags = {t["name"] for t in row["tags"]}
         want = {t.strip() for t in expected["tags_en"].split("|") if t.strip()}
         assert got_tags == want, row["path"]
@@ -78,51 +119,96 @@ def test_tag_json_matches_official_scores(tiny_weights: str, photos: Path, tmp_p
             assert t["score"] > t["threshold"]
 
 
-def test_official_orientation_flag_matches_untransposed_reference(tiny_weights: str, photos: Path, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_official_orientation_flag_matches_untransposed_reference(
+    tiny_weights: str,
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     ref = json.loads((PARITY / "reference_scores.json").read_text())
     out = tmp_path / "tags.jsonl"
     name = "cameratrap_elephants_orientation6.jpg"
-    code, _, err = run_cli(["tag", str(photos / name), "--weights", tiny_weights, "--write", "none", "--json",
-                            str(out), "--all-scores", "--precision", "fp32", "--no-exif-orientation", "--quiet"],
-                           monkeypatch, capsys)
+    code, _, err = run_cli(
+        [
+            "tag",
+            str(photos / name),
+            "--weights",
+            tiny_weights,
+            "--write",
+            "none",
+            "--json",
+            str(out),
+            "--all-scores",
+            "--precision",
+            "fp32",
+            "--no-exif-orientation",
+            "--quiet",
+        ],
+        monkeypatch,
+        capsys,
+    )
     assert code == 0, err
     (row,) = read_jsonl(out)
     got = [row["scores"][n] for n in ref["tags"]]
-    assert max(abs(a - b) for a, b in zip(got, ref["images"][name]["scores"])) < TOL
+    assert max(abs(a - b) for a, b in zip(got, ref["images"][name]["scores"], strict=True)) < TOL
 
 
 def test_xmp_default_leaves_images_untouched_and_rerun_is_incremental(
-        tiny_weights: str, photos: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    tiny_weights: str, photos: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in photos.iterdir()}
-    code, out, err = run_cli(["tag", str(photos), "--weights", tiny_weights, "--precision", "fp32"],
-                             monkeypatch, capsys)
+    code, out, err = run_cli(
+        ["tag", str(photos), "--weights", tiny_weights, "--precision", "fp32"], monkeypatch, capsys
+    )
     assert code == 0, err
     assert "hubble_deep_field.jpg" in out
-    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in photos.iterdir() if p.suffix != ".xmp"}
+    after = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in photos.iterdir() if p.suffix != ".xmp"
+    }
     assert after == before
     sidecar = photos / "hubble_deep_field.jpg.xmp"
     assert sidecar.exists()
     assert "dc:subject" in sidecar.read_text(encoding="utf-8")
     assert "12 images found, 12 tagged" in err
-    code, _, err = run_cli(["tag", str(photos), "--weights", tiny_weights, "--precision", "fp32"],
-                           monkeypatch, capsys)
+    code, _, err = run_cli(
+        ["tag", str(photos), "--weights", tiny_weights, "--precision", "fp32"], monkeypatch, capsys
+    )
     assert code == 0, err
     assert "0 tagged" in err and "12 unchanged" in err
 
 
-def test_bad_files_are_skipped_counted_and_exit_1(tiny_weights: str, photos: Path, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_files_are_skipped_counted_and_exit_1(
+    tiny_weights: str,
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     (photos / "empty.jpg").write_bytes(b"")
     (photos / "notes.jpg").write_text("not an image")
     good = (photos / "coffee_cup.jpg").read_bytes()
     (photos / "truncated.jpg").write_bytes(good[: len(good) // 3])
     (photos / "folder.jpg").mkdir()
     out = tmp_path / "tags.jsonl"
-    code, _, err = run_cli(["tag", str(photos), "--weights", tiny_weights, "--write", "json", "--json", str(out),
-                            "--workers", "2", "--batch-size", "4"], monkeypatch, capsys)
+    code, _, err = run_cli(
+        [
+            "tag",
+            str(photos),
+            "--weights",
+            tiny_weights,
+            "--write",
+            "json",
+            "--json",
+            str(out),
+            "--workers",
+            "2",
+            "--batch-size",
+            "4",
+        ],
+        monkeypatch,
+        capsys,
+    )
     assert code == 1
     rows = read_jsonl(out)
     ok = [r for r in rows if "error" not in r]
@@ -133,8 +219,9 @@ def test_bad_files_are_skipped_counted_and_exit_1(tiny_weights: str, photos: Pat
     assert "Traceback" not in err
 
 
-def test_missing_weights_offline_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                            photos: Path) -> None:
+def test_missing_weights_offline_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], photos: Path
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("RAMTAG_OFFLINE", "1")
     code, _, err = run_cli(["tag", str(photos)], monkeypatch, capsys)
@@ -144,28 +231,58 @@ def test_missing_weights_offline_is_one_line(monkeypatch: pytest.MonkeyPatch, ca
     assert "ramtag weights download" in err and "ramtag weights import" in err
 
 
-def test_bad_checkpoint_and_mismatched_tag_list(tmp_path: Path, parity_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_checkpoint_and_mismatched_tag_list(
+    tmp_path: Path, parity_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"definitely not a checkpoint")
-    code, _, err = run_cli(["weights", "import", str(junk), "--tag-list", str(parity_dir / "tag_list.txt"),
-                            "--thresholds", str(parity_dir / "thresholds.txt"), "--name", "junk"], monkeypatch, capsys)
+    code, _, err = run_cli(
+        [
+            "weights",
+            "import",
+            str(junk),
+            "--tag-list",
+            str(parity_dir / "tag_list.txt"),
+            "--thresholds",
+            str(parity_dir / "thresholds.txt"),
+            "--name",
+            "junk",
+        ],
+        monkeypatch,
+        capsys,
+    )
     assert code == 1 and "junk.pth" in err and "Traceback" not in err
     short = tmp_path / "short.txt"
     short.write_text("\n".join((parity_dir / "tag_list.txt").read_text().splitlines()[:39]) + "\n")
-    code, _, err = run_cli(["weights", "import", str(parity_dir / "ram_plus_tiny_official.pth"), "--tag-list",
-                            str(short), "--thresholds", str(parity_dir / "thresholds.txt"), "--name", "short"],
-                           monkeypatch, capsys)
+    code, _, err = run_cli(
+        [
+            "weights",
+            "import",
+            str(parity_dir / "ram_plus_tiny_official.pth"),
+            "--tag-list",
+            str(short),
+            "--thresholds",
+            str(parity_dir / "thresholds.txt"),
+            "--name",
+            "short",
+        ],
+        monkeypatch,
+        capsys,
+    )
     assert code == 1 and "39" in err and "40" in err and "Traceback" not in err
 
 
 def test_python_m_ramtag_and_light_import() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = subprocess.run([sys.executable, "-m", "ramtag", "--help"], capture_output=True, text=True, env=env,
-                         timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "ramtag", "--help"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert res.returncode == 0 and "tag" in res.stdout
-    code = ("import sys, ramtag; assert 'torch' not in sys.modules, 'torch imported';"
-            "import ramtag.api, ramtag.cli; assert not [m for m in sys.modules if m.startswith('ramtag.training')]")
+    code = (
+        "import sys, ramtag; assert 'torch' not in sys.modules, 'torch imported';"
+        "import ramtag.api, ramtag.cli;"
+        "assert not [m for m in sys.modules if m.startswith('ramtag.training')]"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
 

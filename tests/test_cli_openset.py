@@ -7,26 +7,49 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import PARITY
 from fake_llm_server import FakeLLM, fake_llm  # noqa: F401
 from test_cli import photos, read_jsonl, run_cli, tiny_weights  # noqa: F401
-
-from conftest import PARITY
 
 TOL = 1e-4
 
 
 def _max_diff(row: dict, names: list[str], expected: list[float]) -> float:
-    return max(abs(row["scores"][n] - e) for n, e in zip(names, expected))
+    return max(abs(row["scores"][n] - e) for n, e in zip(names, expected, strict=True))
 
 
-def test_only_open_set_matches_official(tiny_weights: str, photos: Path, tmp_path: Path,  # noqa: F811
-                                        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_only_open_set_matches_official(
+    tiny_weights: str,
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     ref = json.loads((PARITY / "reference_openset.json").read_text())
     out = tmp_path / "open.jsonl"
-    code, _, err = run_cli(["tag", str(photos), "--weights", tiny_weights, "--descriptions",
-                            str(PARITY / "openset_descriptions.json"), "--clip", str(PARITY / "clip_tiny_openai_format.pt"),
-                            "--only-open-set", "--write", "none", "--json", str(out), "--all-scores", "--precision",
-                            "fp32", "--quiet"], monkeypatch, capsys)
+    code, _, err = run_cli(
+        [
+            "tag",
+            str(photos),
+            "--weights",
+            tiny_weights,
+            "--descriptions",
+            str(PARITY / "openset_descriptions.json"),
+            "--clip",
+            str(PARITY / "clip_tiny_openai_format.pt"),
+            "--only-open-set",
+            "--write",
+            "none",
+            "--json",
+            str(out),
+            "--all-scores",
+            "--precision",
+            "fp32",
+            "--quiet",
+        ],
+        monkeypatch,
+        capsys,
+    )
     assert code == 0, err
     rows = read_jsonl(out)
     assert len(rows) == 12
@@ -39,15 +62,39 @@ def test_only_open_set_matches_official(tiny_weights: str, photos: Path, tmp_pat
         assert all(t.get("open_set") for t in row["tags"])
 
 
-def test_open_set_with_builtin_matches_official_combined(tiny_weights: str, photos: Path, tmp_path: Path,  # noqa: F811
-                                                         monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_open_set_with_builtin_matches_official_combined(
+    tiny_weights: str,
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     ref = json.loads((PARITY / "reference_combined.json").read_text())
     out = tmp_path / "combined.jsonl"
-    code, _, err = run_cli(["tag", str(photos), "--weights", tiny_weights, "--open-set",
-                            "corgi,meteor shower,trampolining", "--descriptions", str(PARITY / "openset_descriptions.json"),
-                            "--clip", str(PARITY / "clip_tiny_openai_format.pt"), "--write", "none", "--json", str(out),
-                            "--all-scores", "--precision", "fp32", "--quiet"], monkeypatch, capsys)
+    code, _, err = run_cli(
+        [
+            "tag",
+            str(photos),
+            "--weights",
+            tiny_weights,
+            "--open-set",
+            "corgi,meteor shower,trampolining",
+            "--descriptions",
+            str(PARITY / "openset_descriptions.json"),
+            "--clip",
+            str(PARITY / "clip_tiny_openai_format.pt"),
+            "--write",
+            "none",
+            "--json",
+            str(out),
+            "--all-scores",
+            "--precision",
+            "fp32",
+            "--quiet",
+        ],
+        monkeypatch,
+        capsys,
+    )
     assert code == 0, err
     for row in read_jsonl(out):
         exp = ref["images_exif_transposed"][Path(row["path"]).name]
@@ -56,14 +103,38 @@ def test_open_set_with_builtin_matches_official_combined(tiny_weights: str, phot
         assert {t["name"] for t in row["tags"]} == want
 
 
-def test_open_set_from_fake_llm_then_cached(tiny_weights: str, photos: Path, tmp_path: Path,  # noqa: F811
-                                            fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_open_set_from_fake_llm_then_cached(
+    tiny_weights: str,
+    photos: Path,
+    tmp_path: Path,
+    fake_llm: FakeLLM,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-SECRET123")
     out = tmp_path / "llm.jsonl"
-    args = ["tag", str(photos / "hubble_deep_field.jpg"), "--weights", tiny_weights, "--open-set", "corgi=0.4",
-            "--clip", str(PARITY / "clip_tiny_openai_format.pt"), "--llm-base-url", fake_llm.url, "--llm-model",
-            "fake-model", "--write", "xmp", "--json", str(out), "--all-scores", "--precision", "fp32", "-v"]
+    args = [
+        "tag",
+        str(photos / "hubble_deep_field.jpg"),
+        "--weights",
+        tiny_weights,
+        "--open-set",
+        "corgi=0.4",
+        "--clip",
+        str(PARITY / "clip_tiny_openai_format.pt"),
+        "--llm-base-url",
+        fake_llm.url,
+        "--llm-model",
+        "fake-model",
+        "--write",
+        "xmp",
+        "--json",
+        str(out),
+        "--all-scores",
+        "--precision",
+        "fp32",
+        "-v",
+    ]
     code, stdout, err = run_cli(args, monkeypatch, capsys)
     assert code == 0, err
     assert fake_llm.hits >= 5  # the paper's 5 prompts
@@ -84,17 +155,26 @@ def test_open_set_from_fake_llm_then_cached(tiny_weights: str, photos: Path, tmp
         assert "SECRET123" not in p.read_text()
 
 
-def test_describe_json_roundtrip(fake_llm: FakeLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
-                                 capsys: pytest.CaptureFixture[str]) -> None:
-    code, stdout, err = run_cli(["describe", "corgi", "--json", "--llm-base-url", fake_llm.url, "--llm-model", "m"],
-                                monkeypatch, capsys)
+def test_describe_json_roundtrip(
+    fake_llm: FakeLLM,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, stdout, err = run_cli(
+        ["describe", "corgi", "--json", "--llm-base-url", fake_llm.url, "--llm-model", "m"],
+        monkeypatch,
+        capsys,
+    )
     assert code == 0, err
     data = json.loads(stdout)
     assert list(data[0]) == ["corgi"] and len(data[0]["corgi"]) == 51
     assert data[0]["corgi"][0] == "a photo of a corgi."
 
 
-def test_describe_without_llm_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_describe_without_llm_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = run_cli(["describe", "corgi"], monkeypatch, capsys)
     assert code == 1
     assert len([line for line in err.splitlines() if line.strip()]) == 1

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from ..results import TagScore
@@ -11,7 +9,7 @@ from .vocab import Vocabulary
 
 
 def effective_thresholds(vocab: Vocabulary, threshold: float | None = None) -> np.ndarray:
-    """Per-tag thresholds as float32 (T,); ``threshold`` replaces the built-in ones (open-set tags keep theirs)."""
+    """Per-tag thresholds (T,); ``threshold`` replaces the built-in ones (open-set tags keep theirs)."""
     th = np.asarray(vocab.thresholds, dtype=np.float64)
     if threshold is not None:
         builtin = ~np.asarray(vocab.open_set, dtype=bool)
@@ -44,20 +42,22 @@ def decide(
     th = effective_thresholds(vocab, threshold)
     selected = scores > th[None, :]  # (B, T)
     out: list[list[TagScore]] = []
-    zh: Sequence[str] | None = vocab.names_zh
+    zh: tuple[str, ...] | None = vocab.names_zh
     for b in range(scores.shape[0]):
         idx = np.flatnonzero(selected[b])
         idx = idx[np.argsort(-scores[b, idx], kind="stable")]
         if top_k is not None:
             idx = idx[:top_k]
-        out.append([
-            TagScore(
-                name=vocab.names[i],
-                score=float(scores[b, i]),
-                threshold=float(th[i]),
-                name_zh=zh[i] if zh is not None else None,
-                open_set=vocab.open_set[i],
-            )
-            for i in idx
-        ])
+        out.append(
+            [
+                TagScore(
+                    name=vocab.names[i],
+                    score=float(scores[b, i]),
+                    threshold=float(th[i]),
+                    name_zh=zh[i] if zh is not None else None,
+                    open_set=vocab.open_set[i],
+                )
+                for i in idx
+            ]
+        )
     return out

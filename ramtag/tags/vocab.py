@@ -51,7 +51,9 @@ def read_thresholds(path: str | Path) -> list[float]:
         try:
             value = float(line.strip())
         except ValueError:
-            raise VocabularyError(f"{path}: line {i} ({line.strip()!r}) is not a number; one threshold per line") from None
+            raise VocabularyError(
+                f"{path}: line {i} ({line.strip()!r}) is not a number; one threshold per line"
+            ) from None
         if not 0.0 <= value <= 1.0:
             raise VocabularyError(f"{path}: line {i} threshold {value} is outside [0, 1]")
         out.append(value)
@@ -74,9 +76,15 @@ class Vocabulary:
     def __post_init__(self) -> None:
         n = len(self.names)
         if len(self.thresholds) != n:
-            raise VocabularyError(f"the tag list has {n} tags but the threshold list has {len(self.thresholds)}; they must match line for line")
+            raise VocabularyError(
+                f"the tag list has {n} tags but the threshold list has {len(self.thresholds)}; "
+                "they must match line for line"
+            )
         if self.names_zh is not None and len(self.names_zh) != n:
-            raise VocabularyError(f"the tag list has {n} tags but the Chinese tag list has {len(self.names_zh)}; they must match line for line")
+            raise VocabularyError(
+                f"the tag list has {n} tags but the Chinese tag list has {len(self.names_zh)}; "
+                "they must match line for line"
+            )
         if not self.open_set:
             object.__setattr__(self, "open_set", (False,) * n)
         elif len(self.open_set) != n:
@@ -86,40 +94,65 @@ class Vocabulary:
         return len(self.names)
 
     @classmethod
-    def from_files(cls, tag_list: str | Path, thresholds: str | Path | None = None, tag_list_zh: str | Path | None = None) -> Vocabulary:
+    def from_files(
+        cls, tag_list: str | Path, thresholds: str | Path | None = None, tag_list_zh: str | Path | None = None
+    ) -> Vocabulary:
         """Build from official-format files; missing thresholds default to 0.68 (the official default)."""
         names = read_tag_list(tag_list)
         ths = read_thresholds(thresholds) if thresholds is not None else [0.68] * len(names)
         zh = read_tag_list(tag_list_zh, keep_trailing_space=True) if tag_list_zh is not None else None
         if len(ths) != len(names):
-            raise VocabularyError(f"{thresholds}: has {len(ths)} thresholds but {tag_list} has {len(names)} tags; they must match line for line")
+            raise VocabularyError(
+                f"{thresholds}: has {len(ths)} thresholds but {tag_list} has {len(names)} tags; "
+                "they must match line for line"
+            )
         if zh is not None and len(zh) != len(names):
-            raise VocabularyError(f"{tag_list_zh}: has {len(zh)} names but {tag_list} has {len(names)} tags; they must match line for line")
+            raise VocabularyError(
+                f"{tag_list_zh}: has {len(zh)} names but {tag_list} has {len(names)} tags; "
+                "they must match line for line"
+            )
         return cls(tuple(names), tuple(ths), tuple(zh) if zh is not None else None)
 
-    def extend(self, names: Sequence[str], thresholds: Sequence[float], *, open_set: bool = True) -> Vocabulary:
+    def extend(
+        self, names: Sequence[str], thresholds: Sequence[float], *, open_set: bool = True
+    ) -> Vocabulary:
         """A new vocabulary with extra tags appended (Chinese name = English name for them)."""
         zh = None if self.names_zh is None else self.names_zh + tuple(names)
-        return Vocabulary(self.names + tuple(names), self.thresholds + tuple(float(t) for t in thresholds), zh,
-                          self.open_set + (open_set,) * len(names))
+        return Vocabulary(
+            self.names + tuple(names),
+            self.thresholds + tuple(float(t) for t in thresholds),
+            zh,
+            self.open_set + (open_set,) * len(names),
+        )
 
     def subset(self, indices: Sequence[int]) -> Vocabulary:
         """The tags at ``indices``, in that order."""
         zh = None if self.names_zh is None else tuple(self.names_zh[i] for i in indices)
-        return Vocabulary(tuple(self.names[i] for i in indices), tuple(self.thresholds[i] for i in indices), zh,
-                          tuple(self.open_set[i] for i in indices))
+        return Vocabulary(
+            tuple(self.names[i] for i in indices),
+            tuple(self.thresholds[i] for i in indices),
+            zh,
+            tuple(self.open_set[i] for i in indices),
+        )
 
     def index(self) -> dict[str, int]:
         """Lower-cased name -> position."""
         return {n.lower(): i for i, n in enumerate(self.names)}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"names": list(self.names), "thresholds": list(self.thresholds),
-                "names_zh": list(self.names_zh) if self.names_zh is not None else None,
-                "open_set": list(self.open_set)}
+        return {
+            "names": list(self.names),
+            "thresholds": list(self.thresholds),
+            "names_zh": list(self.names_zh) if self.names_zh is not None else None,
+            "open_set": list(self.open_set),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Vocabulary:
         zh = data.get("names_zh")
-        return cls(tuple(data["names"]), tuple(float(t) for t in data["thresholds"]),
-                   tuple(zh) if zh is not None else None, tuple(bool(b) for b in data.get("open_set") or ()))
+        return cls(
+            tuple(data["names"]),
+            tuple(float(t) for t in data["thresholds"]),
+            tuple(zh) if zh is not None else None,
+            tuple(bool(b) for b in data.get("open_set") or ()),
+        )
