@@ -55,6 +55,8 @@ def test_tiny_benchmark_report(tmp_path: Path) -> None:
     ag = saved["agreement"]
     assert ag["decisions"] == 3 * 40
     assert ag["differing_decisions"] == 0 and ag["max_abs_score_diff"] < 1e-5  # fp32 on CPU by default
+    q99 = saved["agreement_q99"]
+    assert q99["selected_reference"] > 0 and q99["differing_decisions"] == 0
     dec = saved["decode_options"]
     assert {"draft_s_per_img", "draft_max_abs_score_diff", "torchvision_s_per_img", "recommend"} <= set(dec)
     assert saved["memory"]["peak_rss_mb"] > 0
