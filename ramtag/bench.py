@@ -475,7 +475,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"XMP write {st['write_xmp_s_per_img']:.4f}",
     ]
     if report.get("reference"):
-        ag = report["agreement"]
+        ag, q99 = report["agreement"], report["agreement_q99"]
         lines.append(
             f"official-style loop: {report['reference']['images_per_s']:.3f} images/s; "
             f"ramtag is {report['ratio']:.2f}x faster"
@@ -484,7 +484,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"decisions: {ag['differing_decisions']} of {ag['decisions']} differ "
             f"(max |score diff| {ag['max_abs_score_diff']:.2e}, threshold {ag['threshold']}, "
             f"{ag['selected_reference']} selected); at the reference's 99th-percentile score "
-            f"{report['agreement_q99']['threshold']:.4f}: {report['agreement_q99']['differing_decisions']} differ"
+            f"{q99['threshold']:.4f}: {q99['differing_decisions']} differ"
         )
     if report.get("decode_options"):
         d = report["decode_options"]
