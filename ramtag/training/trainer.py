@@ -1,0 +1,1145 @@
+"""``ramtag train``: pre-train or fine-tune RAM++ on image-caption(-tag) data, the paper's way.
+
+One optimizer step:
+
+    images -> model view (S px, weights' normalisation) + CLIP view (224 px, same crop)
+    captions -> frozen CLIP text encoder -> (B, 512) unit vectors            (no grad, eval)
+    CLIP view -> frozen CLIP image encoder -> (B, 512) features             (no grad, eval)
+    loss = ASL_tag(logits, tags) + ASL_align(decoder(captions), identity) + L1(pooled, CLIP feature)
+    AdamW (wd 0.05), linear warm-up then cosine decay, bf16 autocast where supported,
+    optional gradient checkpointing (timm) and gradient accumulation, DDP under torchrun.
+
+The result in ``--out`` is a ramtag weights folder (``ramtag tag --weights OUT``); checkpoints go to
+``OUT/checkpoints/step-NNNNNNNN/`` (a weights folder + ``training_state.pt`` with the optimizer state
+for ``--resume``); metrics go to ``OUT/metrics.jsonl`` (and TensorBoard with ``--tensorboard``).
+
+New tags (``--tags``) get label embeddings from the open-set machinery (LLM descriptions -> CLIP text
+embeddings, cached; CLIP prompt templates without an LLM) and threshold 0.5; the label embedding stays
+frozen while training (as the official ``finetune.py`` does), and ``fc`` is shared by all tags in
+RAM++, so nothing else depends on the vocabulary. See ``train/README.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import InputError, TrainingError, UsageError
+from ..model.config import CONFIGS, RamPlusConfig, SwinConfig, get_config
+from ..tags.vocab import OPEN_SET_THRESHOLD, Vocabulary
+from ..weights_format import OFFICIAL_PREPROCESSING, Preprocessing
+from .data import (
+    AUGMENTS,
+    Record,
+    RecordSet,
+    ResumableSampler,
+    TaggingDataset,
+    ViewTransform,
+    build_targets,
+    load_data,
+)
+from .distributed import (
+    DistContext,
+    all_reduce_mean,
+    all_reduce_sum_int,
+    barrier,
+    broadcast_tensor,
+    setup,
+    teardown,
+)
+from .losses import RamPlusLosses
+
+if TYPE_CHECKING:
+    from ..model.ram_plus import RamPlus
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "training_state.pt"
+CHECKPOINTS = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
+OPTIONS_FILE = "train_options.json"
+VOCABULARIES = ("auto", "official", "custom", "union")
+
+
+@dataclass
+class TrainOptions:
+    """Options of ``ramtag train`` (one field per command-line option)."""
+
+    data: list[str]  # --data, repeatable; "val=PATH" marks a validation split (evaluated while training)
+    out: Path  # --out: the result folder (a ramtag weights folder + checkpoints/ + metrics.jsonl)
+    init: str | None = None  # --init: weights name | weights folder | official .pth | timm:<swin name> | None
+    arch: str | None = None  # --arch: CONFIGS name when not fine-tuning (tiny, swin_b_384, swin_l_384)
+    image_size: int | None = None  # --image-size: train at this input size (default: the init's / arch's)
+    window_size: int | None = (
+        None  # --window-size: Swin window (default: last-stage side, 12 at 384, 7 at 224)
+    )
+    tags: Path | None = None  # --tags: your tag list (one per line, "tag" or "tag=0.6")
+    vocabulary: str = "auto"  # --vocabulary: auto | official | custom | union (auto: union with --tags)
+    base_tags: Path | None = None  # --base-tags: tag list of an official .pth given to --init
+    base_thresholds: Path | None = None  # --base-thresholds: its threshold list
+    descriptions: Path | None = None  # --descriptions: official-format LLM descriptions for new tags
+    llm_base_url: str | None = None  # --llm-base-url: OpenAI-compatible server for new tags' descriptions
+    llm_model: str | None = None  # --llm-model
+    require_llm: bool = False  # --require-llm: fail instead of falling back to CLIP prompt templates
+    clip: Path | None = None  # --clip: CLIP ViT-B/16 weights (OpenAI state-dict format); default: download
+    image_root: Path | None = None  # --image-root: base folder for the official json's image_path
+    epochs: float | None = None  # --epochs (default 2, the official fine-tune, unless --max-steps)
+    max_steps: int | None = None  # --max-steps: optimizer steps (overrides --epochs)
+    batch_size: int = 8  # --batch-size: images per process per micro-batch
+    grad_accum: int = 1  # --grad-accum: micro-batches per optimizer step
+    lr: float | None = None  # --lr: peak learning rate (default 5e-6 fine-tuning RAM++, 1e-4 otherwise)
+    min_lr: float = 0.0  # --min-lr: learning rate at the end of the cosine decay
+    warmup_steps: int | None = None  # --warmup-steps (default 5% of the steps, at most 3000)
+    weight_decay: float = 0.05  # --weight-decay (AdamW; not applied to biases, norms, scalars)
+    max_grad_norm: float | None = (
+        None  # --max-grad-norm: clip gradients (off by default, as the official code)
+    )
+    precision: str = "auto"  # --precision: auto (bf16 autocast on CUDA if supported) | fp32 | bf16 | fp16
+    device: str = "auto"  # --device: auto | cpu | cuda | mps (under torchrun: cuda:LOCAL_RANK)
+    grad_checkpointing: bool = False  # --grad-checkpointing: recompute Swin activations (less memory)
+    augment: str = "standard"  # --augment: none | flip | standard (crop 20-100 %, flip, RandAugment)
+    drop_path: float = 0.1  # --drop-path: Swin stochastic depth (the official 0.1)
+    num_workers: int | None = None  # --workers: data-loading processes (default min(4, CPUs))
+    save_every: int = 1000  # --save-every: checkpoint every N optimizer steps (0 = only at the end)
+    keep_checkpoints: int = 2  # --keep-checkpoints: newest N checkpoints kept
+    eval_every: int | None = None  # --eval-every: evaluate the val split every N steps (default save_every)
+    resume: bool = False  # --resume: continue from the newest checkpoint in --out
+    seed: int = 0  # --seed
+    tag_loss_weight: float = 1.0  # --tag-loss-weight
+    align_loss_weight: float = 1.0  # --align-loss-weight (0 = no image-text alignment loss)
+    distill_loss_weight: float = 1.0  # --distill-loss-weight (0 = no CLIP distillation)
+    train_label_embed: bool = False  # --train-label-embed: also train the description embeddings
+    log_every: int = 10  # --log-every: metrics line every N steps
+    tensorboard: bool = False  # --tensorboard: also log to OUT/tensorboard (needs the tensorboard package)
+    progress: bool = True  # --no-progress: no live progress display
+    exif_orientation: bool = True  # --no-exif-orientation: use pixels as stored (the official decode)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class TrainResult:
+    """What ``ramtag train`` produced."""
+
+    out: Path  # the trained weights folder
+    steps: int  # optimizer steps done in total
+    epochs: float  # epochs done (fractional)
+    images: int  # training images used
+    skipped: int  # images skipped because they could not be read
+    num_tags: int
+    new_tags: list[str]  # tags that were not in the initial weights
+    losses: dict[str, float]  # the last logged losses
+    val: dict[str, Any] | None = None  # last validation metrics (mAP, F1, ...) when there is a val split
+    seconds: float = 0.0
+    checkpoints: list[Path] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        d["checkpoints"] = [str(p) for p in self.checkpoints]
+        return d
+
+
+# -- the initial model ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Base:
+    """The starting point: architecture, tensors (ramtag names) and vocabulary (None = random init)."""
+
+    config: RamPlusConfig
+    state_dict: dict[str, Tensor] | None
+    vocabulary: Vocabulary | None
+    preprocessing: Preprocessing
+    source: str  # for the provenance
+    pretrained: bool  # True when the tagging part is already trained (fine-tuning)
+
+
+def _load_base(options: TrainOptions) -> _Base:
+    init = options.init
+    if init is None or init.startswith("timm:"):
+        if options.arch is None and init is None:
+            raise UsageError(
+                "pass --init WEIGHTS to fine-tune, or --arch NAME to train from scratch "
+                f"(architectures: {', '.join(CONFIGS)})"
+            )
+        config = get_config(options.arch or "swin_l_384")
+        return _Base(
+            config, None, None, OFFICIAL_PREPROCESSING, init or f"random {config.name}", pretrained=False
+        )
+    path = Path(init).expanduser()
+    if path.is_file():  # an official-format .pth
+        from ..model.convert import (
+            convert_official_state_dict,
+            infer_official_config,
+            read_official_checkpoint,
+        )
+
+        official = read_official_checkpoint(path)
+        config = infer_official_config(official)
+        vocab = _official_vocabulary(options, config.num_tags, path)
+        sd = convert_official_state_dict(official, config, source=str(path))
+        return _Base(
+            config, sd, vocab, OFFICIAL_PREPROCESSING, f"official checkpoint {path}", pretrained=True
+        )
+    from ..weights import resolve_weights
+    from ..weights_format import load_weights
+
+    loaded = load_weights(resolve_weights(init))
+    return _Base(
+        loaded.config,
+        loaded.state_dict,
+        loaded.vocabulary,
+        loaded.preprocessing,
+        f"weights {loaded.directory}",
+        pretrained=True,
+    )
+
+
+def _official_vocabulary(options: TrainOptions, num_tags: int, checkpoint: Path) -> Vocabulary:
+    if options.base_tags is not None:
+        return Vocabulary.from_files(options.base_tags, options.base_thresholds)
+    from ..registry import DEFAULT_WEIGHTS, WEIGHTS
+
+    spec = WEIGHTS[DEFAULT_WEIGHTS]
+    if num_tags != 4585:
+        raise UsageError(
+            f"{checkpoint}: has {num_tags} tags; pass its tag list with --base-tags (and --base-thresholds)"
+        )
+    from .. import hub
+
+    return Vocabulary.from_files(
+        hub.fetch_url(spec.tag_list),
+        hub.fetch_url(spec.thresholds),
+        hub.fetch_url(spec.tag_list_zh) if spec.tag_list_zh else None,
+    )
+
+
+@dataclass
+class _VocabPlan:
+    vocabulary: Vocabulary  # the vocabulary to train
+    source: list[int | None]  # per tag: its row in the base label_embed, or None (new tag)
+    new: list[str]  # new tag names, in vocabulary order
+
+
+def _plan_vocabulary(base: Vocabulary | None, options: TrainOptions) -> _VocabPlan:
+    """Which tags to train and where each one's label embedding comes from."""
+    from ..text.openset import parse_open_set
+
+    mode = options.vocabulary
+    if mode not in VOCABULARIES:
+        raise UsageError(f"--vocabulary {mode!r} is unknown; choose one of {', '.join(VOCABULARIES)}")
+    user = parse_open_set(None, options.tags) if options.tags is not None else []
+    if options.tags is not None and not user:
+        raise InputError(f"{options.tags}: no tags in the file; write one tag per line")
+    if mode == "auto":
+        mode = "union" if user and base is not None else ("custom" if user else "official")
+    if mode == "official" or (mode == "union" and not user):
+        if base is None:
+            raise UsageError("training from scratch needs a vocabulary: pass --tags FILE")
+        return _VocabPlan(base, list(range(len(base))), [])
+    if not user:
+        raise UsageError(f"--vocabulary {mode} needs --tags FILE")
+    index = base.index() if base is not None else {}
+    names: list[str] = []
+    thresholds: list[float] = []
+    zh: list[str] = []
+    source: list[int | None] = []
+    if mode == "union":
+        assert base is not None
+        names, thresholds, source = list(base.names), list(base.thresholds), list(range(len(base)))
+        zh = list(base.names_zh) if base.names_zh is not None else []
+    for t in user:
+        i = index.get(t.name.lower())
+        if i is not None and mode == "union":
+            if t.explicit_threshold:
+                thresholds[i] = t.threshold
+            continue
+        names.append(base.names[i] if (base is not None and i is not None) else t.name)
+        default = base.thresholds[i] if (base is not None and i is not None) else OPEN_SET_THRESHOLD
+        thresholds.append(t.threshold if t.explicit_threshold else default)
+        source.append(i)
+        if base is not None and base.names_zh is not None:
+            zh.append(base.names_zh[i] if i is not None else t.name)
+    new = [n for n, s in zip(names, source, strict=True) if s is None]
+    vocab = Vocabulary(tuple(names), tuple(thresholds), tuple(zh) if zh and len(zh) == len(names) else None)
+    return _VocabPlan(vocab, source, new)
+
+
+def _new_tag_embeddings(
+    plan: _VocabPlan, options: TrainOptions, encoder: Any
+) -> tuple[Tensor, dict[str, str]]:
+    """(n_new, 51, 512) label embeddings of the new tags (open-set machinery) and where each came from."""
+    from ..text.llm import LLMSettings
+    from ..text.openset import build_open_set
+
+    llm = LLMSettings.from_env(base_url=options.llm_base_url, model=options.llm_model)
+    opened = build_open_set(
+        plan.new,
+        vocabulary=Vocabulary((), ()),
+        descriptions_file=options.descriptions,
+        clip_file=options.clip,
+        llm=llm,
+        require_llm=options.require_llm,
+        encoder=encoder,
+    )
+    return opened.label_embed, dict(opened.sources)
+
+
+def _target_config(base: _Base, options: TrainOptions, num_tags: int) -> tuple[RamPlusConfig, Preprocessing]:
+    config = base.config
+    if options.arch is not None and base.state_dict is not None and options.arch != config.name:
+        log.warning("--arch %s ignored: the architecture comes from --init (%s)", options.arch, config.name)
+    swin = config.swin
+    size = options.image_size or swin.img_size
+    window = options.window_size
+    if window is None:
+        window = (
+            swin.window_size
+            if size == swin.img_size
+            else size // swin.patch_size // 2 ** (len(swin.depths) - 1)
+        )
+    if size % (swin.patch_size * 2 ** (len(swin.depths) - 1)):
+        raise UsageError(
+            f"--image-size {size} must be a multiple of {swin.patch_size * 2 ** (len(swin.depths) - 1)} "
+            f"for this Swin ({len(swin.depths)} stages, patch {swin.patch_size})"
+        )
+    side = size // swin.patch_size
+    for stage in range(len(swin.depths)):
+        res = side // 2**stage
+        if res > window and res % window:
+            raise UsageError(
+                f"--window-size {window} does not tile stage {stage + 1} ({res}x{res} tokens) at "
+                f"{size} px; pick a divisor (the official choice is {side // 2 ** (len(swin.depths) - 1)})"
+            )
+    new_swin = SwinConfig(**{**asdict(swin), "img_size": size, "window_size": window})
+    config = replace(config, swin=new_swin, num_tags=num_tags)
+    pre = replace(base.preprocessing, image_size=size)
+    return config, pre
+
+
+def _resize_rel_pos_table(table: Tensor, window: int) -> Tensor:
+    """((2w-1)^2, heads) relative position bias table -> ((2*window-1)^2, heads).
+
+    Bicubic interpolation of the table as a (heads, 2w-1, 2w-1) image, as the official loader does."""
+    rows, heads = table.shape
+    old = math.isqrt(rows)
+    new = 2 * window - 1
+    if old == new:
+        return table
+    grid = table.t().reshape(1, heads, old, old).float()
+    grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+    return grid.reshape(heads, new * new).t().to(table.dtype).contiguous()
+
+
+def _adapt_swin(sd: dict[str, Tensor], model: nn.Module, prefix: str) -> dict[str, Tensor]:
+    """Resize the relative position tables in ``sd`` to ``model``'s windows (a different --image-size)."""
+    expected = model.state_dict()
+    out = dict(sd)
+    for key, value in sd.items():
+        if key.endswith("relative_position_bias_table") and prefix + key.removeprefix(prefix) in expected:
+            target = expected[key]
+            if value.shape != target.shape:
+                window = (math.isqrt(target.shape[0]) + 1) // 2
+                out[key] = _resize_rel_pos_table(value, window)
+    return out
+
+
+def _build_model(
+    base: _Base, config: RamPlusConfig, plan: _VocabPlan, new_embed: Tensor | None, options: TrainOptions
+) -> RamPlus:
+    """The model to train: base tensors where they exist, the new tags' description embeddings,
+    the rest random."""
+    from ..model.convert import load_state_dict_strict
+    from ..model.ram_plus import RamPlus
+
+    model = RamPlus(config, drop_path_rate=options.drop_path)
+    D, E = config.descriptions_per_tag, config.embed_dim
+    rows = []
+    base_rows = None
+    if base.state_dict is not None:
+        base_rows = base.state_dict["label_embed"].view(-1, D, E)  # (T_base, D, E)
+    k = 0
+    for src in plan.source:
+        if src is None:
+            assert new_embed is not None
+            rows.append(new_embed[k].to(torch.float32))
+            k += 1
+        else:
+            assert base_rows is not None
+            rows.append(base_rows[src].to(torch.float32))
+    label_embed = torch.stack(rows).reshape(-1, E)  # (T * D, E)
+    if base.state_dict is not None:
+        sd = dict(base.state_dict)
+        sd["label_embed"] = label_embed
+        sd = _adapt_swin(sd, model, "visual_encoder.")
+        load_state_dict_strict(model, sd, source=base.source)
+    else:
+        with torch.no_grad():
+            model.label_embed.copy_(label_embed)
+        if options.init is not None and options.init.startswith("timm:"):
+            _load_timm_backbone(model, options.init.removeprefix("timm:"))
+    return model
+
+
+def _load_timm_backbone(model: RamPlus, name: str) -> None:
+    """ImageNet Swin weights from timm: ``timm.create_model(name, pretrained=True)``, which needs the
+    network once (then the Hugging Face cache)."""
+    import timm
+
+    from ..paths import offline
+
+    if offline():
+        raise TrainingError(
+            f"--init timm:{name} downloads ImageNet weights, but downloads are off (RAMTAG_OFFLINE / "
+            "HF_HUB_OFFLINE); run once online or pre-fill the Hugging Face cache"
+        )
+    log.warning("downloading ImageNet weights for timm model %s (once, through timm / Hugging Face)", name)
+    try:
+        source = timm.create_model(name, pretrained=True, num_classes=0)
+    except Exception as e:
+        raise TrainingError(
+            f"--init timm:{name}: timm could not create it with pretrained weights "
+            f"({type(e).__name__}: {e}); use a Swin v1 name like swin_large_patch4_window12_384"
+        ) from None
+    encoder: nn.Module = model.visual_encoder  # type: ignore[assignment]
+    sd = {k: v for k, v in source.state_dict().items() if not k.startswith("head")}
+    sd = _adapt_swin(sd, encoder, "")
+    expected = encoder.state_dict()
+    bad = [k for k, v in sd.items() if k in expected and v.shape != expected[k].shape]
+    if bad:
+        raise TrainingError(
+            f"--init timm:{name}: does not match the {model.config.name} backbone "  # type: ignore[union-attr]
+            f"({', '.join(bad[:5])}); pick the Swin of the same size as --arch"
+        )
+    result = encoder.load_state_dict(sd, strict=False)
+    if result.missing_keys:
+        raise TrainingError(
+            f"--init timm:{name}: missing backbone tensors ({', '.join(result.missing_keys[:5])}); "
+            "pick the Swin of the same size as --arch"
+        )
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
+    """Linear warm-up from ~0 to ``peak`` over ``warmup`` steps, then cosine decay to ``floor``
+    at step ``total``."""
+    if warmup > 0 and step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or name.endswith("relative_position_bias_table"):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _checkpoint_dirs(out: Path) -> list[Path]:
+    root = out / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and p.name.startswith("step-")
+        and (p / STATE_FILE).is_file()
+        and (p / "ramtag.json").is_file()
+    )
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    with contextlib.suppress(Exception):
+        random.setstate(state["python"])
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _MetricsLog:
+    """JSON Lines metrics (+ TensorBoard when asked and installed); rank 0 only."""
+
+    def __init__(self, out: Path, tensorboard: bool):
+        self.path = out / METRICS_FILE
+        self.tb: Any = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard"))
+            except ImportError:
+                log.warning(
+                    "--tensorboard ignored: tensorboard is not installed (pip install tensorboard)"
+                )
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            step = int(record.get("step", 0))
+            prefix = record.get("split", "train")
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{prefix}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+class _Progress:
+    """A rich progress bar with the running losses, learning rate and ETA (rank 0, when enabled)."""
+
+    def __init__(self, enabled: bool, total: int, start: int):
+        self.bar: Any = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self.task = self.bar.add_task("train", total=total, completed=start, info="")
+        self.bar.start()
+
+    def update(self, step: int, info: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, info=info)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _fmt_losses(values: dict[str, float], lr: float) -> str:
+    parts = [f"{k} {values[k]:.4g}" for k in ("loss", "tag", "align", "distill") if k in values]
+    return "  ".join(parts) + f"  lr {lr:.2e}"
+
+
+# -- train -----------------------------------------------------------------------------------------
+
+
+def train(options: TrainOptions) -> TrainResult:
+    """Train (see the module docstring); returns where the weights went and how it went."""
+    ctx = setup(options.device)
+    try:
+        return _train(options, ctx)
+    finally:
+        teardown(ctx)
+
+
+def _check_options(options: TrainOptions) -> None:
+    if options.batch_size < 1 or options.grad_accum < 1:
+        raise UsageError("--batch-size and --grad-accum must be at least 1")
+    if options.max_steps is not None and options.max_steps < 1:
+        raise UsageError("--max-steps must be at least 1")
+    if options.epochs is not None and options.epochs <= 0:
+        raise UsageError("--epochs must be positive")
+    if options.augment not in AUGMENTS:
+        raise UsageError(f"--augment {options.augment!r} is unknown; choose one of {', '.join(AUGMENTS)}")
+
+
+def _train(options: TrainOptions, ctx: DistContext) -> TrainResult:
+    started = time.time()
+    _check_options(options)
+    out = Path(options.out).expanduser()
+    resume_from: Path | None = None
+    if options.resume:
+        found = _checkpoint_dirs(out)
+        if not found:
+            raise TrainingError(
+                f"{out}: no checkpoint to resume from (expected {CHECKPOINTS}/step-*/{STATE_FILE}); "
+                "drop --resume to start a new run"
+            )
+        resume_from = found[-1]
+    elif (out / "ramtag.json").exists() or _checkpoint_dirs(out):
+        raise TrainingError(
+            f"{out}: already holds a training run; pass --resume to continue it or choose a new --out"
+        )
+    torch.manual_seed(options.seed + ctx.rank)
+    random.seed(options.seed + ctx.rank)
+
+    # Model and vocabulary. On resume the checkpoint is the base (same vocabulary, trained tensors).
+    if resume_from is not None:
+        base = _load_base(replace(options, init=str(resume_from)))
+        assert base.vocabulary is not None
+        plan = _VocabPlan(base.vocabulary, list(range(len(base.vocabulary))), [])
+        init_provenance: dict[str, Any] = {}
+        with contextlib.suppress(Exception):
+            meta = json.loads((resume_from / "ramtag.json").read_text(encoding="utf-8"))
+            init_provenance = meta.get("provenance", {})
+    else:
+        base = _load_base(options)
+        plan = _plan_vocabulary(base.vocabulary, options)
+        init_provenance = {}
+    config, preprocessing = _target_config(base, options, len(plan.vocabulary))
+
+    # The frozen CLIP (text tower for captions and new tags; image tower for distillation).
+    need_clip = options.align_loss_weight > 0 or options.distill_loss_weight > 0 or bool(plan.new)
+    clip_model = None
+    encoder = None
+    if need_clip:
+        from ..text.clip import ClipTextEncoder
+
+        encoder = ClipTextEncoder(options.clip, device=ctx.device)
+    new_embed = None
+    sources: dict[str, str] = {}
+    if plan.new:
+        shape = (len(plan.new), config.descriptions_per_tag, config.embed_dim)
+        local = None
+        if ctx.is_main:
+            local, sources = _new_tag_embeddings(plan, options, encoder)
+            if tuple(local.shape) != shape:
+                raise TrainingError(
+                    f"new tag embeddings have shape {tuple(local.shape)}, expected {shape}; "
+                    "--clip must be a CLIP with 512-wide text features (ViT-B/16)"
+                )
+        new_embed = broadcast_tensor(ctx, local, shape)
+        log.info(
+            "new tags (%d): %s",
+            len(plan.new),
+            ", ".join(plan.new[:20]) + (" ..." if len(plan.new) > 20 else ""),
+        )
+    if options.align_loss_weight > 0 or options.distill_loss_weight > 0:
+        assert encoder is not None
+        clip_model = encoder.model
+        if clip_model.embed_dim != config.embed_dim:
+            raise TrainingError(
+                f"{options.clip}: CLIP features are {clip_model.embed_dim} wide but RAM++ needs "
+                f"{config.embed_dim}; use CLIP ViT-B/16"
+            )
+
+    model = _build_model(base, config, plan, new_embed, options)
+    del base
+    model.label_embed.requires_grad_(options.train_label_embed)
+    if options.grad_checkpointing:
+        model.visual_encoder.set_grad_checkpointing(True)  # timm: recompute activations in backward
+    model.to(ctx.device)
+    model.train()
+
+    # Data.
+    records = load_data(options.data, image_root=options.image_root)
+    if ctx.is_main:
+        for p in records.problems[:20]:
+            log.warning("%s", p)
+        if len(records.problems) > 20:
+            log.warning("... and %d more data problems", len(records.problems) - 20)
+    train_records = [r for r in records.records if r.split in (None, "train")]
+    val_records = [r for r in records.records if r.split == "val"]
+    if not train_records:
+        raise TrainingError(
+            "no training images left (every entry was skipped or marked val/test; see the warnings)"
+        )
+    names = list(plan.vocabulary.names)
+    from .evaluate import official_id_names
+
+    id_names = official_id_names(names)
+    targets = build_targets(train_records, names, id_names=id_names)
+    if ctx.is_main:
+        if targets.unknown_tags:
+            shown = ", ".join(f"{t} ({n})" for t, n in targets.unknown_tags.most_common(10))
+            log.warning("tags not in the vocabulary were ignored: %s; add them with --tags", shown)
+        if targets.untagged:
+            log.warning(
+                "%d of %d training images have no tag from the vocabulary (they still train the "
+                "image-text alignment and distillation)",
+                targets.untagged,
+                len(train_records),
+            )
+
+    clip_size = (
+        clip_model.image_size if (clip_model is not None and options.distill_loss_weight > 0) else None
+    )
+    transform = ViewTransform(
+        image_size=preprocessing.image_size,
+        mean=preprocessing.mean,
+        std=preprocessing.std,
+        interpolation=preprocessing.interpolation,
+        clip_size=clip_size,
+        augment=options.augment,
+    )
+    dataset = TaggingDataset(
+        train_records,
+        targets.positives,
+        len(names),
+        transform,
+        seed=options.seed,
+        exif_orientation=options.exif_orientation,
+    )
+    per_step = options.batch_size * ctx.world_size
+    drop_last = len(dataset) >= per_step
+    sampler = ResumableSampler(
+        dataset,
+        num_replicas=ctx.world_size,
+        rank=ctx.rank,
+        shuffle=True,
+        seed=options.seed,
+        drop_last=drop_last,
+    )
+    workers = options.num_workers if options.num_workers is not None else min(4, os.cpu_count() or 1)
+    from torch.utils.data import DataLoader
+
+    from .data import collate
+
+    def make_loader() -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=options.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate,
+            drop_last=drop_last,
+            pin_memory=ctx.device.type == "cuda",
+            persistent_workers=False,
+        )
+
+    full_batches = len(dataset) // per_step if drop_last else math.ceil(len(dataset) / per_step)
+    batches_per_epoch = max(1, full_batches)
+    if options.max_steps is not None:
+        total_steps = options.max_steps
+    else:
+        total_steps = max(1, math.ceil((options.epochs or 2.0) * batches_per_epoch / options.grad_accum))
+    warmup = (
+        options.warmup_steps if options.warmup_steps is not None else min(3000, round(0.05 * total_steps))
+    )
+    peak_lr = options.lr if options.lr is not None else (5e-6 if _is_finetune(options, resume_from) else 1e-4)
+
+    # Optimisation.
+    losses_module = RamPlusLosses(
+        model,
+        tag_weight=options.tag_loss_weight,
+        align_weight=options.align_loss_weight,
+        distill_weight=options.distill_loss_weight,
+    ).to(ctx.device)
+    wrapped: nn.Module = losses_module
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(
+            losses_module,
+            device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+            find_unused_parameters=False,
+        )
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, options.weight_decay), lr=peak_lr, weight_decay=options.weight_decay
+    )
+    amp_dtype = _amp_dtype(options.precision, ctx.device)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp_dtype == torch.float16)
+
+    step, epoch, batch_in_epoch, micro = 0, 0, 0, 0
+    if resume_from is not None:
+        state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        step, epoch, batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
+        _set_rng_state(state.get("rng", {}))
+        if ctx.is_main:
+            log.info("resuming from %s (step %d, epoch %d)", resume_from, step, epoch)
+        if step >= total_steps:
+            raise TrainingError(
+                f"{resume_from}: already at step {step} of {total_steps}; raise --max-steps / --epochs "
+                "to train longer"
+            )
+
+    metrics = _MetricsLog(out, options.tensorboard) if ctx.is_main else None
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / OPTIONS_FILE).write_text(json.dumps(options.to_dict(), indent=2) + "\n", encoding="utf-8")
+    provenance = {
+        **({"resumed_from": str(resume_from)} if resume_from is not None else {}),
+        "source": "ramtag train",
+        "init": options.init if resume_from is None else init_provenance.get("init", options.init),
+        "data": [str(d) for d in options.data],
+        "images": len(train_records),
+        "new_tags": plan.new if resume_from is None else init_provenance.get("new_tags", []),
+        "new_tag_descriptions": sources
+        if resume_from is None
+        else init_provenance.get("new_tag_descriptions", {}),
+        "options": {k: v for k, v in options.to_dict().items() if k not in ("llm_base_url",)},
+    }
+
+    def save(target: Path, *, with_state: bool) -> None:
+        from ..weights_format import save_weights
+
+        sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        prov = {
+            **provenance,
+            "steps": step,
+            "epoch": round(epoch + batch_in_epoch / batches_per_epoch, 4),
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        save_weights(
+            target,
+            state_dict=sd,
+            config=config,
+            vocabulary=plan.vocabulary,
+            preprocessing=preprocessing,
+            provenance=prov,
+        )
+        if with_state:
+            _atomic_torch_save(
+                {
+                    "step": step,
+                    "epoch": epoch,
+                    "batch_in_epoch": batch_in_epoch,
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                    "rng": _rng_state(),
+                    "options": json.dumps(options.to_dict()),
+                },
+                target / STATE_FILE,
+            )
+
+    checkpoints: list[Path] = []
+    eval_every = options.eval_every if options.eval_every is not None else options.save_every
+    last_losses: dict[str, float] = {}
+    val_result: dict[str, Any] | None = None
+    skipped = 0
+    first_batch = True
+    window: dict[str, float] = {}
+    window_n = 0
+    window_images = 0
+    window_start = time.time()
+    progress = _Progress(options.progress and ctx.is_main, total_steps, step)
+    optimizer.zero_grad(set_to_none=True)
+    try:
+        while step < total_steps:
+            sampler.set_epoch(epoch)
+            dataset.epoch = epoch
+            sampler.skip = batch_in_epoch * options.batch_size
+            for batch in make_loader():
+                batch_in_epoch += 1
+                skipped += len(batch.failures)
+                if ctx.is_main:
+                    for f in batch.failures:
+                        log.warning("skipped unreadable image: %s", f.reason)
+                usable = (
+                    all_reduce_sum_int(ctx, int(len(batch) > 0)) if ctx.distributed else int(len(batch) > 0)
+                )
+                if (
+                    usable < ctx.world_size
+                ):  # some rank has nothing to train on: everyone skips this micro-batch
+                    if first_batch and not len(batch):
+                        reason = batch.failures[0].reason if batch.failures else "empty batch"
+                        raise TrainingError(f"the first batch has no readable image ({reason}); check --data")
+                    continue
+                first_batch = False
+                images = batch.images.to(ctx.device, non_blocking=True)
+                target = batch.targets.to(ctx.device, non_blocking=True)
+                micro += 1
+                last_micro = micro % options.grad_accum == 0
+                # DDP all-reduces gradients only on the last micro-batch of an accumulation
+                sync = contextlib.nullcontext() if (last_micro or not ctx.distributed) else wrapped.no_sync()  # type: ignore[operator]
+                with sync:
+                    with torch.autocast(
+                        ctx.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+                    ):
+                        text_embeds = clip_image = None
+                        if clip_model is not None and options.align_loss_weight > 0:
+                            text_embeds = clip_model.encode_text(batch.captions).to(
+                                ctx.device
+                            )  # (B, 512) unit rows
+                        if clip_model is not None and batch.clip_images is not None:
+                            clip_image = clip_model.encode_image(
+                                batch.clip_images, normalize=False
+                            )  # (B, 512)
+                        out_losses = wrapped(images, target, text_embeds, clip_image)
+                    loss = out_losses["loss"] / options.grad_accum
+                    if not torch.isfinite(loss):
+                        raise TrainingError(
+                            f"loss became {loss.item()} at step {step}; lower --lr or use --precision fp32"
+                        )
+                    scaler.scale(loss).backward()
+                for k, v in out_losses.items():
+                    window[k] = window.get(k, 0.0) + float(v.detach())
+                window_n += 1
+                window_images += len(batch)
+                if not last_micro:
+                    continue
+
+                lr = _lr_at(step, total_steps, warmup, peak_lr, options.min_lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                if options.max_grad_norm:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+
+                if step % options.log_every == 0 or step == total_steps:
+                    avg = all_reduce_mean(ctx, {k: v / max(1, window_n) for k, v in window.items()})
+                    elapsed = time.time() - window_start
+                    last_losses = {k: round(v, 6) for k, v in avg.items()}
+                    if ctx.is_main and metrics is not None:
+                        metrics.write(
+                            {
+                                "step": step,
+                                "epoch": round(epoch + batch_in_epoch / batches_per_epoch, 4),
+                                "lr": lr,
+                                **last_losses,
+                                "images_per_s": round(window_images * ctx.world_size / max(elapsed, 1e-9), 2),
+                                "skipped": skipped,
+                            }
+                        )
+                    window, window_n, window_images, window_start = {}, 0, 0, time.time()
+                progress.update(step, _fmt_losses(last_losses, lr) if last_losses else f"lr {lr:.2e}")
+
+                if val_records and eval_every and (step % eval_every == 0 or step == total_steps):
+                    val_result = _validate(
+                        model,
+                        val_records,
+                        names,
+                        plan.vocabulary,
+                        preprocessing,
+                        ctx,
+                        options,
+                        amp_dtype,
+                        id_names,
+                    )
+                    if ctx.is_main and metrics is not None and val_result is not None:
+                        metrics.write({"step": step, "split": "val", **val_result})
+                if options.save_every and step % options.save_every == 0 and step < total_steps:
+                    if ctx.is_main:
+                        target_dir = out / CHECKPOINTS / f"step-{step:08d}"
+                        save(target_dir, with_state=True)
+                        checkpoints.append(target_dir)
+                        for old in _checkpoint_dirs(out)[: -max(1, options.keep_checkpoints)]:
+                            shutil.rmtree(old, ignore_errors=True)
+                    barrier(ctx)
+                if step >= total_steps:
+                    break
+            else:
+                epoch += 1
+                batch_in_epoch = 0
+                continue
+            break
+    finally:
+        progress.close()
+
+    if ctx.is_main:
+        save(out, with_state=False)
+        # a final resumable checkpoint, so --resume with more --max-steps / --epochs can continue
+        final_dir = out / CHECKPOINTS / f"step-{step:08d}"
+        save(final_dir, with_state=True)
+        checkpoints.append(final_dir)
+        for old in _checkpoint_dirs(out)[: -max(1, options.keep_checkpoints)]:
+            shutil.rmtree(old, ignore_errors=True)
+        if metrics is not None:
+            metrics.close()
+    barrier(ctx)
+    skipped = all_reduce_sum_int(ctx, skipped)
+    return TrainResult(
+        out=out,
+        steps=step,
+        epochs=round(epoch + batch_in_epoch / batches_per_epoch, 4),
+        images=len(train_records),
+        skipped=skipped,
+        num_tags=len(names),
+        new_tags=list(plan.new),
+        losses=last_losses,
+        val=val_result,
+        seconds=round(time.time() - started, 2),
+        checkpoints=[c for c in checkpoints if c.exists()],
+    )
+
+
+def _is_finetune(options: TrainOptions, resume_from: Path | None) -> bool:
+    return resume_from is not None or (options.init is not None and not options.init.startswith("timm:"))
+
+
+def _amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    from .evaluate import autocast_dtype
+
+    return autocast_dtype(precision, device)
+
+
+def _validate(
+    model: nn.Module,
+    records: list[Record],
+    names: list[str],
+    vocab: Vocabulary,
+    pre: Preprocessing,
+    ctx: DistContext,
+    options: TrainOptions,
+    amp_dtype: torch.dtype | None,
+    id_names: list[str] | None,
+) -> dict[str, Any] | None:
+    """mAP / F1 on the val split (rank 0 runs it; the others wait)."""
+    result = None
+    if ctx.is_main:
+        from .evaluate import score_records
+        from .metrics import split_metrics
+
+        targets = build_targets(records, names, id_names=id_names)
+        transform = ViewTransform(
+            image_size=pre.image_size, mean=pre.mean, std=pre.std, interpolation=pre.interpolation
+        )
+        scores, y, skipped = score_records(
+            model,
+            records,
+            targets.positives,
+            len(names),
+            transform,
+            device=ctx.device,
+            batch_size=options.batch_size,
+            num_workers=0,
+            amp_dtype=amp_dtype,
+            exif_orientation=options.exif_orientation,
+        )
+        m = split_metrics("val", names, scores, y, torch.tensor(vocab.thresholds), skipped=len(skipped))
+        result = {
+            "mAP": m.mAP,
+            "micro_f1": round(m.micro_f1, 6),
+            "macro_f1": round(m.macro_f1, 6),
+            "images": m.images,
+        }
+    barrier(ctx)
+    return result
+
+
+# -- dry run ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class DryRunReport:
+    """What ``ramtag train --dry-run`` found: the parsed tags, without loading any model."""
+
+    images: int  # usable records
+    splits: dict[str, int]  # records per split
+    num_tags: int  # vocabulary size
+    new_tags: list[str]  # tags that would get new label embeddings
+    tag_counts: list[tuple[str, int]]  # (tag, images), most frequent first
+    samples: list[dict[str, Any]]  # first records: image, captions, tags found
+    untagged: int  # records without any tag
+    unknown_tags: dict[str, int]  # explicit tags not in the vocabulary
+    problems: list[str]  # skipped entries
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def dry_run(options: TrainOptions, *, samples: int = 20) -> DryRunReport:
+    """Parse the data and tags as :func:`train` would and report, without loading any weights.
+
+    The vocabulary is the init weights' (their ``ramtag.json`` only) or ``--base-tags``, with ``--tags``
+    applied like in training.
+    """
+    base_vocab = _dry_run_vocabulary(options)
+    plan = _plan_vocabulary(base_vocab, options)
+    records: RecordSet = load_data(options.data, image_root=options.image_root)
+    names = list(plan.vocabulary.names)
+    from .evaluate import official_id_names
+    from .parse import TagParser
+
+    parser = TagParser(names)
+    targets = build_targets(records.records, names, parser=parser, id_names=official_id_names(names))
+    counts = targets.counts(names)
+    shown = []
+    for r, pos, found in list(zip(records.records, targets.positives, targets.parsed, strict=True))[:samples]:
+        shown.append(
+            {
+                "image": str(r.image),
+                "split": r.split,
+                "captions": list(r.captions),
+                "parsed_tags": [names[i] for i in found],
+                "tags": [names[i] for i in pos],
+            }
+        )
+    splits: dict[str, int] = {}
+    for r in records.records:
+        splits[r.split or "train"] = splits.get(r.split or "train", 0) + 1
+    return DryRunReport(
+        images=len(records.records),
+        splits=splits,
+        num_tags=len(names),
+        new_tags=list(plan.new),
+        tag_counts=counts.most_common(),
+        samples=shown,
+        untagged=targets.untagged,
+        unknown_tags=dict(targets.unknown_tags),
+        problems=list(records.problems),
+    )
+
+
+def _dry_run_vocabulary(options: TrainOptions) -> Vocabulary | None:
+    init = options.init
+    if init is None or init.startswith("timm:"):
+        return None
+    path = Path(init).expanduser()
+    if path.is_file():
+        if options.base_tags is not None:
+            return Vocabulary.from_files(options.base_tags, options.base_thresholds)
+        from .. import hub
+        from ..registry import DEFAULT_WEIGHTS, WEIGHTS
+
+        spec = WEIGHTS[DEFAULT_WEIGHTS]
+        return Vocabulary.from_files(hub.fetch_url(spec.tag_list), hub.fetch_url(spec.thresholds))
+    from ..weights import resolve_weights
+    from ..weights_format import META_FILE
+
+    directory = resolve_weights(init)
+    meta = json.loads((Path(directory) / META_FILE).read_text(encoding="utf-8"))
+    return Vocabulary.from_dict(meta["vocabulary"])
+
+
+def iter_checkpoints(out: str | Path) -> Iterator[Path]:
+    """The resumable checkpoints of a run, oldest first."""
+    yield from _checkpoint_dirs(Path(out))
