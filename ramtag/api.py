@@ -479,3 +479,13 @@ def describe(
         raise UsageError('no tags given; e.g. ramtag describe "corgi,meteor shower"')
     llm = LLMSettings.from_env(base_url=llm_base_url, model=llm_model, api_key=llm_api_key)
     return describe_tags(names, llm, use_cache=use_cache)
+
+
+def benchmark(**options: Any) -> dict[str, Any]:
+    """Run the speed benchmark (``ramtag bench``); keyword arguments are ``ramtag.bench.BenchOptions`` fields.
+
+    Returns the report dict that is also written as JSON (its path under ``"out"``).
+    """
+    from .bench import BenchOptions, run_benchmark
+
+    return run_benchmark(BenchOptions(**options))

@@ -508,6 +508,67 @@ def describe(
             out.print(f"  - {escape(d)}", highlight=False)
 
 
+@app.command()
+def bench(
+    arch: Annotated[
+        str, typer.Option("--arch", help="Model config with random weights: swin_l_384, swin_b_384, tiny.")
+    ] = "swin_l_384",
+    images: Annotated[int, typer.Option("--images", min=1, help="How many JPEGs to generate.")] = 16,
+    size: Annotated[
+        str, typer.Option("--size", help="WxH of the generated JPEGs, or one side (384).")
+    ] = "4000x3000",
+    inputs: Annotated[
+        list[Path] | None, typer.Option("--inputs", help="Use these images instead (repeat the option).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=0)] = None,
+    device: Annotated[Device, typer.Option("--device")] = Device.auto,
+    precision: Annotated[Precision, typer.Option("--precision")] = Precision.auto,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    draft: Annotated[
+        bool, typer.Option("--draft", help="JPEG draft decoding in the end-to-end run.")
+    ] = False,
+    no_reference: Annotated[
+        bool, typer.Option("--no-reference", help="Skip the official-style loop.")
+    ] = False,
+    no_decode_check: Annotated[
+        bool, typer.Option("--no-decode-check", help="Skip comparing decode options.")
+    ] = False,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="JSON report (default: bench-results/...).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Measure images/s end to end and per stage, side by side with an official-style reference loop."""
+    from . import api
+
+    _setup_logging(False)
+    try:
+        w, _, h = size.lower().partition("x")
+        image_size = (int(w), int(h or w))
+    except ValueError:
+        raise typer.BadParameter(f"--size {size!r}: use WxH (4000x3000) or one side (384)") from None
+    report = api.benchmark(
+        arch=arch,
+        num_images=images,
+        image_size=image_size,
+        inputs=tuple(inputs or ()),
+        batch_size=batch_size,
+        workers=workers,
+        device=device.value,
+        precision=precision.value,
+        compile=compile_model,
+        draft=draft,
+        reference=not no_reference,
+        decode_check=not no_decode_check,
+        out=out_file,
+        seed=seed,
+    )
+    from .bench import format_report
+
+    out.print(format_report(report), highlight=False, markup=False)
+
+
 @weights_app.command("list")
 def weights_list() -> None:
     """Show the known weights and which are installed."""
