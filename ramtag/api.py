@@ -270,7 +270,17 @@ def load_tagger(
         vocabulary, label_embed, notes = _add_open_set(vocabulary, label_embed, open_set)
     elif open_set is not None and open_set.only_open_set:
         raise UsageError("--only-open-set needs open-set tags: pass --open-set or --open-set-file")
-    runner = Runner(model, label_embed, device=device, precision=precision, compile=compile)
+    from .distributed import init_if_needed
+    from .runner import select_device
+
+    # Under torchrun every rank joins the process group and takes its own GPU (cuda:LOCAL_RANK).
+    runner = Runner(
+        model,
+        label_embed,
+        device=init_if_needed(select_device(device)),
+        precision=precision,
+        compile=compile,
+    )
     name = str(weights) if weights is not None else directory.name
     return Tagger(
         loaded, vocabulary=vocabulary, label_embed=label_embed, runner=runner, name=name, open_set_notes=notes

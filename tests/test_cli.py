@@ -290,3 +290,47 @@ def test_python_m_ramtag_and_light_import() -> None:
 def test_usage_error_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, _ = run_cli(["tag", "x.jpg", "--write", "bogus"], monkeypatch, capsys)
     assert code == 2
+
+
+def test_torchrun_two_ranks_split_the_library_and_merge_json(
+    tiny_weights: str, photos: Path, tmp_path: Path
+) -> None:
+    """`torchrun --nproc-per-node 2 -m ramtag tag ...` on CPU (gloo): each rank tags half, JSON merged."""
+    out = tmp_path / "all.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "ramtag",
+        "tag",
+        str(photos),
+        "--weights",
+        tiny_weights,
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--json",
+        str(out),
+        "--precision",
+        "fp32",
+        "--quiet",
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = read_jsonl(out)
+    assert sorted(Path(r["path"]).name for r in rows) == sorted(
+        p.name for p in photos.glob("*.*") if p.suffix != ".xmp"
+    )
+    assert not list(tmp_path.glob("all.jsonl.rank*"))
+    assert len(list(photos.glob("*.xmp"))) >= 1  # each rank wrote its own sidecars
+    # Each rank reported only its own share.
+    tagged = [
+        int(line.split(" tagged")[0].split(", ")[-1]) for line in res.stderr.splitlines() if " tagged" in line
+    ]
+    assert sorted(tagged) == [6, 6], res.stderr[-2000:]
