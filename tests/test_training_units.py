@@ -301,3 +301,33 @@ def test_report_renderers(tmp_path: Path) -> None:
     text = console.export_text()
     assert "100.0" in text and "unicorn" in text and "dog (1)" not in text and "sky" in text
     assert "trained 3 steps" in text
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).resolve().parents[1] / "train").glob("*.toml")))
+def test_recipes_are_valid_options(recipe: Path, tmp_path: Path) -> None:
+    from ramtag.training import options_from_recipe
+
+    opts = options_from_recipe(recipe, data=["x.jsonl"], out=tmp_path / "o", lr=None)
+    assert opts.data == ["x.jsonl"] and opts.out == tmp_path / "o" and opts.lr is not None
+    assert opts.weight_decay == 0.05
+
+
+def test_timm_backbone_is_adapted_to_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    import timm
+
+    from ramtag.model.backbone import SwinBackbone
+    from ramtag.model.config import get_config
+    from ramtag.model.ram_plus import RamPlus
+    from ramtag.training.trainer import _load_timm_backbone
+
+    tiny = get_config("tiny")  # 384 px, window 12: stands in for a downloaded ImageNet Swin
+    source = SwinBackbone(tiny.swin)
+    monkeypatch.setattr(timm, "create_model", lambda name, pretrained, num_classes: source)
+    small = tiny.from_dict(
+        {**tiny.to_dict(), "swin": {**tiny.to_dict()["swin"], "img_size": 96, "window_size": 3}}
+    )
+    model = RamPlus(small)
+    _load_timm_backbone(model, "swin_tiny_patch4_window7_224")
+    got = model.visual_encoder.state_dict()
+    assert torch.equal(got["patch_embed.proj.weight"], source.state_dict()["patch_embed.proj.weight"])
+    assert got["layers.0.blocks.0.attn.relative_position_bias_table"].shape == (25, 1)

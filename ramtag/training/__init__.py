@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from .evaluate import EvalOptions, EvalReport, evaluate
-from .trainer import DryRunReport, TrainOptions, TrainResult, dry_run, train
+from .trainer import DryRunReport, TrainOptions, TrainResult, dry_run, options_from_recipe, train
 
 __all__ = [
     "DryRunReport",
@@ -19,5 +19,6 @@ __all__ = [
     "TrainResult",
     "dry_run",
     "evaluate",
+    "options_from_recipe",
     "train",
 ]

@@ -156,6 +156,43 @@ class TrainResult:
         return d
 
 
+_PATH_FIELDS = ("out", "tags", "base_tags", "base_thresholds", "descriptions", "clip", "image_root")
+
+
+def options_from_recipe(path: str | Path, **overrides: Any) -> TrainOptions:
+    """TrainOptions from a recipe file (TOML or JSON; keys = :class:`TrainOptions` field names),
+    with ``overrides`` (e.g. the command line's ``data`` and ``out``) taking precedence."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"{p}: cannot read the recipe ({e.strerror}); check --recipe") from None
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            try:
+                import tomllib  # type: ignore[import-not-found,unused-ignore]
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
+            data = tomllib.loads(text)
+    except ValueError as e:
+        raise InputError(f"{p}: not a valid recipe ({e}); keys are `ramtag train` option names") from None
+    fields = set(TrainOptions.__dataclass_fields__)
+    unknown = sorted(k for k in data if k not in fields)
+    if unknown:
+        raise UsageError(f"{p}: unknown recipe keys {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
+    merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    for key in _PATH_FIELDS:
+        if merged.get(key) is not None:
+            merged[key] = Path(merged[key]).expanduser()
+    if isinstance(merged.get("data"), str):
+        merged["data"] = [merged["data"]]
+    if not merged.get("data") or merged.get("out") is None:
+        raise UsageError(f"{p}: a recipe run needs --data and --out")
+    return TrainOptions(**merged)
+
+
 # -- the initial model ----------------------------------------------------------------------------
 
 
@@ -418,14 +455,14 @@ def _load_timm_backbone(model: RamPlus, name: str) -> None:
             f"--init timm:{name}: timm could not create it with pretrained weights "
             f"({type(e).__name__}: {e}); use a Swin v1 name like swin_large_patch4_window12_384"
         ) from None
-    encoder: nn.Module = model.visual_encoder  # type: ignore[assignment]
+    encoder: nn.Module = model.visual_encoder
     sd = {k: v for k, v in source.state_dict().items() if not k.startswith("head")}
     sd = _adapt_swin(sd, encoder, "")
     expected = encoder.state_dict()
     bad = [k for k, v in sd.items() if k in expected and v.shape != expected[k].shape]
     if bad:
         raise TrainingError(
-            f"--init timm:{name}: does not match the {model.config.name} backbone "  # type: ignore[union-attr]
+            f"--init timm:{name}: does not match the {model.config.name} backbone "
             f"({', '.join(bad[:5])}); pick the Swin of the same size as --arch"
         )
     result = encoder.load_state_dict(sd, strict=False)
