@@ -569,6 +569,254 @@ def bench(
     out.print(format_report(report), highlight=False, markup=False)
 
 
+PANEL_TRAIN = "Training"  # rich help panels of `ramtag train`
+PANEL_VOCAB = "Vocabulary"
+PANEL_OPT = "Optimisation"
+
+
+@app.command()
+def train(
+    data: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--data",
+            help="Captioned images: a JSONL/CSV file, a folder "
+            "of images with .txt captions, or the official RAM json; repeat it; 'val=PATH' marks a "
+            "validation split.",
+            rich_help_panel=PANEL_TRAIN,
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Result folder (usable as --weights).", rich_help_panel=PANEL_TRAIN),
+    ] = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Option(
+            "--recipe",
+            help="A recipe from train/ (TOML/JSON); command-line options override it.",
+            rich_help_panel=PANEL_TRAIN,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the tags parsed from the captions and their counts; train nothing.",
+            rich_help_panel=PANEL_TRAIN,
+        ),
+    ] = False,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            "--init",
+            help="Fine-tune from weights (ram-plus-swin-l-14m, a "
+            "weights folder, an official .pth) or start a backbone from timm:<swin name>.",
+            rich_help_panel=PANEL_TRAIN,
+        ),
+    ] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            "--arch",
+            help="Architecture when training from scratch (swin_l_384, swin_b_384, tiny).",
+            rich_help_panel=PANEL_TRAIN,
+        ),
+    ] = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option("--image-size", help="Train at this input size.", rich_help_panel=PANEL_TRAIN),
+    ] = None,
+    window_size: Annotated[
+        int | None,
+        typer.Option("--window-size", help="Swin window at that size.", rich_help_panel=PANEL_TRAIN),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue from the newest checkpoint in --out.", rich_help_panel=PANEL_TRAIN
+        ),
+    ] = False,
+    seed: Annotated[int | None, typer.Option("--seed", rich_help_panel=PANEL_TRAIN)] = None,
+    tags: Annotated[
+        Path | None,
+        typer.Option("--tags", help="Your tag list (one per line, 'tag=0.6').", rich_help_panel=PANEL_VOCAB),
+    ] = None,
+    vocabulary: Annotated[
+        str | None,
+        typer.Option("--vocabulary", help="auto | official | custom | union.", rich_help_panel=PANEL_VOCAB),
+    ] = None,
+    base_tags: Annotated[
+        Path | None,
+        typer.Option("--base-tags", help="Tag list of an official .pth --init.", rich_help_panel=PANEL_VOCAB),
+    ] = None,
+    base_thresholds: Annotated[
+        Path | None,
+        typer.Option("--base-thresholds", help="Its threshold list.", rich_help_panel=PANEL_VOCAB),
+    ] = None,
+    descriptions: Annotated[
+        Path | None,
+        typer.Option(
+            "--descriptions",
+            help="Descriptions of new tags (official JSON format).",
+            rich_help_panel=PANEL_VOCAB,
+        ),
+    ] = None,
+    llm_base_url: LLMBaseURL = None,
+    llm_model: LLMModel = None,
+    require_llm: Annotated[bool, typer.Option("--require-llm", rich_help_panel=PANEL_VOCAB)] = False,
+    clip: Annotated[
+        Path | None,
+        typer.Option(
+            "--clip",
+            help="CLIP ViT-B/16 weights (OpenAI format) for the frozen text and image encoders.",
+            rich_help_panel=PANEL_TRAIN,
+        ),
+    ] = None,
+    image_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--image-root", help="Base folder of the official json's image_path.", rich_help_panel=PANEL_TRAIN
+        ),
+    ] = None,
+    augment: Annotated[
+        str | None, typer.Option("--augment", help="none | flip | standard.", rich_help_panel=PANEL_TRAIN)
+    ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=0, rich_help_panel=PANEL_TRAIN)] = None,
+    no_exif_orientation: Annotated[
+        bool, typer.Option("--no-exif-orientation", rich_help_panel=PANEL_TRAIN)
+    ] = False,
+    epochs: Annotated[float | None, typer.Option("--epochs", rich_help_panel=PANEL_OPT)] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", rich_help_panel=PANEL_OPT)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, rich_help_panel=PANEL_OPT)] = None,
+    grad_accum: Annotated[int | None, typer.Option("--grad-accum", min=1, rich_help_panel=PANEL_OPT)] = None,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="Peak learning rate.", rich_help_panel=PANEL_OPT)
+    ] = None,
+    min_lr: Annotated[float | None, typer.Option("--min-lr", rich_help_panel=PANEL_OPT)] = None,
+    warmup_steps: Annotated[int | None, typer.Option("--warmup-steps", rich_help_panel=PANEL_OPT)] = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay", rich_help_panel=PANEL_OPT)] = None,
+    max_grad_norm: Annotated[float | None, typer.Option("--max-grad-norm", rich_help_panel=PANEL_OPT)] = None,
+    drop_path: Annotated[float | None, typer.Option("--drop-path", rich_help_panel=PANEL_OPT)] = None,
+    precision: Annotated[Precision | None, typer.Option("--precision", rich_help_panel=PANEL_OPT)] = None,
+    device: Annotated[Device | None, typer.Option("--device", rich_help_panel=PANEL_OPT)] = None,
+    grad_checkpointing: Annotated[
+        bool, typer.Option("--grad-checkpointing", rich_help_panel=PANEL_OPT)
+    ] = False,
+    tag_loss_weight: Annotated[
+        float | None, typer.Option("--tag-loss-weight", rich_help_panel=PANEL_OPT)
+    ] = None,
+    align_loss_weight: Annotated[
+        float | None, typer.Option("--align-loss-weight", rich_help_panel=PANEL_OPT)
+    ] = None,
+    distill_loss_weight: Annotated[
+        float | None, typer.Option("--distill-loss-weight", rich_help_panel=PANEL_OPT)
+    ] = None,
+    train_label_embed: Annotated[
+        bool, typer.Option("--train-label-embed", rich_help_panel=PANEL_OPT)
+    ] = False,
+    save_every: Annotated[int | None, typer.Option("--save-every", rich_help_panel=PANEL_TRAIN)] = None,
+    keep_checkpoints: Annotated[
+        int | None, typer.Option("--keep-checkpoints", rich_help_panel=PANEL_TRAIN)
+    ] = None,
+    eval_every: Annotated[int | None, typer.Option("--eval-every", rich_help_panel=PANEL_TRAIN)] = None,
+    log_every: Annotated[int | None, typer.Option("--log-every", rich_help_panel=PANEL_TRAIN)] = None,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", rich_help_panel=PANEL_TRAIN)] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", rich_help_panel=PANEL_TRAIN)] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Train or fine-tune RAM++ on your captioned photos (single GPU, CPU, or torchrun for many)."""
+    values = {k: v for k, v in locals().items() if k not in ("recipe", "dry_run", "verbose", "out_dir")}
+    from . import training
+    from .training import render
+
+    _setup_logging(verbose)
+    values = {k: (v.value if isinstance(v, Enum) else v) for k, v in values.items()}
+    values |= {
+        "out": out_dir,
+        "num_workers": values.pop("workers"),
+        "exif_orientation": not no_exif_orientation,
+        "progress": not no_progress,
+    }
+    values.pop("no_exif_orientation")
+    values.pop("no_progress")
+    # Flags only override a recipe when given; unset options stay None and keep the recipe's value.
+    for flag in ("resume", "require_llm", "grad_checkpointing", "train_label_embed", "tensorboard"):
+        values[flag] = values[flag] or None
+    values["exif_orientation"] = None if values["exif_orientation"] else False
+    values["progress"] = None if values["progress"] else False
+    if dry_run and values["out"] is None:
+        values["out"] = Path(".")
+    if recipe is not None:
+        opts = training.options_from_recipe(recipe, **values)
+    else:
+        if not data or (out_dir is None and not dry_run):
+            raise typer.BadParameter("--data and --out are required (or give a --recipe)")
+        opts = training.TrainOptions(**{k: v for k, v in values.items() if v is not None})
+    if dry_run:
+        out.print(render.dry_run_table(training.dry_run(opts)))
+        return
+    result = training.train(opts)
+    out.print(render.train_result_text(result))
+
+
+@app.command("eval")
+def eval_(
+    data: Annotated[
+        list[str],
+        typer.Option(
+            "--data",
+            help="Captioned/tagged images (as for train); repeat it; "
+            "'NAME=PATH' names a split (val=..., test=...).",
+        ),
+    ],
+    weights: Annotated[str | None, typer.Option("--weights", help="Registry name or weights folder.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (per tag too).")] = False,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate",
+            help="Fit per-tag thresholds (best F1) on the validation split and save them into the weights.",
+        ),
+    ] = False,
+    calibrate_split: Annotated[str, typer.Option("--calibrate-split")] = "val",
+    worst: Annotated[int, typer.Option("--worst", help="List this many worst tags per split.")] = 10,
+    min_positives: Annotated[int, typer.Option("--min-positives")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    device: Annotated[Device, typer.Option("--device")] = Device.auto,
+    precision: Annotated[Precision, typer.Option("--precision")] = Precision.auto,
+    workers: Annotated[int | None, typer.Option("--workers", min=0)] = None,
+    image_root: Annotated[Path | None, typer.Option("--image-root")] = None,
+    no_exif_orientation: Annotated[bool, typer.Option("--no-exif-orientation")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Evaluate weights on labelled images: mAP, precision/recall/F1 per split and per tag."""
+    from . import training
+    from .training import render
+
+    _setup_logging(verbose)
+    report = training.evaluate(
+        training.EvalOptions(
+            data=data,
+            weights=weights,
+            batch_size=batch_size,
+            device=device.value,
+            precision=precision.value,
+            num_workers=workers,
+            image_root=image_root,
+            calibrate=calibrate,
+            calibrate_split=calibrate_split,
+            worst=worst,
+            min_positives=min_positives,
+            exif_orientation=not no_exif_orientation,
+        )
+    )
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(per_tag=True), ensure_ascii=False, indent=2) + "\n")
+    else:
+        out.print(render.eval_report_table(report))
+
+
 @weights_app.command("list")
 def weights_list() -> None:
     """Show the known weights and which are installed."""
