@@ -153,10 +153,15 @@ class Tagger:
         import hashlib
 
         vocab_hash = hashlib.sha256(repr(self.vocabulary.to_dict()).encode()).hexdigest()[:16]
-        emb_hash = hashlib.sha256(self.label_embed.float().cpu().numpy().tobytes()).hexdigest()[:16]
+        # The built-in rows come from the weights file (its sha256 covers them); hash only open-set rows.
+        open_rows = [i for i, flag in enumerate(self.vocabulary.open_set) if flag]
+        emb = self.label_embed[open_rows] if open_rows else self.label_embed[:0]
+        emb_hash = hashlib.sha256(emb.float().cpu().numpy().tobytes()).hexdigest()[:16]
+        files = self.loaded.metadata.get("files", {})
+        weights_sha = next((f.get("sha256", "") for f in files.values() if isinstance(f, dict)), "")
         return {
             "weights": self.name,
-            "weights_sha": self.loaded.metadata.get("content_sha256", ""),
+            "weights_sha": weights_sha,
             "vocabulary": vocab_hash,
             "label_embed": emb_hash,
             "threshold": options.threshold,

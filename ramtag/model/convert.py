@@ -80,8 +80,8 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
     return sd
 
 
-def infer_official_config(state_dict: Mapping[str, Tensor], *, image_size: int = 384,
-                          decoder_heads: int = 4) -> RamPlusConfig:
+def infer_official_config(state_dict: Mapping[str, Tensor], *, image_size: int = SwinConfig.img_size,
+                          decoder_heads: int = DecoderConfig.num_heads) -> RamPlusConfig:
     """Read the architecture off an official state dict's shapes.
 
     Shapes fix everything except the input size and the decoder's head count (neither changes a shape);
