@@ -66,6 +66,24 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out.print(f"ramtag {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Auto-tag photo libraries with RAM++ (Recognize Anything Plus): 4,585 tags plus your own open-set
+    tags, written to XMP sidecars, embedded metadata or JSON Lines."""
+
+
 # Options shared by `tag` and `describe`.
 LLMBaseURL = Annotated[
     str | None,
