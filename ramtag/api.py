@@ -298,14 +298,13 @@ def _add_open_set(
     import torch
 
     from .text.llm import LLMSettings
-    from .text.openset import build_open_set, combine, parse_open_set
+    from .text.openset import OpenSetTag, build_open_set, combine, parse_open_set
 
     tags = parse_open_set(opts.tags, opts.tags_file, default_threshold=opts.threshold)
-    if not tags and opts.descriptions is not None:
+    if not tags and opts.descriptions is not None:  # a descriptions file alone: tag with all its tags
         from .text.describe import load_descriptions
 
-        spec = ",".join(n.replace(",", " ") for n in load_descriptions(opts.descriptions))
-        tags = parse_open_set(spec, None, default_threshold=opts.threshold)
+        tags = [OpenSetTag(name, opts.threshold) for name in load_descriptions(opts.descriptions)]
     llm = LLMSettings.from_env(base_url=opts.llm_base_url, model=opts.llm_model, api_key=opts.llm_api_key)
     built = build_open_set(
         tags,
