@@ -115,18 +115,38 @@ class StateDB:
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path is not None else default_state_path()
         self._lock = threading.Lock()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self._conn = self._open()
+                return
+            except sqlite3.OperationalError as e:
+                # Several processes (torchrun ranks) opening a new database at once: switching it to WAL
+                # takes an exclusive lock that SQLite's busy timeout does not wait for, so retry here.
+                if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
+                    raise self._error(e) from None
+                time.sleep(0.05)
+            except (sqlite3.Error, OSError) as e:
+                raise self._error(e) from None
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves; check_same_thread=False: the
+        # lock below serialises threads (writer thread + main thread).
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves; check_same_thread=False: the
-            # lock below serialises threads (writer thread + main thread).
-            self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as e:
-            raise InputError(
-                f"{self.path}: cannot open the state database ({e}); delete it or pass another --state-db"
-            ) from None
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _error(self, e: BaseException) -> InputError:
+        return InputError(
+            f"{self.path}: cannot open the state database ({e}); delete it or pass another --state-db"
+        )
 
     # ---- queries -------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -183,3 +184,36 @@ def test_unusable_database_file_names_the_fix(tmp_path: Path) -> None:
     bad.write_bytes(b"this is not a database" * 100)
     with pytest.raises(InputError, match=r"state\.sqlite.*--state-db"):
         StateDB(bad)
+
+
+def _open_at_once(path: str, image: str, start: Any, errors: Any) -> None:
+    start.wait()
+    try:
+        db = StateDB(path)  # open (switches a new file to WAL), then write at once, like a rank does
+        todo, _ = db.filter([Path(image)], "key")
+        for p in todo:
+            db.mark_done(p, None, "key")
+        db.close()
+    except Exception as e:  # reported to the parent
+        errors.put(repr(e))
+
+
+def test_processes_opening_a_new_database_at_once(tmp_path: Path) -> None:
+    """torchrun ranks create the same state.sqlite at the same moment: none may fail with 'locked'."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"x")
+    for round_ in range(30):
+        start, errors = ctx.Barrier(6), ctx.Queue()
+        db = tmp_path / f"state{round_}.sqlite"
+        args = (str(db), str(image), start, errors)
+        procs = [ctx.Process(target=_open_at_once, args=args) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        failures = [errors.get() for _ in range(errors.qsize())] if not errors.empty() else []
+        assert not failures, failures
+        assert all(p.exitcode == 0 for p in procs)
