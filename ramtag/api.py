@@ -11,7 +11,6 @@ writing with compute, torchrun sharding and a summary.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -244,7 +243,9 @@ def _workers(workers: int | None, n: int) -> int:
         return max(0, workers)
     if n <= 2:
         return 0
-    return min(4, os.cpu_count() or 1)
+    from .batch import default_workers
+
+    return default_workers()
 
 
 def load_tagger(
@@ -410,15 +411,12 @@ def tag_library(
                 outcome = writer.write(res)
                 if on_write is not None:
                     on_write(outcome)
-                if res.ok and getattr(outcome, "action", "") == "skipped":
+                if res.ok and outcome.action == "skipped":
                     write_errors.append((str(res.path), outcome.message))
                     continue
                 if res.ok:
                     summary.written += outcome.action in ("written", "fallback-sidecar")
-                    if (
-                        getattr(outcome, "message", "")
-                        and getattr(outcome, "action", "") == "fallback-sidecar"
-                    ):
+                    if outcome.action == "fallback-sidecar" and outcome.message:
                         summary.notes.append(outcome.message)
                     if state is not None and res.path is not None:
                         state.mark_done(res.path, None, key)

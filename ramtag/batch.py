@@ -9,6 +9,7 @@ its batch; it never stops the run.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -105,6 +106,11 @@ class ImageDataset(Dataset[Sample]):
             log.debug("unexpected error on %s", name, exc_info=True)
             detail = " ".join(str(err).split()) or "no message"
             return None, index, f"{name}: unexpected {type(err).__name__} while decoding ({detail})"
+
+
+def default_workers() -> int:
+    """Decode processes when the user does not say: one per CPU core, at most 4."""
+    return min(4, os.cpu_count() or 1)
 
 
 def collate(samples: list[Sample], items: Sequence[Item]) -> Batch:

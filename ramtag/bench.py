@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from .batch import default_workers
 from .errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -354,7 +355,7 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
             "images_per_s": len(paths) / e2e_s,
             "seconds": e2e_s,
             "batch_size": batch_size,
-            "workers": tag_opts.workers if tag_opts.workers is not None else min(4, os.cpu_count() or 1),
+            "workers": tag_opts.workers if tag_opts.workers is not None else default_workers(),
             "draft": opts.draft,
             "written": summary.written,
         }

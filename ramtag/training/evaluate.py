@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,7 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..batch import default_workers
 from ..errors import UsageError
+from ..writers.atomic import atomic_write_bytes
 from .data import Record, TaggingDataset, collate, load_data
 from .metrics import SplitMetrics, best_f1_thresholds, split_metrics
 
@@ -167,7 +167,7 @@ def evaluate(options: EvalOptions) -> EvalReport:
     records = load_data(options.data, image_root=options.image_root)
     for p in records.problems:
         log.warning("%s", p)
-    workers = options.num_workers if options.num_workers is not None else min(4, os.cpu_count() or 1)
+    workers = options.num_workers if options.num_workers is not None else default_workers()
     splits = records.splits()
     if not splits:
         raise UsageError("no usable images in --data (every entry was skipped; see the warnings above)")
@@ -258,11 +258,5 @@ def save_thresholds(directory: str | Path, thresholds: Sequence[float], info: di
         "calibrated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "previous_thresholds": history,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{META_FILE}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write_bytes(path, (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return path

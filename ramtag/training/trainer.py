@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..batch import default_workers
 from ..errors import InputError, TrainingError, UsageError
 from ..model.config import CONFIGS, RamPlusConfig, SwinConfig, get_config
 from ..tags.vocab import OPEN_SET_THRESHOLD, Vocabulary
@@ -768,7 +769,7 @@ def _train(options: TrainOptions, ctx: DistContext) -> TrainResult:
         seed=options.seed,
         drop_last=drop_last,
     )
-    workers = options.num_workers if options.num_workers is not None else min(4, os.cpu_count() or 1)
+    workers = options.num_workers if options.num_workers is not None else default_workers()
     from torch.utils.data import DataLoader
 
     from .data import collate
