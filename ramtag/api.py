@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import RamtagError, UsageError
 from .results import ImageTags, TagScore
-from .tags import Vocabulary, decide
+from .tags import Vocabulary, decide, effective_thresholds
 
 if TYPE_CHECKING:
     import torch
@@ -75,7 +75,7 @@ class TagOptions:
     all_scores: bool = False  # also report every tag's score
     lang: str = "en"  # "en" or "zh": the tag names to write
     batch_size: int | None = None  # None: sized by the runner for the device
-    workers: int | None = None  # DataLoader decode workers; None: min(4, CPUs)
+    workers: int | None = None  # decode processes; None: 0 on CPU (decoder threads), else min(4, CPUs)
     exif_orientation: bool = True  # rotate by EXIF orientation before tagging (official code does not)
     recursive: bool = True  # walk folders recursively
     include_hidden: bool = False  # also take dot-files and dot-folders
@@ -114,6 +114,9 @@ class RunSummary:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+
+EXACT_PRECISIONS = ("fp32", "bf16-checked")  # precisions that decide the fp32 tags
 
 
 class Tagger:
@@ -169,18 +172,25 @@ class Tagger:
             "exif_orientation": options.exif_orientation,
             "draft": options.draft,
             "preprocessing": repr(self.preprocessing),
+            # fp32 and bf16-checked decide the same tags; plain bf16/fp16 may differ near thresholds.
+            "decisions": "exact" if self.runner.precision in EXACT_PRECISIONS else self.runner.precision,
         }
 
     # ------------------------------------------------------------------ tagging
-    def scores(self, images: torch.Tensor) -> torch.Tensor:
+    def scores(self, images: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
         """Scores for a preprocessed batch.
 
         Args:
             images: (B, 3, S, S) float32, normalised as ``self.preprocessing`` says.
+            threshold: the override you will decide with (``TagOptions.threshold``): under
+                ``bf16-checked`` the scores near these thresholds are the fp32 ones.
         Returns:
             (B, T) float32 sigmoid scores in [0, 1], columns in ``self.vocabulary`` order.
         """
-        return self.runner.scores(images)
+        import torch
+
+        th = torch.from_numpy(effective_thresholds(self.vocabulary, threshold))  # (T,) float64
+        return self.runner.scores(images, th)
 
     def _results(
         self, scores: torch.Tensor, paths: Sequence[Path | None], indices: Sequence[int], options: TagOptions
@@ -205,18 +215,18 @@ class Tagger:
         """
         from PIL import Image as PILImage
 
-        from .batch import make_loader
+        from .batch import make_batches
 
         opts = _with(options or TagOptions(), kwargs)
         items = [x if isinstance(x, PILImage.Image) else Path(x) for x in items]
         if not items:
             return
         in_memory = any(isinstance(x, PILImage.Image) for x in items)
-        loader = make_loader(
+        loader = make_batches(
             items,
             self.transform,
             batch_size=opts.batch_size or self.runner.suggest_batch_size(),
-            workers=0 if in_memory else _workers(opts.workers, len(items)),
+            workers=0 if in_memory else _workers(opts.workers, len(items), self.runner.device.type),
             pin_memory=self.runner.pin_memory,
             exif_orientation=opts.exif_orientation,
             draft_size=self.preprocessing.image_size if opts.draft else None,
@@ -224,7 +234,7 @@ class Tagger:
         for batch in loader:
             results = [ImageTags(path=path, error=reason, index=idx) for idx, path, reason in batch.failures]
             if len(batch.indices):
-                scores = self.scores(batch.images)
+                scores = self.scores(batch.images, opts.threshold)
                 results += self._results(scores, batch.paths, batch.indices, opts)
             yield from sorted(results, key=lambda r: r.index)
 
@@ -238,14 +248,15 @@ def _with(options: TagOptions, overrides: dict[str, Any]) -> TagOptions:
     return dataclasses.replace(options, **overrides)
 
 
-def _workers(workers: int | None, n: int) -> int:
+def _workers(workers: int | None, n: int, device_type: str) -> int:
+    """Decode processes: as asked, else none for a couple of images, else ``default_workers``."""
     if workers is not None:
         return max(0, workers)
     if n <= 2:
         return 0
     from .batch import default_workers
 
-    return default_workers()
+    return default_workers(device_type)
 
 
 def load_tagger(

@@ -60,9 +60,21 @@ class Device(str, Enum):
 
 
 class Precision(str, Enum):
+    """Training and evaluation precisions."""
+
     auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class TagPrecision(str, Enum):
+    """Tagging precisions (``ramtag.runner``): the training ones plus bf16-checked."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    bf16_checked = "bf16-checked"
     fp16 = "fp16"
 
 
@@ -262,16 +274,24 @@ def tag(
     ] = None,
     device: Annotated[Device, typer.Option("--device", rich_help_panel="Model")] = Device.auto,
     precision: Annotated[
-        Precision,
+        TagPrecision,
         typer.Option(
             "--precision",
-            help="auto: bf16 autocast on GPUs; fp32 for exact parity with the official code.",
+            help="auto: bf16 on GPUs; bf16-checked on CPUs with AMX/AVX512-BF16 (bf16 speed, borderline "
+            "tags re-decided in fp32: the fp32 tags); fp32 elsewhere. fp32: exact parity with the "
+            "official code. bf16/fp16: fastest, may flip tags that sit on their threshold.",
             rich_help_panel="Model",
         ),
-    ] = Precision.auto,
+    ] = TagPrecision.auto,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, rich_help_panel="Model")] = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", min=0, help="Decoding processes.", rich_help_panel="Model")
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Decode processes (default: 0 on CPU, decoding in threads; min(4, cores) with a GPU).",
+            rich_help_panel="Model",
+        ),
     ] = None,
     compile_model: Annotated[
         bool, typer.Option("--compile", help="torch.compile the model (GPU).", rich_help_panel="Model")
@@ -541,7 +561,7 @@ def bench(
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
     workers: Annotated[int | None, typer.Option("--workers", min=0)] = None,
     device: Annotated[Device, typer.Option("--device")] = Device.auto,
-    precision: Annotated[Precision, typer.Option("--precision")] = Precision.auto,
+    precision: Annotated[TagPrecision, typer.Option("--precision")] = TagPrecision.auto,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     draft: Annotated[
         bool, typer.Option("--draft", help="JPEG draft decoding in the end-to-end run.")
@@ -552,6 +572,19 @@ def bench(
     no_decode_check: Annotated[
         bool, typer.Option("--no-decode-check", help="Skip comparing decode options.")
     ] = False,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold",
+            min=0.0,
+            max=1.0,
+            help="One threshold for every tag (default: the reference scores' 99th percentile).",
+        ),
+    ] = None,
+    thresholds: Annotated[
+        Path | None,
+        typer.Option("--thresholds", help="Per-tag thresholds, one per line (ram_tag_list_threshold.txt)."),
+    ] = None,
     out_file: Annotated[
         Path | None, typer.Option("--out", help="JSON report (default: bench-results/...).")
     ] = None,
@@ -579,6 +612,8 @@ def bench(
         draft=draft,
         reference=not no_reference,
         decode_check=not no_decode_check,
+        threshold=threshold,
+        thresholds=thresholds,
         out=out_file,
         seed=seed,
     )

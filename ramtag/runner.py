@@ -5,27 +5,41 @@ embeddings ``label_embed`` (T, D, E) and their projection through ``wordvec_proj
 computed once per run (not per batch) and stored in the compute dtype, so a batch costs only
 backbone + re-weighting + decoder.
 
-Precision policy (``precision="auto"``), chosen by measurement (numbers in benchmarks/README.md):
+Precisions (``--precision``):
 
-- CUDA: bf16 autocast (fp16 on GPUs without bf16), the standard for inference on tensor cores;
-- CPU: fp32. bf16 autocast is about 1.5-3x faster on CPUs with AMX / AVX512-BF16, but with a random
-  full Swin-L on the 23 shared photos it changed 67 of 105,455 tag decisions at the official
-  thresholds (max |score difference| 2.5e-3), so it is opt-in: ``--precision bf16``;
-- MPS: fp32 (not measured here; ask for ``fp16`` explicitly to try it).
+- ``fp32``: exact; the same arithmetic as ``RamPlus.forward`` (parity with the official code).
+- ``bf16`` / ``fp16``: autocast with the Linear/Conv weights cast ONCE (a low-precision copy of the
+  model), so batches do not re-cast 300 M weights. Fast, but a decision can flip where a score lies
+  within the rounding error of its threshold (random Swin-L, 23 shared photos, official thresholds:
+  78 of 105,455 decisions; bf16 logits differ from fp32 by up to ~0.016).
+- ``bf16-checked``: bf16 for every (image, tag), then every pair whose bf16 logit lies within
+  ``margin`` (default :data:`RECHECK_MARGIN` logits, ~3x the largest bf16 error we measured) of its
+  threshold is recomputed in fp32 (fp32 backbone for those images, fp32 decoder for those tags only;
+  the decoder has no self-attention, so tags are independent). Decisions are the fp32 decisions; the
+  margin widens itself if a re-check ever sees a larger bf16 error. Scores far from every threshold
+  keep their bf16 value (~3 significant digits). Needs the thresholds: :meth:`Runner.scores` takes them.
+- ``auto``: CUDA -> bf16 (fp16 without bf16), the standard for tensor cores; CPUs with AMX or
+  AVX512-BF16 -> bf16-checked (2.5-3x faster than fp32 there, same tags); other CPUs and MPS -> fp32.
 
-``precision="fp32"`` is exact: the same arithmetic as ``RamPlus.forward`` (parity with the official code).
+On CPUs the runner also tunes glibc's allocator once (:func:`tune_cpu_allocator`): the model's
+large temporaries (100+ MB) would otherwise be fresh ``mmap`` pages, page-faulted in on every batch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import ctypes
 import logging
 import os
+import sys
+import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .errors import UsageError
 from .model.config import RamPlusConfig
@@ -33,8 +47,17 @@ from .model.ram_plus import RamPlus
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-checked", "fp16")
+_DTYPES = {
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bf16-checked": torch.bfloat16,
+    "fp16": torch.float16,
+}
+
+# Half-width, in logits, of the band around each threshold where bf16-checked re-decides in fp32.
+# Measured bf16 - fp32 logit differences (random Swin-L, shared photos): max 0.016, mean 0.002.
+RECHECK_MARGIN = 0.05
 
 
 # ---------------------------------------------------------------------------------------- devices
@@ -94,13 +117,117 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if key not in PRECISIONS:
         raise UsageError(f"--precision {precision!r} is unknown; use one of: {', '.join(PRECISIONS)}")
     if key != "auto":
-        if key == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        if key.startswith("bf16") and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             gpu = torch.cuda.get_device_name(device)
-            raise UsageError(f"--precision bf16: {gpu} has no bf16; use --precision fp16 or fp32")
+            raise UsageError(f"--precision {key}: {gpu} has no bf16; use --precision fp16 or fp32")
         return key
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"  # CPU and MPS: exact decisions (see the module doc)
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return "bf16-checked"  # bf16 speed, fp32 decisions (see the module doc)
+    return "fp32"  # other CPUs and MPS: exact decisions
+
+
+# ------------------------------------------------------------------------------------- allocator
+
+_ALLOCATOR_TUNED: bool | None = None
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt() parameter numbers (malloc.h)
+
+
+def tune_cpu_allocator() -> bool:
+    """Let glibc reuse freed large blocks instead of unmapping them; True when applied (once per process).
+
+    PyTorch's CPU tensors come from ``malloc``; glibc serves blocks over its mmap threshold (128 KiB,
+    growing to at most 32 MiB) with fresh ``mmap`` pages and returns them to the OS on free, so each
+    100+ MB temporary of a Swin-L batch is page-faulted in again, batch after batch. Raising the mmap
+    threshold to 1 GiB and the trim threshold to 4 GiB keeps those pages in the heap: an elementwise
+    bf16 op on the decoder's (B*T, 3072) activations drops from 50 to 16 ms, a Swin-L batch from 0.54
+    to 0.45 s/img (the effect jemalloc/tcmalloc give through LD_PRELOAD). The cost: the process keeps
+    its peak heap instead of shrinking after it. Linux/glibc only; ``RAMTAG_NO_MALLOC_TUNING=1`` turns it off.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED is not None:
+        return _ALLOCATOR_TUNED
+    _ALLOCATOR_TUNED = False
+    if os.environ.get("RAMTAG_NO_MALLOC_TUNING", "") not in ("", "0") or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018  (AttributeError: not glibc, e.g. musl)
+    except (OSError, AttributeError):
+        return False
+    # glibc < 2.35 refuses mmap thresholds over 32 MiB: fall back to that.
+    mmap_ok = libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) == 1 or libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1
+    ok = mmap_ok and libc.mallopt(_M_TRIM_THRESHOLD, 4 << 30) == 1
+    _ALLOCATOR_TUNED = ok
+    log.debug("glibc allocator tuning %s", "applied" if ok else "refused")
+    return ok
+
+
+# ------------------------------------------------------------------------------------- low precision
+
+
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def low_precision_copy(model: _M, dtype: torch.dtype) -> _M:
+    """A copy of ``model`` whose Linear and Conv2d weights and biases are already ``dtype``.
+
+    Run it under ``torch.autocast(dtype)``: autocast would round exactly these parameters to ``dtype``
+    (round-to-nearest) in every forward pass; casting them once gives the same numbers without the
+    per-batch cast (for Swin-L 300 M weights, ~0.05 s/img on a CPU). Norms and the other parameters
+    stay float32, as autocast keeps them.
+    """
+    fast = copy.deepcopy(model)
+    for module in fast.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            module.to(dtype)
+    return fast
+
+
+@dataclass
+class RecheckStats:
+    """What bf16-checked re-decided in fp32 so far (cumulative over a runner's life)."""
+
+    images: int = 0  # images scored
+    rechecked_images: int = 0  # images that had at least one borderline (image, tag) pair
+    rechecked_pairs: int = 0  # borderline (image, tag) pairs re-decided in fp32
+    direct_images: int = 0  # images run straight in fp32 (most images were borderline; see _CostModel)
+    seconds: float = 0.0  # wall time spent in fp32 (re-checks and direct images)
+    max_error: float = 0.0  # largest |bf16 - fp32| logit difference seen (calibration and re-checks)
+    calibration_error: float | None = None  # max |bf16 - fp32| logit over all tags of the first image
+    margin: float = RECHECK_MARGIN  # the band half-width in logits in use now
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _CostModel:
+    """When to skip bf16 and run a batch straight in fp32 (bf16-checked only).
+
+    bf16 + re-check costs ``bf16 pass + r * (fp32 backbone + a few tags)`` per image, where r is the
+    share of images with a borderline tag; straight fp32 costs ``fp32 backbone + all tags``. On this
+    project's CPU (Swin-L: bf16 pass 0.43 s, fp32 backbone 0.85 s, fp32 decoder 0.41 s per image) the
+    re-check wins up to r ~ 0.9, so batches go straight to fp32 only when the moving average of r is
+    at least ``switch``; every ``probe``-th batch still takes the bf16 path to keep measuring r.
+    """
+
+    def __init__(self, switch: float = 0.9, probe: int = 8, decay: float = 0.7) -> None:
+        self.switch, self.probe, self.decay = switch, probe, decay
+        self.rate: float | None = None  # moving average of the share of images with a borderline tag
+        self.batches = 0
+
+    def checked(self, images: int, rechecked: int) -> None:
+        if images <= 0:
+            return
+        r = rechecked / images
+        self.rate = r if self.rate is None else self.decay * self.rate + (1 - self.decay) * r
+
+    def prefer_fp32(self) -> bool:
+        self.batches += 1
+        if self.rate is None or self.batches % self.probe == 0:
+            return False  # nothing measured yet, or a probe batch
+        return self.rate >= self.switch
 
 
 # ----------------------------------------------------------------------------------- batch sizes
@@ -160,14 +287,16 @@ class Runner:
     """A :class:`RamPlus` on its device with a prepared vocabulary; ``scores(images)`` per batch.
 
     Args:
-        model: the network (moved to ``device`` and put in eval mode here).
+        model: the network in float32 (moved to ``device`` and put in eval mode here; low precisions
+            run a cast copy of it, the float32 model stays for fp32 and for re-checks).
         label_embed: (T, D, E) float description embeddings of the vocabulary to score, in output
             order (built-in ``model.builtin_label_embed()``, open-set ones, or both concatenated).
         device: "auto" | "cpu" | "cuda[:N]" | "mps" | a torch.device.
-        precision: "auto" (see the module doc) | "fp32" (exact) | "bf16" | "fp16" (autocast).
+        precision: "auto" | "fp32" (exact) | "bf16" | "bf16-checked" | "fp16" (see the module doc).
         channels_last: NHWC input layout for the patch-embedding conv; None = on for CUDA.
         compile: wrap the forward pass in ``torch.compile`` (static shapes: the last, smaller batch is
             padded to the first batch's size so it does not recompile). First batches are slow.
+        margin: bf16-checked's band half-width around each threshold, in logits.
     """
 
     def __init__(
@@ -179,27 +308,37 @@ class Runner:
         precision: str = "auto",
         channels_last: bool | None = None,
         compile: bool = False,
+        margin: float = RECHECK_MARGIN,
     ) -> None:
         if label_embed.ndim != 3 or label_embed.shape[-1] != model.config.embed_dim:
             raise UsageError(
                 f"label_embed has shape {tuple(label_embed.shape)}; expected (tags, descriptions, "
                 f"{model.config.embed_dim})"
             )
+        if not margin >= 0:
+            raise UsageError(f"re-check margin must be >= 0 logits; got {margin}")
         self.device = select_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.dtype = _DTYPES[self.precision]
+        self.checked = self.precision == "bf16-checked"
         self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
         self.compiled = compile
         self.num_tags = int(label_embed.shape[0])
+        self.recheck_stats = RecheckStats(margin=float(margin))
+        self._cost = _CostModel()
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest conv once
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
 
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device).eval()  # float32: the fp32 path and the re-checks
         # Fused window attention (SDPA) in Swin too, on every device: it agrees with the explicit path to
         # float rounding (~1e-6 in fp32) and is faster even on CPUs (Swin-L, 2 cores: 0.86 vs 1.31 s/img).
         self.model.set_fused_attention(True)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        # The network the fast pass runs: the float32 model itself, or a copy with weights cast once.
+        self.fast_model = low_precision_copy(self.model, self.dtype) if self.autocast else self.model
 
         # The prepared vocabulary: moved, projected once, stored in the compute dtype (casting 10^8
         # elements per batch under autocast would cost more than the re-weighting itself).
@@ -208,6 +347,8 @@ class Runner:
             projected = self.model.project_labels(embed)  # (T, D, H), fp32 arithmetic
             self.label_embed = embed.to(self.dtype).contiguous()  # (T, D, E)
             self.projected = projected.to(self.dtype).contiguous()  # (T, D, H)
+            # bf16-checked re-decides borderline tags from the float32 embeddings (projected per subset).
+            self.label_embed_fp32: Tensor | None = embed.contiguous() if self.checked else None
 
         forward: Callable[[Tensor], Tensor] = self._forward
         if compile:
@@ -227,6 +368,11 @@ class Runner:
     def autocast(self) -> bool:
         return self.precision != "fp32"
 
+    @property
+    def margin(self) -> float:
+        """bf16-checked's current band half-width around each threshold, in logits."""
+        return self.recheck_stats.margin
+
     def describe(self) -> str:
         """One line, e.g. ``cuda:0 (NVIDIA H200), bf16 autocast, channels_last``."""
         if self.device.type == "cuda":
@@ -236,7 +382,13 @@ class Runner:
             where = f"cpu ({torch.get_num_threads()} threads{fast})"
         else:
             where = str(self.device)
-        parts = [where, "fp32" if not self.autocast else f"{self.precision} autocast"]
+        if not self.autocast:
+            mode = "fp32"
+        elif self.checked:
+            mode = f"bf16 autocast + fp32 re-check within {self.margin:g} logit of a threshold"
+        else:
+            mode = f"{self.precision} autocast"
+        parts = [where, mode]
         if self.channels_last:
             parts.append("channels_last")
         if self.compiled:
@@ -258,27 +410,108 @@ class Runner:
 
     def _forward(self, x: Tensor) -> Tensor:
         """(B, 3, S, S) on device -> (B, T) logits, in the autocast dtype (fp32 without autocast)."""
-        image_embeds = self.model.encode_image(x)  # (B, 1+N, E)
-        return self.model.tag_logits(image_embeds, self.label_embed, projected=self.projected)  # (B, T)
+        image_embeds = self.fast_model.encode_image(x)  # (B, 1+N, E)
+        return self.fast_model.tag_logits(image_embeds, self.label_embed, projected=self.projected)  # (B, T)
 
-    def logits(self, images: Tensor) -> Tensor:
+    def logits(self, images: Tensor, thresholds: Tensor | None = None) -> Tensor:
         """(B, 3, S, S) float32 normalised images (CPU, pinned or not, or already on the device)
-        -> (B, T) float32 logits on the CPU."""
+        -> (B, T) float32 logits on the CPU.
+
+        ``thresholds`` (T,) in [0, 1], the score thresholds the caller decides with: bf16-checked
+        re-computes in fp32 every (image, tag) whose logit is near its threshold. Ignored otherwise.
+        """
         if images.ndim != 4 or images.shape[1] != 3:
             raise UsageError(f"images must be (B, 3, H, W); got {tuple(images.shape)}")
         B = images.shape[0]
         x = images.to(self.device, dtype=torch.float32, non_blocking=True)  # async from pinned memory
-        if self.compiled:
-            x = self._pad_to_static(x)
+        check = self.checked and thresholds is not None
+        self.recheck_stats.images += B
+        if check and self._cost.prefer_fp32():
+            return self._exact_logits(x).cpu()
+        xin = self._pad_to_static(x) if self.compiled else x
         if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+            xin = xin.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self.autocast_context():
-            out = self._compiled_forward(x)  # (B', T)
-        return out[:B].float().cpu()
+            out = self._compiled_forward(xin)  # (B', T)
+        logits = out[:B].float()
+        if check:
+            assert thresholds is not None
+            logits = self._recheck(x, logits, thresholds)
+        return logits.cpu()
 
-    def scores(self, images: Tensor) -> Tensor:
-        """(B, 3, S, S) float32 normalised images -> (B, T) float32 sigmoid scores in [0, 1] on the CPU."""
-        return torch.sigmoid(self.logits(images))
+    @torch.inference_mode()
+    def _exact_logits(self, x: Tensor) -> Tensor:
+        """(B, 3, S, S) float32 -> (B, T) fp32 logits, the whole batch straight in fp32 (bf16-checked's
+        fallback when nearly every image needs a re-check anyway)."""
+        assert self.label_embed_fp32 is not None
+        t0 = time.perf_counter()
+        embeds = self.model.encode_image(x)  # (B, 1+N, E)
+        # projected=None: mix the descriptions in E space, then project (B*T rows instead of T*D).
+        logits = self.model.tag_logits(embeds, self.label_embed_fp32)  # (B, T)
+        self.recheck_stats.direct_images += x.shape[0]
+        self.recheck_stats.seconds += time.perf_counter() - t0
+        return logits
+
+    def scores(self, images: Tensor, thresholds: Tensor | None = None) -> Tensor:
+        """(B, 3, S, S) float32 normalised images -> (B, T) float32 sigmoid scores in [0, 1] on the CPU.
+
+        Pass the (T,) ``thresholds`` you will decide with, so bf16-checked can re-decide borderline tags.
+        """
+        return torch.sigmoid(self.logits(images, thresholds))
+
+    @torch.inference_mode()
+    def _recheck(self, x: Tensor, logits: Tensor, thresholds: Tensor) -> Tensor:
+        """Replace the fast logits of borderline (image, tag) pairs by fp32 ones.
+
+        x (B, 3, S, S) float32 on the device; logits (B, T) float32 from the fast pass; thresholds (T,).
+        """
+        if thresholds.shape != (logits.shape[1],):
+            raise UsageError(
+                f"thresholds must have shape ({logits.shape[1]},); got {tuple(thresholds.shape)}"
+            )
+        assert self.label_embed_fp32 is not None
+        t0 = time.perf_counter()
+        st = self.recheck_stats
+        first = 0
+        if st.calibration_error is None:
+            # Calibrate on the run's first image: all its tags in fp32 give this model's bf16 error; the
+            # band becomes >= 3x that before anything is decided (trained weights may differ from ours).
+            exact = self.model.tag_logits(self.model.encode_image(x[:1]), self.label_embed_fp32)  # (1, T)
+            st.calibration_error = float((exact[0] - logits[0]).abs().max())
+            self._widen(st.calibration_error)
+            logits[0] = exact[0]
+            first = 1
+        # The decision is sigmoid(logit) > threshold, i.e. logit > logit(threshold): compare in logits.
+        cut = torch.logit(thresholds.to(self.device, torch.float64).clamp(1e-12, 1 - 1e-12)).float()  # (T,)
+        near = (logits - cut).abs() <= self.margin  # (B, T)
+        near[:first] = False  # the calibration image is exact already
+        rows = near.any(dim=1).nonzero().flatten()  # (b,) images with a borderline pair
+        if rows.numel():
+            embeds = self.model.encode_image(x[rows])  # (b, 1+N, E), float32
+            error = 0.0
+            for i, row in enumerate(rows.tolist()):  # each image decodes only its own borderline tags
+                cols = near[row].nonzero().flatten()  # (t,)
+                # projected=None: mix in E space, then project the t queries (t rows, not t*D)
+                exact = self.model.tag_logits(embeds[i : i + 1], self.label_embed_fp32[cols])  # (1, t)
+                error = max(error, float((exact[0] - logits[row, cols]).abs().max()))
+                logits[row, cols] = exact[0]
+            st.rechecked_images += int(rows.numel())
+            st.rechecked_pairs += int(near.sum())
+            self._widen(error)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.recheck_stats.seconds += time.perf_counter() - t0
+        self._cost.checked(x.shape[0] - first, int(rows.numel()))
+        return logits
+
+    def _widen(self, error: float) -> None:
+        """Keep the re-check band at >= 3x the largest bf16 - fp32 logit difference seen."""
+        st = self.recheck_stats
+        st.max_error = max(st.max_error, error)
+        if 3 * error > st.margin:
+            log.info("bf16 and fp32 logits differed by %.3f: re-check margin %.3f -> %.3f logit",
+                     error, st.margin, 3 * error)
+            st.margin = 3 * error
 
     def _pad_to_static(self, x: Tensor) -> Tensor:
         """Pad a smaller batch with zeros to the first batch's size (avoids a recompile)."""

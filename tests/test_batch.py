@@ -9,7 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from ramtag.batch import Batch, ImageDataset, collate, make_loader
+from ramtag.batch import (
+    Batch,
+    ImageDataset,
+    collate,
+    default_threads,
+    default_workers,
+    make_batches,
+    make_loader,
+)
 from ramtag.decode import decode_image
 from ramtag.errors import UsageError
 
@@ -105,6 +113,34 @@ def test_workers_give_identical_batches_in_order(mixed_files: list[Path]) -> Non
     assert [b.indices for b in par] == [b.indices for b in ref]
     assert [b.failures for b in par] == [b.failures for b in ref]
     assert all(torch.equal(a.images, b.images) for a, b in zip(par, ref, strict=True))
+
+
+@pytest.mark.parametrize(("workers", "threads"), [(0, 1), (0, 3), (2, None)])
+def test_make_batches_threads_or_processes_give_the_loaders_batches(
+    mixed_files: list[Path], workers: int, threads: int | None
+) -> None:
+    ref = list(make_loader(mixed_files, Squash(), batch_size=2, workers=0))
+    got = list(make_batches(mixed_files, Squash(), batch_size=2, workers=workers, threads=threads))
+    assert [b.indices for b in got] == [b.indices for b in ref]
+    assert [b.failures for b in got] == [b.failures for b in ref]
+    assert all(torch.equal(a.images, b.images) for a, b in zip(got, ref, strict=True))
+
+
+def test_make_batches_stops_its_thread_when_the_consumer_stops(mixed_files: list[Path]) -> None:
+    import threading
+
+    gen = make_batches(mixed_files * 4, Squash(), batch_size=1, workers=0, ahead=1)
+    first = next(gen)
+    assert first.indices == [0]
+    gen.close()  # the producer is blocked on a full queue: it must notice and end
+    assert not [t for t in threading.enumerate() if t.name == "ramtag-batches"]
+    with pytest.raises(UsageError, match="batch size"):
+        next(make_batches(mixed_files, Squash(), batch_size=0, workers=0))
+
+
+def test_default_decoders() -> None:
+    assert default_workers("cpu") == 0  # CPU runs decode in threads (no copy-on-write of the heap)
+    assert 1 <= default_workers("cuda") <= 4 and 1 <= default_threads() <= 4
 
 
 @pytest.mark.parametrize("workers", [0, 2])

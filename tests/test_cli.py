@@ -334,3 +334,39 @@ def test_torchrun_two_ranks_split_the_library_and_merge_json(
         int(line.split(" tagged")[0].split(", ")[-1]) for line in res.stderr.splitlines() if " tagged" in line
     ]
     assert sorted(tagged) == [6, 6], res.stderr[-2000:]
+
+
+def test_bf16_checked_tags_are_the_fp32_tags(
+    tiny_weights: str,
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With the threshold put between an fp32 score and its bf16 value (so plain bf16 decides that tag
+    differently), `--precision bf16-checked` still writes exactly the fp32 tags."""
+
+    def run(precision: str, *extra: str) -> dict[str, dict]:
+        out = tmp_path / f"{precision}-{len(extra)}.jsonl"
+        code, _, err = run_cli(
+            ["tag", str(photos), "--weights", tiny_weights, "--write", "none", "--json", str(out),
+             "--precision", precision, "--quiet", *extra],
+            monkeypatch,
+            capsys,
+        )
+        assert code == 0, err
+        return {Path(r["path"]).name: r for r in read_jsonl(out)}
+
+    s32, s16 = run("fp32", "--all-scores"), run("bf16", "--all-scores")
+    gap, name, tag = max(
+        (abs(s32[n]["scores"][t] - s16[n]["scores"][t]), n, t) for n in s32 for t in s32[n]["scores"]
+    )
+    assert gap > 1e-4  # bf16 really differs from fp32 here
+    mid = (s32[name]["scores"][tag] + s16[name]["scores"][tag]) / 2
+    assert (s32[name]["scores"][tag] > mid) != (s16[name]["scores"][tag] > mid)  # plain bf16 flips it
+    fp32 = run("fp32", "--threshold", repr(mid))
+    checked = run("bf16-checked", "--threshold", repr(mid))
+    # the same tags (their order may differ where two scores are within bf16 rounding of each other)
+    tags = {n: {t["name"] for t in r["tags"]} for n, r in fp32.items()}
+    assert {n: {t["name"] for t in r["tags"]} for n, r in checked.items()} == tags
+    assert (tag in tags[name]) == (s32[name]["scores"][tag] > mid)

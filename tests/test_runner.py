@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
 
+import ramtag.runner as runner_mod
 from ramtag.errors import UsageError
 from ramtag.model.config import get_config
 from ramtag.model.ram_plus import RamPlus
-from ramtag.runner import Runner, resolve_precision, select_device, suggest_batch_size
+from ramtag.runner import (
+    RECHECK_MARGIN,
+    Runner,
+    low_precision_copy,
+    resolve_precision,
+    select_device,
+    suggest_batch_size,
+    tune_cpu_allocator,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +54,16 @@ def test_select_device() -> None:
             select_device("cuda:1")
 
 
-def test_precision_policy() -> None:
+def test_precision_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32"
     assert resolve_precision("BF16", cpu) == "bf16"
-    assert resolve_precision("auto", cpu) == "fp32"  # bf16 changed decisions on the shared photos
+    assert resolve_precision("bf16-checked", cpu) == "bf16-checked"
+    # auto on a CPU: bf16 speed with fp32 decisions where bf16 is native, else plain fp32
+    monkeypatch.setattr(runner_mod, "cpu_has_fast_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) == "bf16-checked"
+    monkeypatch.setattr(runner_mod, "cpu_has_fast_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) == "fp32"
     assert resolve_precision("auto", torch.device("mps")) == "fp32"
     with pytest.raises(UsageError, match="--precision"):
         resolve_precision("int8", cpu)
@@ -134,9 +153,128 @@ def test_cuda_runner_matches_cpu_fp32(tiny: RamPlus, images: torch.Tensor) -> No
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     cpu = Runner(tiny, tiny.builtin_label_embed().detach(), device="cpu", precision="fp32").scores(images)
-    runner = Runner(RamPlus(get_config("tiny")).eval(), tiny.builtin_label_embed().detach(), device="cuda",
-                    precision="bf16")
-    runner.model.load_state_dict(tiny.state_dict())
+    model = RamPlus(get_config("tiny")).eval()
+    model.load_state_dict(tiny.state_dict())
+    runner = Runner(model, tiny.builtin_label_embed().detach(), device="cuda", precision="bf16")
     assert runner.pin_memory
     got = runner.scores(images.pin_memory())
     assert got.device.type == "cpu" and (got - cpu).abs().max().item() < 2e-2
+
+
+# ------------------------------------------------------------------ low precision and bf16-checked
+
+
+def test_low_precision_copy_gives_autocast_numbers(tiny: RamPlus, images: torch.Tensor) -> None:
+    """Casting Linear/Conv weights once is what autocast does per call: bit-identical outputs."""
+    fast = low_precision_copy(tiny, torch.bfloat16)
+    assert fast.image_proj.weight.dtype == torch.bfloat16
+    assert fast.visual_encoder.patch_embed.proj.weight.dtype == torch.bfloat16  # the Conv2d
+    assert tiny.image_proj.weight.dtype == torch.float32  # the original is untouched
+    norms = [m for m in fast.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and all(m.weight.dtype == torch.float32 for m in norms)  # autocast keeps norms fp32
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(fast(images[:2]), tiny(images[:2]))
+
+
+def _fp32_and_bf16_logits(tiny: RamPlus, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    embed = tiny.builtin_label_embed().detach()
+    l32 = Runner(tiny, embed, device="cpu", precision="fp32").logits(images)
+    l16 = Runner(tiny, embed, device="cpu", precision="bf16").logits(images)
+    return l32, l16
+
+
+def test_bf16_checked_decides_exactly_like_fp32(tiny: RamPlus, images: torch.Tensor) -> None:
+    """Thresholds put between each tag's fp32 and bf16 score on image 0: plain bf16 flips those
+    decisions, bf16-checked re-decides them in fp32 and gets every decision of fp32."""
+    l32, l16 = _fp32_and_bf16_logits(tiny, images)  # (3, 40)
+    gap = (l32[0] - l16[0]).abs()
+    assert gap.max() > 1e-3  # bf16 really differs, so the test can fail
+    thresholds = torch.sigmoid((l32[0] + l16[0]).double() / 2)  # (40,) midway: bf16 and fp32 disagree
+    fp32_dec = torch.sigmoid(l32).double() > thresholds
+    bf16_dec = torch.sigmoid(l16).double() > thresholds
+    assert int((fp32_dec != bf16_dec).sum()) >= 10  # plain bf16 flips many decisions
+
+    runner = Runner(tiny, tiny.builtin_label_embed().detach(), device="cpu", precision="bf16-checked")
+    assert runner.checked and "re-check" in runner.describe()
+    scores = runner.scores(images, thresholds)
+    assert torch.equal(scores.double() > thresholds, fp32_dec)
+    st = runner.recheck_stats
+    # image 0 calibrates: all its tags in fp32, and the band is >= 3x the error seen there
+    assert st.calibration_error == pytest.approx(float(gap.max()), rel=1e-3)
+    assert runner.margin >= max(RECHECK_MARGIN, 3 * st.calibration_error) - 1e-9
+    assert (scores[0] - torch.sigmoid(l32[0])).abs().max() < 1e-6
+    # other images: the pairs near a threshold carry fp32 scores, the ones far from it keep bf16 ones
+    dist = (l16[1:] - torch.logit(thresholds).float()).abs()  # (2, 40)
+    near, far = dist <= RECHECK_MARGIN, dist > runner.margin
+    assert near.any() and far.any()
+    assert (scores[1:][near] - torch.sigmoid(l32)[1:][near]).abs().max() < 1e-6
+    assert torch.equal(scores[1:][far], torch.sigmoid(l16)[1:][far])
+    assert st.images == 3 and 1 <= st.rechecked_images <= 2 and st.rechecked_pairs >= int(near.sum())
+    assert st.max_error >= st.calibration_error and st.seconds > 0
+
+
+def test_bf16_checked_without_borderline_pairs_is_plain_bf16(tiny: RamPlus, images: torch.Tensor) -> None:
+    _, l16 = _fp32_and_bf16_logits(tiny, images)
+    runner = Runner(tiny, tiny.builtin_label_embed().detach(), device="cpu", precision="bf16-checked")
+    far = torch.full((40,), 0.999999, dtype=torch.float64)  # nothing comes near
+    first = runner.scores(images, far)  # image 0 calibrates (exact), the others stay bf16
+    assert torch.equal(first[1:], torch.sigmoid(l16)[1:])
+    assert runner.recheck_stats.rechecked_images == 0
+    assert torch.equal(runner.scores(images, far), torch.sigmoid(l16))  # calibrated once per runner
+    assert torch.equal(runner.scores(images), torch.sigmoid(l16))  # no thresholds: nothing to check
+    with pytest.raises(UsageError, match="thresholds"):
+        runner.scores(images, far[:5])
+
+
+def test_bf16_checked_margin_widens_to_the_errors_it_sees(
+    tiny: RamPlus, images: torch.Tensor, caplog: pytest.LogCaptureFixture
+) -> None:
+    l32, l16 = _fp32_and_bf16_logits(tiny, images)
+    runner = Runner(
+        tiny, tiny.builtin_label_embed().detach(), device="cpu", precision="bf16-checked", margin=1e-9
+    )
+    thresholds = torch.sigmoid(l16[1].double())  # exactly on image 1's bf16 scores: all borderline
+    with caplog.at_level("INFO", logger="ramtag.runner"):
+        runner.scores(images, thresholds)
+    error = float((l32[:2] - l16[:2]).abs().max())
+    assert runner.margin == pytest.approx(3 * runner.recheck_stats.max_error)
+    assert runner.recheck_stats.max_error == pytest.approx(error, rel=1e-3)
+    assert "re-check margin" in caplog.text
+    with pytest.raises(UsageError, match="margin"):
+        Runner(tiny, tiny.builtin_label_embed().detach(), device="cpu", margin=-1.0)
+
+
+def test_cpu_allocator_tuning_is_applied_once_and_can_be_turned_off() -> None:
+    """Fresh processes: glibc accepts the tuning (asked twice, applied once); the variable turns it off."""
+    code = "from ramtag.runner import tune_cpu_allocator as t; print(t(), t())"
+    env = {k: v for k, v in os.environ.items() if k != "RAMTAG_NO_MALLOC_TUNING"}
+
+    def run(extra: dict[str, str]) -> list[str]:
+        proc = subprocess.run(
+            [sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True, check=True
+        )
+        return proc.stdout.split()
+
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert run({}) == ["True", "True"]
+    assert run({"RAMTAG_NO_MALLOC_TUNING": "1"}) == ["False", "False"]
+    assert isinstance(tune_cpu_allocator(), bool)
+
+
+def test_bf16_checked_goes_straight_to_fp32_when_every_image_is_borderline(
+    tiny: RamPlus, images: torch.Tensor
+) -> None:
+    l32, _ = _fp32_and_bf16_logits(tiny, images)
+    runner = Runner(
+        tiny, tiny.builtin_label_embed().detach(), device="cpu", precision="bf16-checked", margin=100.0
+    )
+    thresholds = torch.full((40,), 0.5, dtype=torch.float64)  # within 100 logits of everything
+    first = runner.scores(images, thresholds)  # image 0 calibrates, 1 and 2 re-checked: rate 1.0
+    assert runner.recheck_stats.rechecked_images == 2 and runner.recheck_stats.direct_images == 0
+    second = runner.scores(images, thresholds)  # now straight fp32, no bf16 pass
+    assert runner.recheck_stats.direct_images == 3 and runner.recheck_stats.rechecked_images == 2
+    for got in (first, second):
+        assert (got - torch.sigmoid(l32)).abs().max() < 1e-5
+    for _ in range(6):  # the 8th batch is a probe through bf16 again
+        runner.scores(images, thresholds)
+    assert runner.recheck_stats.rechecked_images == 5 and runner.recheck_stats.direct_images == 6 * 3

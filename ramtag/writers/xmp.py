@@ -165,15 +165,29 @@ def _indent_of(el: Any) -> str:
     return " " * depth
 
 
+def _last_element(parent: Any) -> Any:
+    """The last element child of ``parent`` or None (walks back from the end: O(1) when appending)."""
+    node = parent.lastChild
+    while node is not None and node.nodeType != Node.ELEMENT_NODE:
+        node = node.previousSibling
+    return node
+
+
 def _append(parent: Any, child: Any) -> None:
-    """Append ``child`` as the last element of ``parent``, indented like its siblings."""
+    """Append ``child`` as the last element of ``parent``, indented like its siblings.
+
+    Only appends (minidom's insertBefore/removeChild search the child list: appending thousands of
+    tags one by one would be quadratic).
+    """
     doc = parent.ownerDocument
-    kids = _elements(parent)
-    indent = _indent_of(kids[-1]) if kids else _indent_of(parent) + " "
+    prev = _last_element(parent)
+    indent = _indent_of(prev) if prev is not None else _indent_of(parent) + " "
     last = parent.lastChild
-    if _is_blank(last):  # keep the closing tag's indentation at the end
-        parent.insertBefore(doc.createTextNode("\n" + indent), last)
-        parent.insertBefore(child, last)
+    if _is_blank(last):  # the closing tag's indentation moves behind the new child
+        closing = last.data
+        last.data = "\n" + indent
+        parent.appendChild(child)
+        parent.appendChild(doc.createTextNode(closing))
     else:
         parent.appendChild(doc.createTextNode("\n" + indent))
         parent.appendChild(child)
