@@ -472,19 +472,25 @@ class Runner:
         assert self.label_embed_fp32 is not None
         t0 = time.perf_counter()
         st = self.recheck_stats
-        first = 0
-        if st.calibration_error is None:
-            # Calibrate on the run's first image: all its tags in fp32 give this model's bf16 error; the
-            # band becomes >= 3x that before anything is decided (trained weights may differ from ours).
-            exact = self.model.tag_logits(self.model.encode_image(x[:1]), self.label_embed_fp32)  # (1, T)
-            st.calibration_error = float((exact[0] - logits[0]).abs().max())
-            self._widen(st.calibration_error)
-            logits[0] = exact[0]
-            first = 1
         # The decision is sigmoid(logit) > threshold, i.e. logit > logit(threshold): compare in logits.
         cut = torch.logit(thresholds.to(self.device, torch.float64).clamp(1e-12, 1 - 1e-12)).float()  # (T,)
         near = (logits - cut).abs() <= self.margin  # (B, T)
-        near[:first] = False  # the calibration image is exact already
+        calibrated: int | None = None
+        extra_images = extra_pairs = 0  # the calibration image, when it was a borderline one
+        if st.calibration_error is None:
+            # Calibrate on the run's first batch: ALL tags of one image in fp32 (one that needs a re-check
+            # anyway if there is one) give this model's bf16 error, and the band becomes >= 3x that
+            # before anything is decided (trained weights may round differently from random ones).
+            borderline = near.any(dim=1).nonzero().flatten()
+            calibrated = int(borderline[0]) if borderline.numel() else 0
+            extra_images, extra_pairs = int(borderline.numel() > 0), int(near[calibrated].sum())
+            embeds = self.model.encode_image(x[calibrated : calibrated + 1])  # (1, 1+N, E)
+            exact = self.model.tag_logits(embeds, self.label_embed_fp32)  # (1, T)
+            st.calibration_error = float((exact[0] - logits[calibrated]).abs().max())
+            self._widen(st.calibration_error)
+            logits[calibrated] = exact[0]
+            near = (logits - cut).abs() <= self.margin  # with the calibrated band
+            near[calibrated] = False  # exact already
         rows = near.any(dim=1).nonzero().flatten()  # (b,) images with a borderline pair
         if rows.numel():
             embeds = self.model.encode_image(x[rows])  # (b, 1+N, E), float32
@@ -495,13 +501,15 @@ class Runner:
                 exact = self.model.tag_logits(embeds[i : i + 1], self.label_embed_fp32[cols])  # (1, t)
                 error = max(error, float((exact[0] - logits[row, cols]).abs().max()))
                 logits[row, cols] = exact[0]
-            st.rechecked_images += int(rows.numel())
-            st.rechecked_pairs += int(near.sum())
             self._widen(error)
+        st.rechecked_images += int(rows.numel()) + extra_images
+        st.rechecked_pairs += int(near.sum()) + extra_pairs
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.recheck_stats.seconds += time.perf_counter() - t0
-        self._cost.checked(x.shape[0] - first, int(rows.numel()))
+        st.seconds += time.perf_counter() - t0
+        # the borderline rate, not counting a calibration image that was not borderline
+        counted = x.shape[0] - int(calibrated is not None and not extra_images)
+        self._cost.checked(counted, int(rows.numel()) + extra_images)
         return logits
 
     def _widen(self, error: float) -> None:

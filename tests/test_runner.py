@@ -209,7 +209,7 @@ def test_bf16_checked_decides_exactly_like_fp32(tiny: RamPlus, images: torch.Ten
     assert near.any() and far.any()
     assert (scores[1:][near] - torch.sigmoid(l32)[1:][near]).abs().max() < 1e-6
     assert torch.equal(scores[1:][far], torch.sigmoid(l16)[1:][far])
-    assert st.images == 3 and 1 <= st.rechecked_images <= 2 and st.rechecked_pairs >= int(near.sum())
+    assert st.images == 3 and 1 <= st.rechecked_images <= 3 and st.rechecked_pairs >= int(near.sum())
     assert st.max_error >= st.calibration_error and st.seconds > 0
 
 
@@ -236,9 +236,10 @@ def test_bf16_checked_margin_widens_to_the_errors_it_sees(
     thresholds = torch.sigmoid(l16[1].double())  # exactly on image 1's bf16 scores: all borderline
     with caplog.at_level("INFO", logger="ramtag.runner"):
         runner.scores(images, thresholds)
-    error = float((l32[:2] - l16[:2]).abs().max())
+    error = float((l32 - l16).abs().max())
     assert runner.margin == pytest.approx(3 * runner.recheck_stats.max_error)
-    assert runner.recheck_stats.max_error == pytest.approx(error, rel=1e-3)
+    assert runner.recheck_stats.max_error >= float((l32[1] - l16[1]).abs().max()) * 0.999
+    assert runner.recheck_stats.max_error <= error * 1.001
     assert "re-check margin" in caplog.text
     with pytest.raises(UsageError, match="margin"):
         Runner(tiny, tiny.builtin_label_embed().detach(), device="cpu", margin=-1.0)
@@ -270,11 +271,11 @@ def test_bf16_checked_goes_straight_to_fp32_when_every_image_is_borderline(
     )
     thresholds = torch.full((40,), 0.5, dtype=torch.float64)  # within 100 logits of everything
     first = runner.scores(images, thresholds)  # image 0 calibrates, 1 and 2 re-checked: rate 1.0
-    assert runner.recheck_stats.rechecked_images == 2 and runner.recheck_stats.direct_images == 0
+    assert runner.recheck_stats.rechecked_images == 3 and runner.recheck_stats.direct_images == 0
     second = runner.scores(images, thresholds)  # now straight fp32, no bf16 pass
-    assert runner.recheck_stats.direct_images == 3 and runner.recheck_stats.rechecked_images == 2
+    assert runner.recheck_stats.direct_images == 3 and runner.recheck_stats.rechecked_images == 3
     for got in (first, second):
         assert (got - torch.sigmoid(l32)).abs().max() < 1e-5
     for _ in range(6):  # the 8th batch is a probe through bf16 again
         runner.scores(images, thresholds)
-    assert runner.recheck_stats.rechecked_images == 5 and runner.recheck_stats.direct_images == 6 * 3
+    assert runner.recheck_stats.rechecked_images == 6 and runner.recheck_stats.direct_images == 6 * 3
