@@ -15,11 +15,15 @@ Precisions (``--precision``):
 - ``bf16-checked``: bf16 for every (image, tag), then every pair whose bf16 logit lies within
   ``margin`` (default :data:`RECHECK_MARGIN` logits, ~3x the largest bf16 error we measured) of its
   threshold is recomputed in fp32 (fp32 backbone for those images, fp32 decoder for those tags only;
-  the decoder has no self-attention, so tags are independent). Decisions are the fp32 decisions; the
-  margin widens itself if a re-check ever sees a larger bf16 error. Scores far from every threshold
-  keep their bf16 value (~3 significant digits). Needs the thresholds: :meth:`Runner.scores` takes them.
+  the decoder has no self-attention, so tags are independent). Decisions are the fp32 decisions as
+  long as no bf16 error exceeds the margin: the first image of a run is computed wholly in fp32 to
+  calibrate it (margin >= 3x that image's largest error), and it widens itself whenever a re-check
+  sees a larger one. Scores far from every threshold keep their bf16 value (~3 significant digits).
+  Needs the thresholds: :meth:`Runner.scores` takes them. When nearly every image has a borderline
+  tag, batches go straight to fp32 (:class:`_CostModel`).
 - ``auto``: CUDA -> bf16 (fp16 without bf16), the standard for tensor cores; CPUs with AMX or
-  AVX512-BF16 -> bf16-checked (2.5-3x faster than fp32 there, same tags); other CPUs and MPS -> fp32.
+  AVX512-BF16 -> bf16-checked (about 2x fp32's speed there, the same tags: benchmarks/README.md);
+  other CPUs and MPS -> fp32.
 
 On CPUs the runner also tunes glibc's allocator once (:func:`tune_cpu_allocator`): the model's
 large temporaries (100+ MB) would otherwise be fresh ``mmap`` pages, page-faulted in on every batch.
