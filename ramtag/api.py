@@ -466,6 +466,13 @@ def tag_library(
         gather_jsonl(wopts.json_path, world)
     summary.notes = list(dict.fromkeys(tagger.notes + summary.notes))
     summary.seconds = time.perf_counter() - t0
+    if tagger.runner.checked:
+        st = tagger.runner.recheck_stats
+        log.info(
+            "bf16-checked: %d of %d images had tags within %.3g logit of a threshold, re-decided in fp32 "
+            "(%d pairs, %.1f s; largest bf16 error %.3g logit)",
+            st.rechecked_images, st.images, st.margin, st.rechecked_pairs, st.seconds, st.max_error,
+        )
     return summary
 
 
