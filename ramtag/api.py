@@ -227,6 +227,7 @@ class Tagger:
             self.transform,
             batch_size=opts.batch_size or self.runner.suggest_batch_size(),
             workers=0 if in_memory else _workers(opts.workers, len(items), self.runner.device.type),
+            threads=1 if in_memory else None,  # one thread: the caller's image objects are never shared
             pin_memory=self.runner.pin_memory,
             exif_orientation=opts.exif_orientation,
             draft_size=self.preprocessing.image_size if opts.draft else None,

@@ -370,3 +370,20 @@ def test_bf16_checked_tags_are_the_fp32_tags(
     tags = {n: {t["name"] for t in r["tags"]} for n, r in fp32.items()}
     assert {n: {t["name"] for t in r["tags"]} for n, r in checked.items()} == tags
     assert (tag in tags[name]) == (s32[name]["scores"][tag] > mid)
+
+
+def test_api_tags_paths_and_in_memory_images_alike(tiny_weights: str, photos: Path) -> None:
+    """Tagger.tag takes paths and PIL images (the same object twice too) and gives the same tags for both."""
+    from PIL import Image, ImageOps
+
+    import ramtag
+
+    tagger = ramtag.load_tagger(tiny_weights, precision="bf16-checked", download=False)
+    files = sorted(photos.glob("*.jpg"))[:3]
+    with Image.open(files[0]) as im:
+        pil = ImageOps.exif_transpose(im).convert("RGB")
+    results = list(tagger.tag([*files, pil, pil], batch_size=2, threshold=0.45))
+    assert [r.index for r in results] == [0, 1, 2, 3, 4] and all(r.ok for r in results)
+    names = [{t.name for t in r.tags} for r in results]
+    assert names[0] and names[3] == names[4] == names[0]
+    assert results[0].path == files[0] and results[3].path is None
