@@ -92,3 +92,15 @@ def test_benchmark_with_per_tag_thresholds_and_bf16_checked(tmp_path: Path) -> N
     with pytest.raises(UsageError, match="7 values for 40 tags"):
         run_benchmark(BenchOptions(arch="tiny", num_images=1, image_size=(384, 384), workers=0,
                                    out=out, thresholds=th, decode_check=False))
+
+
+def test_benchmarks_script_is_the_cli_command() -> None:
+    """benchmarks/bench.py forwards to `ramtag bench`: the same options, no second parser to drift."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+    out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=True)
+    for option in ("--thresholds", "--precision", "--inputs", "--no-reference"):
+        assert option in out.stdout, option
+    assert "bf16-che" in out.stdout  # the precision choices come from the CLI (wrapped in the table)
