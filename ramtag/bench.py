@@ -456,13 +456,12 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
             }
             if all(p.suffix.lower() in (".jpg", ".jpeg") for p in paths[:k]):
                 variants["torchvision"] = _torchvision_transform(pre.image_size, pre.mean, pre.std)
-            th = thresholds.float()[None, :]
             for name, load in variants.items():
                 xv, sec = _time_decode(paths, load)
-                s = tagger.scores(xv[:k])
+                ag = _agreement(tagger.scores(xv[:k]), exact_scores, thresholds, described)
                 dec[f"{name}_s_per_img"] = sec
-                dec[f"{name}_max_abs_score_diff"] = float((s - exact_scores).abs().max())
-                dec[f"{name}_differing_decisions"] = int(((s > th) != (exact_scores > th)).sum())
+                dec[f"{name}_max_abs_score_diff"] = ag["max_abs_score_diff"]
+                dec[f"{name}_differing_decisions"] = ag["differing_decisions"]
                 dec[f"{name}_within_tolerance"] = dec[f"{name}_max_abs_score_diff"] <= DRAFT_TOLERANCE
             dec["tolerance"] = DRAFT_TOLERANCE
             dec["recommend"] = [

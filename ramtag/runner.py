@@ -16,11 +16,12 @@ Precisions (``--precision``):
   ``margin`` (default :data:`RECHECK_MARGIN` logits, ~3x the largest bf16 error we measured) of its
   threshold is recomputed in fp32 (fp32 backbone for those images, fp32 decoder for those tags only;
   the decoder has no self-attention, so tags are independent). Decisions are the fp32 decisions as
-  long as no bf16 error exceeds the margin: the first image of a run is computed wholly in fp32 to
-  calibrate it (margin >= 3x that image's largest error), and it widens itself whenever a re-check
-  sees a larger one. Scores far from every threshold keep their bf16 value (~3 significant digits).
-  Needs the thresholds: :meth:`Runner.scores` takes them. When nearly every image has a borderline
-  tag, batches go straight to fp32 (:class:`_CostModel`).
+  long as no bf16 error exceeds the margin: one image of the run's first batch (a borderline one if
+  there is one) is computed wholly in fp32 to calibrate it (margin >= 3x that image's largest
+  error), and it widens itself whenever a re-check sees a larger one. Scores far from every
+  threshold keep their bf16 value (~3 significant digits). Needs the thresholds: :meth:`Runner.scores`
+  takes them. When nearly every image has a borderline tag, batches go straight to fp32
+  (:class:`_CostModel`).
 - ``auto``: CUDA -> bf16 (fp16 without bf16), the standard for tensor cores; CPUs with AMX or
   AVX512-BF16 -> bf16-checked (about 2x fp32's speed there, the same tags: benchmarks/README.md);
   other CPUs and MPS -> fp32.
@@ -199,7 +200,7 @@ class RecheckStats:
     direct_images: int = 0  # images run straight in fp32 (most images were borderline; see _CostModel)
     seconds: float = 0.0  # wall time spent in fp32 (re-checks and direct images)
     max_error: float = 0.0  # largest |bf16 - fp32| logit difference seen (calibration and re-checks)
-    calibration_error: float | None = None  # max |bf16 - fp32| logit over all tags of the first image
+    calibration_error: float | None = None  # max |bf16 - fp32| logit over all tags of the calibration image
     margin: float = RECHECK_MARGIN  # the band half-width in logits in use now
 
     def to_dict(self) -> dict[str, Any]:
@@ -351,7 +352,7 @@ class Runner:
             projected = self.model.project_labels(embed)  # (T, D, H), fp32 arithmetic
             self.label_embed = embed.to(self.dtype).contiguous()  # (T, D, E)
             self.projected = projected.to(self.dtype).contiguous()  # (T, D, H)
-            # bf16-checked re-decides borderline tags from the float32 embeddings (projected per subset).
+            # bf16-checked re-decides borderline tags from the float32 embeddings (mixed, then projected).
             self.label_embed_fp32: Tensor | None = embed.contiguous() if self.checked else None
 
         forward: Callable[[Tensor], Tensor] = self._forward
@@ -447,14 +448,17 @@ class Runner:
     def _exact_logits(self, x: Tensor) -> Tensor:
         """(B, 3, S, S) float32 -> (B, T) fp32 logits, the whole batch straight in fp32 (bf16-checked's
         fallback when nearly every image needs a re-check anyway)."""
-        assert self.label_embed_fp32 is not None
         t0 = time.perf_counter()
-        embeds = self.model.encode_image(x)  # (B, 1+N, E)
-        # projected=None: mix the descriptions in E space, then project (B*T rows instead of T*D).
-        logits = self.model.tag_logits(embeds, self.label_embed_fp32)  # (B, T)
+        logits = self._fp32_logits(x)  # (B, T)
         self.recheck_stats.direct_images += x.shape[0]
         self.recheck_stats.seconds += time.perf_counter() - t0
         return logits
+
+    def _fp32_logits(self, x: Tensor) -> Tensor:
+        """(b, 3, S, S) -> (b, T) logits of every tag, wholly in fp32 (bf16-checked's exact path)."""
+        assert self.label_embed_fp32 is not None
+        # projected=None: mix the descriptions in E space, then project (b*T rows instead of T*D).
+        return self.model.tag_logits(self.model.encode_image(x), self.label_embed_fp32)
 
     def scores(self, images: Tensor, thresholds: Tensor | None = None) -> Tensor:
         """(B, 3, S, S) float32 normalised images -> (B, T) float32 sigmoid scores in [0, 1] on the CPU.
@@ -488,8 +492,7 @@ class Runner:
             borderline = near.any(dim=1).nonzero().flatten()
             calibrated = int(borderline[0]) if borderline.numel() else 0
             extra_images, extra_pairs = int(borderline.numel() > 0), int(near[calibrated].sum())
-            embeds = self.model.encode_image(x[calibrated : calibrated + 1])  # (1, 1+N, E)
-            exact = self.model.tag_logits(embeds, self.label_embed_fp32)  # (1, T)
+            exact = self._fp32_logits(x[calibrated : calibrated + 1])  # (1, T)
             st.calibration_error = float((exact[0] - logits[calibrated]).abs().max())
             self._widen(st.calibration_error)
             logits[calibrated] = exact[0]
