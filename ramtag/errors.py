@@ -1,7 +1,7 @@
 """Typed errors. Every message is one line that names the file or setting and the fix.
 
-The CLI turns any :class:`RamtagError` into one red line and exit code 1 (see ``cli.py``);
-library users catch the subclass they care about.
+The CLI turns any :class:`RamtagError` into one red line and its ``exit_code`` (1; 2 for usage
+errors) in ``ramtag.cli.app.main``; library users catch the subclass they care about.
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ class ImageDecodeError(InputError):
 
 class WeightsError(RamtagError):
     """Named weights are unknown, not downloaded, or their files are inconsistent."""
+
+
+class UnknownWeightsError(WeightsError, UsageError):
+    """A weights or text-encoder name that is neither registered, installed nor a folder: a usage
+    error (exit 2), still caught as :class:`WeightsError`."""
 
 
 class CheckpointError(WeightsError):

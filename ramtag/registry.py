@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import WeightsError
+from .errors import UnknownWeightsError
 from .weights_format import OFFICIAL_PREPROCESSING, Preprocessing
 
 
@@ -120,7 +120,7 @@ def get_weights_spec(name: str) -> WeightsSpec:
         return WEIGHTS[name]
     except KeyError:
         known = ", ".join(sorted(WEIGHTS)) or "(none)"
-        raise WeightsError(
+        raise UnknownWeightsError(
             f"unknown weights {name!r}; registered: {known} (see `ramtag weights list`)"
         ) from None
 
@@ -131,4 +131,4 @@ def get_text_encoder(name: str = DEFAULT_TEXT_ENCODER) -> HubFile:
         return TEXT_ENCODERS[name]
     except KeyError:
         known = ", ".join(sorted(TEXT_ENCODERS))
-        raise WeightsError(f"unknown text encoder {name!r}; registered: {known}") from None
+        raise UnknownWeightsError(f"unknown text encoder {name!r}; registered: {known}") from None

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from . import hub, paths
-from .errors import CheckpointError, OfflineError, UsageError, VocabularyError, WeightsError
+from .errors import (
+    CheckpointError,
+    OfflineError,
+    UnknownWeightsError,
+    UsageError,
+    VocabularyError,
+    WeightsError,
+)
 from .registry import DEFAULT_WEIGHTS, WEIGHTS, UrlFile, WeightsSpec, get_weights_spec
 from .tags.vocab import Vocabulary
 from .weights_format import META_FILE, OFFICIAL_PREPROCESSING, Preprocessing, sha256_file
@@ -361,8 +368,10 @@ def resolve_weights(spec: str | Path | None = None, *, download: bool = True) ->
         return _resolve_path(as_path)
     if name not in WEIGHTS:
         known = ", ".join(info.name for info in list_weights())
-        raise WeightsError(f"unknown weights {name!r}; known: {known}; or pass a ramtag weights folder, "
-                           "or `ramtag weights import` a checkpoint")
+        raise UnknownWeightsError(
+            f"unknown weights {name!r}; known: {known}; or pass a ramtag weights folder, "
+            "or `ramtag weights import` a checkpoint"
+        )
     entry = WEIGHTS[name]
     if not download:
         raise WeightsError(f"weights {name!r} are not downloaded; run `ramtag weights download {name}` "

@@ -1,6 +1,7 @@
 """Writers: where the tags go (XMP sidecars, embedded metadata, JSON Lines) and ``untag``.
 
-Use :func:`make_writer` for a run and :func:`untag_paths` for ``ramtag untag``. Every writer
+Use :func:`make_writer` for a run and :func:`untag_paths` for ``ramtag untag``. :data:`WRITERS` is the
+registry of output formats (name -> factory); the CLI's ``--write`` choices are built from it. Every writer
 follows :class:`TagWriter`: ``write(result) -> WriteOutcome`` for each image, ``close()`` once at the
 end. A problem with one image raises :class:`~ramtag.errors.SidecarError` /
 :class:`~ramtag.errors.ExiftoolError` (one line naming the file and the fix) or returns a
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from ramtag.errors import ExiftoolError, RamtagError, UsageError
@@ -22,19 +24,20 @@ from ramtag.writers.xmp import IMAGE_SUFFIXES, SidecarLocator, XmpSidecarWriter,
 
 __all__ = [
     "DEFAULT_JSONL",
+    "WRITERS",
     "WRITE_MODES",
     "Action",
     "JsonlWriter",
     "TagWriter",
     "WriteOutcome",
+    "WriterEntry",
+    "WriterSettings",
     "XmpSidecarWriter",
     "make_writer",
     "untag_paths",
 ]
 
 log = logging.getLogger(__name__)
-
-WRITE_MODES = ("xmp", "embed", "json", "none")
 
 
 class NullWriter:
@@ -66,6 +69,75 @@ class MultiWriter:
             self.jsonl.close()
 
 
+@dataclass(frozen=True)
+class WriterSettings:
+    """Everything a writer factory may use (the ``make_writer`` keywords); each writer takes what it needs."""
+
+    sidecar_name: str = "ext"  # ext (photo.jpg.xmp) | replace (photo.xmp)
+    hierarchy_root: str = "ramtag"  # parent of hierarchical keywords; "" for flat
+    lang: str = "en"  # en | zh: the tag names written
+    dry_run: bool = False  # report what would be written, write nothing
+    backup: bool = True  # embed: keep exiftool's *_original copy
+    repair_sidecars: bool = False  # replace invalid sidecars, keeping them as *.bak
+    json_path: Path | None = None  # --json FILE (the json writer's file; a second output for the others)
+    all_scores: bool = False  # JSON: every tag's score
+    model: str = ""  # recorded in ramtag's XMP record (e.g. the weights name)
+    exiftool_timeout: float = 60.0  # seconds per exiftool call
+
+
+@dataclass(frozen=True)
+class WriterEntry:
+    """One ``--write`` mode: the factory and the words ``ramtag tag --help`` shows for it."""
+
+    factory: Callable[[WriterSettings], TagWriter]
+    help: str
+
+
+def _xmp(s: WriterSettings) -> TagWriter:
+    return XmpSidecarWriter(
+        sidecar_name=s.sidecar_name,
+        hierarchy_root=s.hierarchy_root,
+        lang=s.lang,
+        dry_run=s.dry_run,
+        repair_sidecars=s.repair_sidecars,
+        model=s.model,
+    )
+
+
+def _embed(s: WriterSettings) -> TagWriter:
+    from ramtag.writers.exiftool import ExiftoolWriter  # exiftool only when asked for
+
+    return ExiftoolWriter(
+        sidecar_name=s.sidecar_name,
+        hierarchy_root=s.hierarchy_root,
+        lang=s.lang,
+        dry_run=s.dry_run,
+        backup=s.backup,
+        repair_sidecars=s.repair_sidecars,
+        model=s.model,
+        timeout=s.exiftool_timeout,
+    )
+
+
+def _json(s: WriterSettings) -> TagWriter:
+    return JsonlWriter(s.json_path or Path.cwd() / DEFAULT_JSONL, dry_run=s.dry_run, all_scores=s.all_scores)
+
+
+def _none(s: WriterSettings) -> TagWriter:
+    return NullWriter()
+
+
+# The output formats, in the order ``--help`` lists them: a new format is one entry here (the CLI's
+# ``--write`` choices and help are built from this dict).
+WRITERS: dict[str, WriterEntry] = {
+    "xmp": WriterEntry(_xmp, "XMP sidecars next to the images"),
+    "embed": WriterEntry(_embed, "into the images' own metadata (exiftool)"),
+    "json": WriterEntry(_json, "one JSON Lines file (--json FILE, default ramtag-tags.jsonl)"),
+    "none": WriterEntry(_none, "nowhere (show the tags only)"),
+}
+WRITE_MODES = tuple(WRITERS)  # the names at import time; make_writer reads WRITERS itself
+
+
 def make_writer(
     mode: str = "xmp",
     *,
@@ -80,49 +152,35 @@ def make_writer(
     model: str = "",
     exiftool_timeout: float = 60.0,
 ) -> TagWriter:
-    """The writer for ``--write MODE`` (xmp | embed | json | none).
+    """The writer for ``--write MODE`` (a :data:`WRITERS` name: xmp | embed | json | none).
 
     ``json_path`` adds a JSON Lines file to any mode (``--json FILE``); ``--write json`` without it
     writes ``ramtag-tags.jsonl`` in the current folder. ``backup`` only concerns ``embed`` (exiftool's
     ``_original`` copy). ``model`` is recorded in ramtag's XMP record (e.g. the weights name).
     Raises UsageError for bad options and ExiftoolError (with install hints) when ``embed`` lacks exiftool.
     """
-    if mode not in WRITE_MODES:
-        raise UsageError(f"--write {mode!r}: choose one of {', '.join(WRITE_MODES)}")
+    if mode not in WRITERS:
+        raise UsageError(f"--write {mode!r}: choose one of {', '.join(WRITERS)}")
     if sidecar_name not in ("ext", "replace"):
         raise UsageError(f"--sidecar-name {sidecar_name!r}: choose 'ext' (a.jpg.xmp) or 'replace' (a.xmp)")
     if lang not in ("en", "zh"):
         raise UsageError(f"--lang {lang!r}: choose 'en' or 'zh'")
     if "/" in hierarchy_root:
         raise UsageError(f"--hierarchy-root {hierarchy_root!r}: use '|' to separate levels, not '/'")
-    main: TagWriter
-    if mode == "json":
-        return JsonlWriter(json_path or Path.cwd() / DEFAULT_JSONL, dry_run=dry_run, all_scores=all_scores)
-    if mode == "xmp":
-        main = XmpSidecarWriter(
-            sidecar_name=sidecar_name,
-            hierarchy_root=hierarchy_root,
-            lang=lang,
-            dry_run=dry_run,
-            repair_sidecars=repair_sidecars,
-            model=model,
-        )
-    elif mode == "embed":
-        from ramtag.writers.exiftool import ExiftoolWriter
-
-        main = ExiftoolWriter(
-            sidecar_name=sidecar_name,
-            hierarchy_root=hierarchy_root,
-            lang=lang,
-            dry_run=dry_run,
-            backup=backup,
-            repair_sidecars=repair_sidecars,
-            model=model,
-            timeout=exiftool_timeout,
-        )
-    else:
-        main = NullWriter()
-    if json_path is None:
+    settings = WriterSettings(
+        sidecar_name=sidecar_name,
+        hierarchy_root=hierarchy_root,
+        lang=lang,
+        dry_run=dry_run,
+        backup=backup,
+        repair_sidecars=repair_sidecars,
+        json_path=None if json_path is None else Path(json_path),
+        all_scores=all_scores,
+        model=model,
+        exiftool_timeout=exiftool_timeout,
+    )
+    main = WRITERS[mode].factory(settings)
+    if json_path is None or isinstance(main, JsonlWriter):  # the json writer already writes that file
         return main
     return MultiWriter(main, JsonlWriter(json_path, dry_run=dry_run, all_scores=all_scores))
 
