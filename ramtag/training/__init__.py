@@ -3,13 +3,16 @@
 - :func:`train` / :class:`TrainOptions` / :class:`TrainResult`: pre-train or fine-tune (``trainer.py``)
 - :func:`dry_run` / :class:`DryRunReport`: show the tags parsed from the captions, load nothing
 - :func:`evaluate` / :class:`EvalOptions` / :class:`EvalReport`: mAP, P/R/F1, threshold calibration
-- :mod:`.render`: rich tables for the reports (kept apart from the computations)
+- :func:`options_from_recipe` / :func:`parse_set`: recipe files and ``key=value`` overrides (``recipe.py``)
+
+The reports are rendered by the CLI (``ramtag/cli/render.py``); nothing here prints or imports rich.
 """
 
 from __future__ import annotations
 
 from .evaluate import EvalOptions, EvalReport, evaluate
-from .trainer import DryRunReport, TrainOptions, TrainResult, dry_run, options_from_recipe, train
+from .recipe import options_from_recipe, parse_set
+from .trainer import DryRunReport, TrainOptions, TrainResult, dry_run, train
 
 __all__ = [
     "DryRunReport",
@@ -20,5 +23,6 @@ __all__ = [
     "dry_run",
     "evaluate",
     "options_from_recipe",
+    "parse_set",
     "train",
 ]

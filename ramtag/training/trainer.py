@@ -157,43 +157,6 @@ class TrainResult:
         return d
 
 
-_PATH_FIELDS = ("out", "tags", "base_tags", "base_thresholds", "descriptions", "clip", "image_root")
-
-
-def options_from_recipe(path: str | Path, **overrides: Any) -> TrainOptions:
-    """TrainOptions from a recipe file (TOML or JSON; keys = :class:`TrainOptions` field names),
-    with ``overrides`` (e.g. the command line's ``data`` and ``out``) taking precedence."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"{p}: cannot read the recipe ({e.strerror}); check --recipe") from None
-    try:
-        if p.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            try:
-                import tomllib  # type: ignore[import-not-found,unused-ignore]
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
-            data = tomllib.loads(text)
-    except ValueError as e:
-        raise InputError(f"{p}: not a valid recipe ({e}); keys are `ramtag train` option names") from None
-    fields = set(TrainOptions.__dataclass_fields__)
-    unknown = sorted(k for k in data if k not in fields)
-    if unknown:
-        raise UsageError(f"{p}: unknown recipe keys {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
-    merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
-    for key in _PATH_FIELDS:
-        if merged.get(key) is not None:
-            merged[key] = Path(merged[key]).expanduser()
-    if isinstance(merged.get("data"), str):
-        merged["data"] = [merged["data"]]
-    if not merged.get("data") or merged.get("out") is None:
-        raise UsageError(f"{p}: a recipe run needs --data and --out")
-    return TrainOptions(**merged)
-
-
 # -- the initial model ----------------------------------------------------------------------------
 
 

@@ -1,0 +1,233 @@
+"""What the command modules share: the consoles, the option types, logging, examples and tables.
+
+No torch here (``ramtag --help`` stays instant); command modules import the library inside the command.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+from ..writers import WRITERS
+
+try:  # typer >= 0.22 vendors its own click; its commands, options and errors are those classes
+    from typer._click import core as click_core
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer on the click package
+    from click import core as click_core  # type: ignore[no-redef]
+    from click import exceptions as click_errors  # type: ignore[no-redef]
+
+UsageErrors = click_errors.UsageError  # bad option, value or argument: click/typer found it
+NoArgsIsHelp = getattr(click_errors, "NoArgsIsHelpError", ())  # `ramtag` alone: show the help
+
+err = Console(stderr=True, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+class _State:
+    verbose = False  # set by setup_logging; main() shows tracebacks of library errors only then
+
+
+state = _State()
+
+
+def setup_logging(verbose: bool, quiet: bool = False) -> None:
+    state.verbose = verbose
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+
+
+class _Option(TyperOption):
+    """How an option reads in ``--help``: a flag as ``--flag/--no-flag`` alone (typer would add
+    ``<bool>``), a default given as words as ``[default: words]`` (typer would add parentheses)."""
+
+    def display_type_rich(self, ctx: click_core.Context) -> str | None:
+        return None if self.is_flag and not self.count else super().display_type_rich(ctx)
+
+    def _get_default_string(
+        self, *, ctx: click_core.Context, show_default_is_str: bool, default_value: Any
+    ) -> str:
+        if show_default_is_str:
+            return str(self.show_default)
+        return super()._get_default_string(
+            ctx=ctx, show_default_is_str=show_default_is_str, default_value=default_value
+        )
+
+
+class _Argument(TyperArgument):
+    """An argument reads as its metavar (``PATH...``), without typer's ``<list[Path]>``."""
+
+    def display_type_rich(self, ctx: click_core.Context) -> str | None:
+        return None
+
+
+def _plain_flags(params: Iterable[click_core.Parameter]) -> None:
+    for p in params:
+        if type(p) is TyperOption:
+            p.__class__ = _Option
+        elif type(p) is TyperArgument:
+            p.__class__ = _Argument
+        elif getattr(p, "is_flag", False):  # click's own --help
+            p.metavar = ""
+
+
+class Command(TyperCommand):
+    """typer's command with flags shown as ``--flag/--no-flag`` only (no ``<bool>``), help included."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_flags(self.params)
+
+    def get_help_option(self, ctx: click_core.Context) -> Any:
+        opt = super().get_help_option(ctx)
+        _plain_flags([opt] if opt is not None else [])
+        return opt
+
+
+class Group(TyperGroup):
+    """The same for command groups (``ramtag``, ``ramtag weights``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_flags(self.params)
+
+    def get_help_option(self, ctx: click_core.Context) -> Any:
+        opt = super().get_help_option(ctx)
+        _plain_flags([opt] if opt is not None else [])
+        return opt
+
+
+def examples(*lines: str) -> str:
+    """A command's help epilog: its examples, one per line, as written."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+# -- option types shared by several commands ------------------------------------------------------
+
+
+def _choices(name: str, values: Iterable[str]) -> Any:
+    # a str Enum built from a list kept elsewhere, so the names are written once (writers, precisions)
+    return Enum(name, {v.replace("-", "_"): v for v in values}, type=str)
+
+
+WriteMode = _choices("WriteMode", WRITERS)  # the writers registry: one entry there = one --write choice
+
+
+SidecarName = _choices("SidecarName", ("ext", "replace"))  # (an Enum member may not be called "replace")
+
+
+class Lang(str, Enum):
+    en = "en"
+    zh = "zh"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cuda = "cuda"
+    mps = "mps"
+    cpu = "cpu"
+
+
+class Precision(str, Enum):
+    """Training and evaluation precisions."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class TagPrecision(str, Enum):
+    """Tagging precisions (``ramtag.runner``): the training ones plus bf16-checked."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    bf16_checked = "bf16-checked"
+    fp16 = "fp16"
+
+
+Verbose = Annotated[
+    bool, typer.Option("--verbose/--no-verbose", "-v", help="Debug logging; tracebacks of errors.")
+]
+LLMBaseURL = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-base-url",
+        help="OpenAI-compatible server, e.g. http://localhost:11434/v1 (Ollama). Env: RAMTAG_LLM_BASE_URL.",
+        show_default="none: CLIP prompt templates",
+        rich_help_panel="Open-set",
+    ),
+]
+LLMModel = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-model",
+        help="Model name on that server. Env: RAMTAG_LLM_MODEL.",
+        show_default="the server's",
+        rich_help_panel="Open-set",
+    ),
+]
+LLMKey = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-api-key",
+        envvar="OPENAI_API_KEY",
+        show_envvar=True,
+        help="API key (prefer the env variable; never logged or cached).",
+        show_default="none",
+        rich_help_panel="Open-set",
+    ),
+]
+
+
+def value(choice: Any) -> Any:
+    """An Enum choice's string (None stays None)."""
+    return None if choice is None else choice.value
+
+
+# -- tables that fit the terminal, or plain rows when piped -------------------------------------
+
+
+@dataclass
+class Rows:
+    """A table to show: a rich table on a terminal, tab-separated lines (header first) otherwise."""
+
+    title: str
+    header: Sequence[str]
+    rows: list[Sequence[str]] = field(default_factory=list)
+    left: int = 1  # how many leading columns are text (left-aligned); the rest are numbers
+
+    def add(self, *cells: Any) -> None:
+        self.rows.append([str(c) for c in cells])
+
+
+def show(blocks: Iterable[Rows | Text], console: Console | None = None) -> None:
+    """Print report blocks: tables that fit the terminal, or plain rows when stdout is not a terminal."""
+    console = console or out
+    for block in blocks:
+        if isinstance(block, Text):
+            console.print(block if console.is_terminal else block.plain, highlight=False)
+            continue
+        if not console.is_terminal:
+            # no rich table when piped: it would be cut at 80 columns ("spl...") and is hard to parse
+            console.print(f"# {block.title}", markup=False, highlight=False)
+            for row in (block.header, *block.rows):
+                console.print("\t".join(row), markup=False, highlight=False, soft_wrap=True)
+            continue
+        table = Table(title=block.title, title_justify="left")
+        for i, col in enumerate(block.header):
+            table.add_column(col, justify="left" if i < block.left else "right", overflow="fold")
+        for row in block.rows:
+            table.add_row(*row)
+        console.print(table)

@@ -1,0 +1,101 @@
+"""What ``ramtag tag`` shows while it runs: a progress bar, a line per image, the summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.markup import escape
+
+from .common import err, out
+
+if TYPE_CHECKING:
+    from ..api import RunSummary, Tagger, TagOptions, WriteOptions
+
+
+def run_with_progress(
+    paths: list[Path],
+    tagger: Tagger,
+    opts: TagOptions,
+    wopts: WriteOptions,
+    *,
+    force: bool,
+    state_db: Path | None,
+    quiet: bool,
+    to_stdout: bool,
+) -> RunSummary:
+    """``api.tag_library`` with a progress bar on stderr and one line per image on stdout."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .. import api
+
+    progress = Progress(
+        TextColumn("[bold]tagging"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=quiet,
+    )
+    task = progress.add_task("tag", total=None)
+    lang, dry_run = opts.lang, wopts.dry_run
+
+    def on_progress(event: str, done: int, total: int) -> None:
+        if event == "discovered":
+            progress.update(task, total=total)
+        elif event == "image":
+            progress.update(task, completed=done)
+
+    def on_result(res: Any) -> None:
+        if to_stdout:
+            sys.stdout.write(json.dumps(res.to_dict(), ensure_ascii=False) + "\n")
+        elif res.ok and not quiet:
+            out.print(
+                f"[bold]{escape(str(res.path))}[/]: {escape(', '.join(res.tag_names(lang)) or '(no tags)')}",
+                highlight=False,
+            )
+        if not res.ok:
+            reason = res.error or "failed"
+            line = reason if str(res.path) in reason else f"{res.path}: {reason}"
+            progress.console.print(f"[red]skipped[/] {escape(line)}", highlight=False)
+
+    def on_write(outcome: Any) -> None:
+        if dry_run and outcome.action == "dry-run" and outcome.target is not None:
+            progress.console.print(
+                f"[cyan]would write[/] {escape(str(outcome.target))}: "
+                f"{escape(', '.join(outcome.tags) or '(no tags)')}",
+                highlight=False,
+            )
+
+    with progress:
+        return api.tag_library(
+            paths,
+            tagger,
+            options=opts,
+            write=wopts,
+            force=force,
+            state_db=state_db,
+            progress=on_progress,
+            on_result=on_result,
+            on_write=on_write,
+        )
+
+
+def print_summary(summary: RunSummary) -> None:
+    for note in summary.notes:
+        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    parts = [f"{summary.found} images found", f"{summary.tagged} tagged"]
+    if summary.unchanged:
+        parts.append(f"{summary.unchanged} unchanged since the last run")
+    parts.append(f"{summary.written} written")
+    parts.append(f"{len(summary.failed)} failed")
+    err.print(", ".join(parts) + f" ({summary.images_per_second:.1f} images/s)", highlight=False)
+    if summary.failed:
+        err.print("[red]failed:[/]")
+        for path, reason in summary.failed[:50]:
+            err.print(f"  {reason if path in reason else f'{path}: {reason}'}", highlight=False, markup=False)
+        if len(summary.failed) > 50:
+            err.print(f"  ... and {len(summary.failed) - 50} more")

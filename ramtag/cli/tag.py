@@ -1,0 +1,333 @@
+"""``ramtag tag``: tag images and write the tags (``ramtag.api.tag_library``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..writers import WRITERS
+from .common import (
+    Device,
+    Lang,
+    LLMBaseURL,
+    LLMKey,
+    LLMModel,
+    SidecarName,
+    TagPrecision,
+    Verbose,
+    WriteMode,
+    examples,
+    setup_logging,
+    value,
+)
+
+EXAMPLES = examples(
+    "ramtag tag ~/Photos                                  # XMP sidecars next to each photo",
+    "ramtag tag ~/Photos --json tags.jsonl --all-scores   # also JSON Lines with every score",
+    'ramtag tag ~/Photos --open-set "corgi,meteor shower" --llm-base-url http://localhost:11434/v1',
+)
+OUTPUT, TAGS, OPEN, MODEL, INPUTS = "Output", "Tags", "Open-set", "Model", "Inputs"
+
+
+def tag(
+    paths: Annotated[
+        list[Path], typer.Argument(metavar="PATH", help="Image files and/or folders (walked recursively).")
+    ],
+    write: Annotated[
+        WriteMode,
+        typer.Option(
+            "--write",
+            help="Where tags go: " + "; ".join(f"{k}: {e.help}" for k, e in WRITERS.items()) + ".",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = WriteMode.xmp,
+    json_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            metavar="FILE",
+            help="Also write JSON Lines (one object per image) to FILE; '-' for stdout.",
+            show_default="none",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    all_scores: Annotated[
+        bool,
+        typer.Option(
+            "--all-scores/--no-all-scores", help="Put every tag's score in the JSON.", rich_help_panel=OUTPUT
+        ),
+    ] = False,
+    sidecar_name: Annotated[
+        SidecarName,
+        typer.Option(
+            "--sidecar-name",
+            help="ext: photo.jpg.xmp (digiKam, darktable, Immich); replace: photo.xmp (Adobe).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = SidecarName.ext,
+    hierarchy_root: Annotated[
+        str,
+        typer.Option(
+            "--hierarchy-root",
+            help="Parent of hierarchical keywords (ramtag|dog); '' for flat.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = "ramtag",
+    lang: Annotated[
+        Lang, typer.Option("--lang", help="Tag names to write.", rich_help_panel=OUTPUT)
+    ] = Lang.en,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run/--no-dry-run",
+            help="Show what would be written; write nothing.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = False,
+    backup: Annotated[
+        bool,
+        typer.Option(
+            "--backup/--no-backup",
+            help="--write embed: keep exiftool's *_original copy.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = True,
+    repair_sidecars: Annotated[
+        bool,
+        typer.Option(
+            "--repair-sidecars/--no-repair-sidecars",
+            help="Replace sidecars that are not valid XML, keeping the old file as *.bak.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = False,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold",
+            min=0.0,
+            max=1.0,
+            help="One threshold for every built-in tag instead of the per-tag ones.",
+            show_default="the weights' per-tag thresholds",
+            rich_help_panel=TAGS,
+        ),
+    ] = None,
+    top_k: Annotated[
+        int | None,
+        typer.Option(
+            "--top-k", min=1, help="At most K tags per image.", show_default="no limit", rich_help_panel=TAGS
+        ),
+    ] = None,
+    open_set: Annotated[
+        str | None,
+        typer.Option(
+            "--open-set",
+            metavar="TAGS",
+            help="Extra tags, comma-separated; 'tag=0.6' sets a threshold.",
+            show_default="none",
+            rich_help_panel=OPEN,
+        ),
+    ] = None,
+    open_set_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--open-set-file",
+            metavar="FILE",
+            help="Extra tags, one per line ('#' comments).",
+            show_default="none",
+            rich_help_panel=OPEN,
+        ),
+    ] = None,
+    only_open_set: Annotated[
+        bool,
+        typer.Option(
+            "--only-open-set/--no-only-open-set", help="Score only the open-set tags.", rich_help_panel=OPEN
+        ),
+    ] = False,
+    open_set_threshold: Annotated[
+        float,
+        typer.Option(
+            "--open-set-threshold",
+            min=0.0,
+            max=1.0,
+            help="Default threshold of open-set tags.",
+            rich_help_panel=OPEN,
+        ),
+    ] = 0.5,
+    descriptions: Annotated[
+        Path | None,
+        typer.Option(
+            "--descriptions",
+            metavar="FILE",
+            help="Tag descriptions JSON (official format, see `ramtag describe --json`) instead of asking "
+            "an LLM.",
+            show_default="the cache, then the LLM",
+            rich_help_panel=OPEN,
+        ),
+    ] = None,
+    clip: Annotated[
+        Path | None,
+        typer.Option(
+            "--clip",
+            metavar="FILE",
+            help="Local CLIP ViT-B/16 weights (OpenAI state-dict format) for open-set text embeddings.",
+            show_default="downloaded once",
+            rich_help_panel=OPEN,
+        ),
+    ] = None,
+    llm_base_url: LLMBaseURL = None,
+    llm_model: LLMModel = None,
+    llm_api_key: LLMKey = None,
+    require_llm: Annotated[
+        bool,
+        typer.Option(
+            "--require-llm/--no-require-llm",
+            help="Fail instead of falling back to CLIP prompt templates when no LLM answers.",
+            rich_help_panel=OPEN,
+        ),
+    ] = False,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            "--weights",
+            metavar="NAME|DIR",
+            help="Registry name or weights folder (see `ramtag weights list`).",
+            show_default="ram-plus-swin-l-14m, downloaded on first use",
+            rich_help_panel=MODEL,
+        ),
+    ] = None,
+    device: Annotated[
+        Device, typer.Option("--device", help="auto: CUDA, then MPS, then CPU.", rich_help_panel=MODEL)
+    ] = Device.auto,
+    precision: Annotated[
+        TagPrecision,
+        typer.Option(
+            "--precision",
+            help="auto: bf16 on GPUs; bf16-checked on CPUs with AMX/AVX512-BF16 (bf16 speed, borderline "
+            "tags re-decided in fp32: the fp32 tags); fp32 elsewhere. fp32: exact parity with the "
+            "official code. bf16/fp16: fastest, may flip tags that sit on their threshold.",
+            rich_help_panel=MODEL,
+        ),
+    ] = TagPrecision.auto,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help="Images per forward pass.",
+            show_default="sized for the device",
+            rich_help_panel=MODEL,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Decode processes; 0 decodes in threads.",
+            show_default="0 on CPU, min(4, cores) with a GPU",
+            rich_help_panel=MODEL,
+        ),
+    ] = None,
+    compile_model: Annotated[
+        bool,
+        typer.Option("--compile/--no-compile", help="torch.compile the model (GPU).", rich_help_panel=MODEL),
+    ] = False,
+    draft: Annotated[
+        bool,
+        typer.Option(
+            "--draft/--no-draft",
+            help="Faster JPEG decoding at reduced size (not bit-exact).",
+            rich_help_panel=MODEL,
+        ),
+    ] = False,
+    exif_orientation: Annotated[
+        bool,
+        typer.Option(
+            "--exif-orientation/--no-exif-orientation",
+            help="Rotate by EXIF orientation first (--no-...: as the official code does).",
+            rich_help_panel=INPUTS,
+        ),
+    ] = True,
+    hidden: Annotated[
+        bool,
+        typer.Option(
+            "--hidden/--no-hidden", help="Include dot-files and dot-folders.", rich_help_panel=INPUTS
+        ),
+    ] = False,
+    recursive: Annotated[
+        bool,
+        typer.Option("--recursive/--no-recursive", help="Descend into sub-folders.", rich_help_panel=INPUTS),
+    ] = True,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force/--no-force",
+            help="Re-tag images already tagged with the same settings.",
+            rich_help_panel=INPUTS,
+        ),
+    ] = False,
+    state_db: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-db",
+            metavar="FILE",
+            help="SQLite file recording what was tagged.",
+            show_default="in the ramtag cache",
+            rich_help_panel=INPUTS,
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet/--no-quiet", "-q", help="No per-image lines or progress bar.")
+    ] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Tag images and write the tags (XMP sidecars by default)."""
+    from .. import api
+    from .progress import print_summary, run_with_progress
+
+    setup_logging(verbose, quiet)
+    open_opts = api.OpenSetOptions(
+        tags=open_set,
+        tags_file=open_set_file,
+        only_open_set=only_open_set,
+        threshold=open_set_threshold,
+        descriptions=descriptions,
+        clip=clip,
+        llm_base_url=llm_base_url,
+        llm_model=llm_model,
+        llm_api_key=llm_api_key,
+        require_llm=require_llm,
+    )
+    tagger = api.load_tagger(
+        weights, device=device.value, precision=precision.value, open_set=open_opts, compile=compile_model
+    )
+    opts = api.TagOptions(
+        threshold=threshold,
+        top_k=top_k,
+        all_scores=all_scores,
+        lang=lang.value,
+        batch_size=batch_size,
+        workers=workers,
+        exif_orientation=exif_orientation,
+        recursive=recursive,
+        include_hidden=hidden,
+        draft=draft,
+    )
+    to_stdout = json_file is not None and str(json_file) == "-"
+    wopts = api.WriteOptions(
+        mode=value(write),
+        json_path=None if to_stdout else json_file,
+        sidecar_name=sidecar_name.value,
+        hierarchy_root=hierarchy_root,
+        dry_run=dry_run,
+        backup=backup,
+        repair_sidecars=repair_sidecars,
+    )
+    summary = run_with_progress(
+        paths, tagger, opts, wopts, force=force, state_db=state_db, quiet=quiet, to_stdout=to_stdout
+    )
+    print_summary(summary)
+    if summary.failed:
+        raise typer.Exit(1)

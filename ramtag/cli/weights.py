@@ -1,0 +1,136 @@
+"""``ramtag weights list|download|import|remove`` (``ramtag.weights``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from .common import Command, Group, err, examples, out
+
+app = typer.Typer(
+    cls=Group,
+    help="List, download, import and remove tagging weights.",
+    no_args_is_help=True,
+    epilog=examples(
+        "ramtag weights list",
+        "ramtag weights download                      # ram-plus-swin-l-14m",
+        "ramtag weights import ram_plus_swin_large_14m.pth --name my-ram --tag-list ram_tag_list.txt",
+    ),
+)
+
+LIST_EXAMPLES = examples("ramtag weights list", "ramtag weights list | grep installed")
+DOWNLOAD_EXAMPLES = examples(
+    "ramtag weights download",
+    "HF_ENDPOINT=https://hf-mirror.com ramtag weights download ram-plus-swin-l-14m",
+)
+IMPORT_EXAMPLES = examples(
+    "ramtag weights import ram_plus_swin_large_14m.pth --name ram-plus --tag-list ram_tag_list.txt \\",
+    "    --thresholds ram_tag_list_threshold.txt --tag-list-zh ram_tag_list_chinese.txt",
+    "ramtag weights import runs/my-ram --name my-ram      # a ramtag weights folder",
+)
+REMOVE_EXAMPLES = examples("ramtag weights remove my-ram", "ramtag weights remove ram-plus-swin-l-14m")
+
+
+def weights_list() -> None:
+    """Show the known weights and which are installed."""
+    from ..weights import list_weights
+
+    for info in list_weights():
+        mark = "[green]installed[/]" if info.installed else "[dim]not downloaded[/]"
+        default = " [cyan](default)[/]" if info.default else ""
+        out.print(f"[bold]{escape(info.name)}[/]{default}  {mark}  {escape(info.description or '')}")
+        details = [
+            d for d in (info.arch, f"{info.num_tags} tags" if info.num_tags else None, info.license) if d
+        ]
+        if details:
+            out.print(f"    {escape(', '.join(details))}", highlight=False)
+        if info.installed:
+            out.print(f"    {escape(str(info.path))}", highlight=False)
+
+
+def weights_download(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Registry name (see `ramtag weights list`).", show_default="ram-plus-swin-l-14m"),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force/--no-force", help="Download and convert again.")] = False,
+    keep_download: Annotated[
+        bool,
+        typer.Option(
+            "--keep-download/--no-keep-download", help="Keep the original .pth after converting it."
+        ),
+    ] = False,
+) -> None:
+    """Download weights from Hugging Face into the cache and convert them once."""
+    from ..registry import DEFAULT_WEIGHTS
+    from ..weights import download_weights
+
+    path = download_weights(name or DEFAULT_WEIGHTS, force=force, keep_download=keep_download)
+    err.print(f"[green]ready:[/] {escape(str(path))}", highlight=False)
+
+
+def weights_import(
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            metavar="CHECKPOINT", help="An official RAM++ .pth checkpoint, or a ramtag weights folder."
+        ),
+    ],
+    name: Annotated[str, typer.Option("--name", help="Name to use with --weights.")],
+    tag_list: Annotated[
+        Path | None,
+        typer.Option(
+            "--tag-list",
+            metavar="FILE",
+            help="Tag names, one per line (the official ram_tag_list.txt for the published model).",
+            show_default="the registry entry's when --name is one; a folder keeps its own",
+        ),
+    ] = None,
+    thresholds: Annotated[
+        Path | None,
+        typer.Option(
+            "--thresholds",
+            metavar="FILE",
+            help="Per-tag thresholds, one per line (ram_tag_list_threshold.txt).",
+            show_default="as --tag-list",
+        ),
+    ] = None,
+    tag_list_zh: Annotated[
+        Path | None,
+        typer.Option(
+            "--tag-list-zh",
+            metavar="FILE",
+            help="Chinese tag names (ram_tag_list_chinese.txt).",
+            show_default="as --tag-list",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force/--no-force", help="Replace installed weights of the same name.")
+    ] = False,
+) -> None:
+    """Import a checkpoint you already have (converted once to ramtag's format)."""
+    from ..weights import import_checkpoint
+
+    path = import_checkpoint(
+        checkpoint, tag_list=tag_list, thresholds=thresholds, tag_list_zh=tag_list_zh, name=name, force=force
+    )
+    err.print(f"[green]imported:[/] {escape(name)} -> {escape(str(path))}", highlight=False)
+
+
+def weights_remove(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Installed weights name.")],
+) -> None:
+    """Delete installed weights from the cache."""
+    from ..weights import remove_weights
+
+    path = remove_weights(name)
+    err.print(f"removed {escape(name)} ({escape(str(path))})", highlight=False)
+
+
+app.command("list", cls=Command, epilog=LIST_EXAMPLES)(weights_list)
+app.command("download", cls=Command, epilog=DOWNLOAD_EXAMPLES)(weights_download)
+app.command("import", cls=Command, epilog=IMPORT_EXAMPLES)(weights_import)
+app.command("remove", cls=Command, epilog=REMOVE_EXAMPLES)(weights_remove)
