@@ -41,16 +41,16 @@ def test_train_dry_run_then_finetune_then_tag_and_eval(
         str(captioned),
         "--init",
         str(PARITY / "ram_plus_tiny_official.pth"),
-        "--base-tags",
-        str(PARITY / "tag_list.txt"),
-        "--base-thresholds",
-        str(PARITY / "thresholds.txt"),
+        "--set",
+        f"base_tags={PARITY / 'tag_list.txt'}",
+        "--set",
+        f"base_thresholds={PARITY / 'thresholds.txt'}",
         "--tags",
         str(new_tags),
-        "--descriptions",
-        str(PARITY / "openset_descriptions.json"),
-        "--clip",
-        str(PARITY / "clip_tiny_openai_format.pt"),
+        "--set",
+        f"descriptions={PARITY / 'openset_descriptions.json'}",
+        "--set",
+        f"clip={PARITY / 'clip_tiny_openai_format.pt'}",
     ]
 
     code, out, err = run_cli(["train", *common, "--dry-run"], monkeypatch, capsys)
@@ -64,19 +64,20 @@ def test_train_dry_run_then_finetune_then_tag_and_eval(
             *common,
             "--out",
             str(weights),
-            "--image-size",
-            "96",
+            "--set",
+            "image_size=96",
             "--max-steps",
             "2",
             "--batch-size",
             "3",
             "--lr",
             "1e-5",
-            "--augment",
-            "none",
+            "--set",
+            "augment=none",
             "--workers",
             "0",
-            "--no-progress",
+            "--set",
+            "progress=false",
         ],
         monkeypatch,
         capsys,
@@ -115,5 +116,5 @@ def test_train_dry_run_then_finetune_then_tag_and_eval(
 def test_train_needs_data_and_out(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run_cli(["train", "--arch", "tiny"], monkeypatch, capsys)
+    code, _, err = run_cli(["train", "--set", "arch=tiny"], monkeypatch, capsys)
     assert code == 2 and "--data" in err

@@ -270,39 +270,6 @@ def test_relative_position_table_resize() -> None:
     assert _resize_rel_pos_table(table, 12) is table
 
 
-def test_report_renderers(tmp_path: Path) -> None:
-    from rich.console import Console
-
-    from ramtag.training.evaluate import EvalReport
-    from ramtag.training.render import dry_run_table, eval_report_table, train_result_text
-    from ramtag.training.trainer import DryRunReport, TrainResult
-
-    s = torch.tensor([[0.9, 0.2], [0.1, 0.8]])
-    y = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    split = split_metrics("test", ["dog", "sky"], s, y, torch.tensor([0.5, 0.5]))
-    console = Console(record=True, width=200)
-    console.print(eval_report_table(EvalReport("w", 2, [split], unknown_tags={"unicorn": 2})))
-    console.print(
-        dry_run_table(
-            DryRunReport(
-                1,
-                {"train": 1},
-                2,
-                ["sky"],
-                [("dog", 1)],
-                [{"image": "a.png", "captions": ["a dog"], "parsed_tags": ["dog"], "tags": ["dog"]}],
-                0,
-                {},
-                [],
-            )
-        )
-    )
-    console.print(train_result_text(TrainResult(tmp_path, 3, 1.0, 1, 0, 2, ["sky"], {"loss": 1.5})))
-    text = console.export_text()
-    assert "100.0" in text and "unicorn" in text and "dog (1)" not in text and "sky" in text
-    assert "trained 3 steps" in text
-
-
 @pytest.mark.parametrize("recipe", sorted((Path(__file__).resolve().parents[1] / "train").glob("*.toml")))
 def test_recipes_are_valid_options(recipe: Path, tmp_path: Path) -> None:
     from ramtag.training import options_from_recipe

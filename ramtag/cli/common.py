@@ -216,18 +216,20 @@ def show(blocks: Iterable[Rows | Text], console: Console | None = None) -> None:
     """Print report blocks: tables that fit the terminal, or plain rows when stdout is not a terminal."""
     console = console or out
     for block in blocks:
-        if isinstance(block, Text):
-            console.print(block if console.is_terminal else block.plain, highlight=False)
-            continue
-        if not console.is_terminal:
-            # no rich table when piped: it would be cut at 80 columns ("spl...") and is hard to parse
-            console.print(f"# {block.title}", markup=False, highlight=False)
-            for row in (block.header, *block.rows):
-                console.print("\t".join(row), markup=False, highlight=False, soft_wrap=True)
-            continue
-        table = Table(title=block.title, title_justify="left")
-        for i, col in enumerate(block.header):
-            table.add_column(col, justify="left" if i < block.left else "right", overflow="fold")
-        for row in block.rows:
-            table.add_row(*row)
-        console.print(table)
+        if console.is_terminal:
+            console.print(block if isinstance(block, Text) else _table(block))
+        elif isinstance(block, Text):
+            console.file.write(block.plain + "\n")
+        else:
+            # no rich table when piped: it would be cut at 80 columns ("spl...") and be hard to parse
+            lines = [f"# {block.title}", *("\t".join(row) for row in (block.header, *block.rows))]
+            console.file.write("\n".join(lines) + "\n")
+
+
+def _table(block: Rows) -> Table:
+    table = Table(title=block.title, title_justify="left")
+    for i, col in enumerate(block.header):
+        table.add_column(col, justify="left" if i < block.left else "right", overflow="fold")
+    for row in block.rows:
+        table.add_row(*row)
+    return table

@@ -17,7 +17,7 @@ app = typer.Typer(
     epilog=examples(
         "ramtag weights list",
         "ramtag weights download                      # ram-plus-swin-l-14m",
-        "ramtag weights import ram_plus_swin_large_14m.pth --name my-ram --tag-list ram_tag_list.txt",
+        "ramtag weights import ram_plus.pth --name my-ram --tag-list tags.txt --thresholds th.txt",
     ),
 )
 
