@@ -349,8 +349,20 @@ def test_bf16_checked_tags_are_the_fp32_tags(
     def run(precision: str, *extra: str) -> dict[str, dict]:
         out = tmp_path / f"{precision}-{len(extra)}.jsonl"
         code, _, err = run_cli(
-            ["tag", str(photos), "--weights", tiny_weights, "--write", "none", "--json", str(out),
-             "--precision", precision, "--quiet", *extra],
+            [
+                "tag",
+                str(photos),
+                "--weights",
+                tiny_weights,
+                "--write",
+                "none",
+                "--json",
+                str(out),
+                "--precision",
+                precision,
+                "--quiet",
+                *extra,
+            ],
             monkeypatch,
             capsys,
         )

@@ -49,7 +49,7 @@ def test_every_option_has_help_and_a_default(path: str) -> None:
             continue
         assert p.help, f"`ramtag {path}` {p.opts[0]}: no help text"
         if not p.required and not p.is_eager:
-            shows = p.show_default is True and p.default is not None or isinstance(p.show_default, str)
+            shows = (p.show_default is True and p.default is not None) or isinstance(p.show_default, str)
             assert shows, f"`ramtag {path}` {p.opts[0]}: default not shown"
 
 
@@ -72,7 +72,7 @@ def test_help_reads_well(path: str) -> None:
 def test_no_argument_is_help_not_an_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = run_cli(["weights"], monkeypatch, capsys)
+    _, out, err = run_cli(["weights"], monkeypatch, capsys)
     assert "Usage" in out + err and "error" not in err
 
 
@@ -85,7 +85,10 @@ def test_no_argument_is_help_not_an_error(
         (["tag", "x.jpg", "--bogus"], ["--bogus"]),
         (["bench", "--size", "abc"], ["--size", "WxH"]),
         (["train", "--set", "arch=tiny"], ["--data", "--out"]),
-        (["train", "--set", "batchsize=1", "--data", "d", "--out", "o"], ["batchsize", "did you mean batch_size"]),
+        (
+            ["train", "--set", "batchsize=1", "--data", "d", "--out", "o"],
+            ["batchsize", "did you mean batch_size"],
+        ),
         (["train", "--set", "lr=fast", "--data", "d", "--out", "o"], ["lr", "number", "'fast'"]),
         (["train", "--set", "batch_size=2.5", "--data", "d", "--out", "o"], ["batch_size", "whole number"]),
         (["train", "--set", "resume=maybe", "--data", "d", "--out", "o"], ["resume", "true/false"]),
@@ -110,7 +113,9 @@ def test_unknown_weights_is_a_usage_error(
 ) -> None:
     monkeypatch.setenv("RAMTAG_HOME", str(tmp_path / "home"))
     (tmp_path / "a.jpg").write_bytes(b"")
-    code, _, err = run_cli(["tag", str(tmp_path / "a.jpg"), "--weights", "no-such-weights"], monkeypatch, capsys)
+    code, _, err = run_cli(
+        ["tag", str(tmp_path / "a.jpg"), "--weights", "no-such-weights"], monkeypatch, capsys
+    )
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1, err
     assert "unknown weights 'no-such-weights'" in lines[0]

@@ -76,14 +76,23 @@ def test_recipe_and_set_build_train_options(
     recipe.write_text('lr = 1e-4\nbatch_size = 4\nepochs = 3\naugment = "flip"\ngrad_checkpointing = false\n')
     seen: list[TrainOptions] = []
 
-    def fake_train(opts: TrainOptions) -> TrainResult:  # records what the CLI built; trains nothing
+    def fake_train(opts: TrainOptions, progress: object = None) -> TrainResult:  # records; trains nothing
         seen.append(opts)
         return TrainResult(opts.out, 2, 1.0, 6, 0, 40, [], {"loss": 0.5})
 
     monkeypatch.setattr(training, "train", fake_train)
     args = ["train", "--recipe", str(recipe), "--data", "photos/", "--data", "val=v.jsonl"]
     args += ["--out", str(tmp_path / "o"), "--set", "grad_checkpointing=true", "--set", "image-size=224"]
-    args += ["--set", "max_grad_norm=none", "--set", "clip=~/clip.pt", "--set", "batch_size=6", "--lr", "2e-5"]
+    args += [
+        "--set",
+        "max_grad_norm=none",
+        "--set",
+        "clip=~/clip.pt",
+        "--set",
+        "batch_size=6",
+        "--lr",
+        "2e-5",
+    ]
     code, out, err = run_cli(args, monkeypatch, capsys)
     assert code == 0, err
     (opts,) = seen
@@ -100,8 +109,12 @@ def test_recipe_values_are_checked_too(
 ) -> None:
     recipe = tmp_path / "bad.toml"
     recipe.write_text('batch_size = "many"\n')
-    code, _, err = run_cli(["train", "--recipe", str(recipe), "--data", "d", "--out", "o"], monkeypatch, capsys)
+    code, _, err = run_cli(
+        ["train", "--recipe", str(recipe), "--data", "d", "--out", "o"], monkeypatch, capsys
+    )
     assert code == 2 and "bad.toml" in err and "batch_size" in err and len(err.strip().splitlines()) == 1
     recipe.write_text("learning_rate = 1e-4\n")
-    code, _, err = run_cli(["train", "--recipe", str(recipe), "--data", "d", "--out", "o"], monkeypatch, capsys)
+    code, _, err = run_cli(
+        ["train", "--recipe", str(recipe), "--data", "d", "--out", "o"], monkeypatch, capsys
+    )
     assert code == 2 and "learning_rate" in err and len(err.strip().splitlines()) == 1

@@ -99,3 +99,57 @@ def print_summary(summary: RunSummary) -> None:
             err.print(f"  {reason if path in reason else f'{path}: {reason}'}", highlight=False, markup=False)
         if len(summary.failed) > 50:
             err.print(f"  ... and {len(summary.failed) - 50} more")
+
+
+class TrainBar:
+    """``ramtag train``'s progress (``training.TrainProgress``): a bar with the losses, learning rate
+    and ETA on a terminal; a plain line every 30 s when stderr is a log file or pipe."""
+
+    EVERY = 30.0  # seconds between plain lines
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.total, self.last = 0, 0.0
+
+    def start(self, total: int, done: int) -> None:
+        import time
+
+        self.total, self.last = total, time.monotonic()
+        if not err.is_terminal:
+            err.print(f"train: {total} steps, starting at {done}", highlight=False, markup=False)
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        )
+        self.task = self.bar.add_task("train", total=total, completed=done, info="")
+        self.bar.start()
+
+    def update(self, step: int, info: str) -> None:
+        import time
+
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, info=info)
+        elif time.monotonic() - self.last >= self.EVERY:
+            self.last = time.monotonic()
+            err.print(f"train: step {step}/{self.total}  {info}", highlight=False, markup=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

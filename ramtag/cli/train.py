@@ -170,6 +170,7 @@ def train(
     are the common ones; see train/README.md for all of them). Precedence: recipe < --set < flags.
     """
     from .. import training
+    from .progress import TrainBar
     from .render import dry_run_report, train_result
 
     setup_logging(verbose)
@@ -199,4 +200,4 @@ def train(
     if dry_run:
         show(dry_run_report(training.dry_run(opts)))
         return
-    show(train_result(training.train(opts)), out)
+    show(train_result(training.train(opts, progress=TrainBar())), out)

@@ -30,10 +30,11 @@ import random
 import shutil
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -527,44 +528,37 @@ class _MetricsLog:
             self.tb.close()
 
 
+class TrainProgress(Protocol):
+    """A live progress display for :func:`train` (the CLI passes a rich bar); called on rank 0 only."""
+
+    def start(self, total: int, done: int) -> None: ...  # optimizer steps in all / already done
+    def update(self, step: int, info: str) -> None: ...  # info: running losses and learning rate
+    def close(self) -> None: ...
+
+
+_REPORTER: ContextVar[TrainProgress | None] = ContextVar("ramtag_train_progress", default=None)
+
+
 class _Progress:
-    """A rich progress bar with the running losses, learning rate and ETA (rank 0, when enabled)."""
+    """The reporter given to :func:`train` (rank 0, when ``options.progress``), else an INFO log line
+    every 30 s; the training package itself displays nothing."""
 
     def __init__(self, enabled: bool, total: int, start: int):
-        self.bar: Any = None
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self.task = self.bar.add_task("train", total=total, completed=start, info="")
-        self.bar.start()
+        self.reporter = _REPORTER.get() if enabled else None
+        self.total, self.last = total, time.monotonic()
+        if self.reporter is not None:
+            self.reporter.start(total, start)
 
     def update(self, step: int, info: str) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, info=info)
+        if self.reporter is not None:
+            self.reporter.update(step, info)
+        elif time.monotonic() - self.last >= 30:
+            self.last = time.monotonic()
+            log.info("train: step %d/%d  %s", step, self.total, info)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        if self.reporter is not None:
+            self.reporter.close()
 
 
 def _fmt_losses(values: dict[str, float], lr: float) -> str:
@@ -575,13 +569,17 @@ def _fmt_losses(values: dict[str, float], lr: float) -> str:
 # -- train -----------------------------------------------------------------------------------------
 
 
-def train(options: TrainOptions) -> TrainResult:
-    """Train (see the module docstring); returns where the weights went and how it went."""
+def train(options: TrainOptions, *, progress: TrainProgress | None = None) -> TrainResult:
+    """Train (see the module docstring); returns where the weights went and how it went.
+
+    ``progress`` shows the steps (e.g. the CLI's progress bar); without it, INFO log lines."""
+    token = _REPORTER.set(progress)
     ctx = setup(options.device)
     try:
         return _train(options, ctx)
     finally:
         teardown(ctx)
+        _REPORTER.reset(token)
 
 
 def _check_options(options: TrainOptions) -> None:
