@@ -47,28 +47,39 @@ def setup_logging(verbose: bool, quiet: bool = False) -> None:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
 
 
+def _words(param: Any, show_default_is_str: bool, typer_default: Any) -> str:
+    # a default given as words reads [default: words] (typer would add parentheses)
+    return str(param.show_default) if show_default_is_str else typer_default()
+
+
 class _Option(TyperOption):
-    """How an option reads in ``--help``: a flag as ``--flag/--no-flag`` alone (typer would add
-    ``<bool>``), a default given as words as ``[default: words]`` (typer would add parentheses)."""
+    """An option in ``--help``: a flag reads ``--flag/--no-flag`` alone (typer would add ``<bool>``)."""
 
     def display_type_rich(self, ctx: click_core.Context) -> str | None:
         return None if self.is_flag and not self.count else super().display_type_rich(ctx)
 
-    def _get_default_string(
-        self, *, ctx: click_core.Context, show_default_is_str: bool, default_value: Any
-    ) -> str:
-        if show_default_is_str:
-            return str(self.show_default)
-        return super()._get_default_string(
-            ctx=ctx, show_default_is_str=show_default_is_str, default_value=default_value
+    def _get_default_string(self, *, ctx: Any, show_default_is_str: bool, default_value: Any) -> str:
+        sup = super()._get_default_string
+        return _words(
+            self,
+            show_default_is_str,
+            lambda: sup(ctx=ctx, show_default_is_str=False, default_value=default_value),
         )
 
 
 class _Argument(TyperArgument):
-    """An argument reads as its metavar (``PATH...``), without typer's ``<list[Path]>``."""
+    """An argument reads as its metavar (``PATH``), without typer's ``<list[Path]>``."""
 
     def display_type_rich(self, ctx: click_core.Context) -> str | None:
         return None
+
+    def _get_default_string(self, *, ctx: Any, show_default_is_str: bool, default_value: Any) -> str:
+        sup = super()._get_default_string
+        return _words(
+            self,
+            show_default_is_str,
+            lambda: sup(ctx=ctx, show_default_is_str=False, default_value=default_value),
+        )
 
 
 def _plain_flags(params: Iterable[click_core.Parameter]) -> None:

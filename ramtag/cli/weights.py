@@ -54,7 +54,11 @@ def weights_list() -> None:
 def weights_download(
     name: Annotated[
         str | None,
-        typer.Argument(help="Registry name (see `ramtag weights list`).", show_default="ram-plus-swin-l-14m"),
+        typer.Argument(
+            metavar="NAME",
+            help="Registry name (see `ramtag weights list`).",
+            show_default="ram-plus-swin-l-14m",
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force/--no-force", help="Download and convert again.")] = False,
     keep_download: Annotated[
