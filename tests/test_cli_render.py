@@ -118,3 +118,18 @@ def test_recipe_values_are_checked_too(
         ["train", "--recipe", str(recipe), "--data", "d", "--out", "o"], monkeypatch, capsys
     )
     assert code == 2 and "learning_rate" in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_progress_is_plain_lines_when_stderr_is_not_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ramtag.cli.progress import TrainBar
+
+    bar = TrainBar()
+    monkeypatch.setattr(TrainBar, "EVERY", 0.0)
+    bar.start(10, 4)
+    bar.update(5, "loss 0.5  lr 1.00e-05")
+    bar.close()
+    err = capsys.readouterr().err
+    assert "train: 10 steps, starting at 4" in err and "train: step 5/10  loss 0.5" in err
+    assert "\x1b" not in err
