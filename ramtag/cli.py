@@ -336,6 +336,7 @@ def tag(
 ) -> None:
     """Tag images and write the tags (XMP sidecars by default)."""
     from . import api
+    from .device import tune_cpu_allocator
 
     _setup_logging(verbose, quiet)
     open_opts = api.OpenSetOptions(
@@ -353,6 +354,7 @@ def tag(
     tagger = api.load_tagger(
         weights, device=device.value, precision=precision.value, open_set=open_opts, compile=compile_model
     )
+    tune_cpu_allocator(tagger.runner.device)  # CPU runs: keep the model's large temporaries in the heap
     opts = api.TagOptions(
         threshold=threshold,
         top_k=top_k,
