@@ -948,8 +948,51 @@ def weights_remove(name: Annotated[str, typer.Argument(help="Installed weights n
     err.print(f"removed {escape(name)} ({escape(str(path))})", highlight=False)
 
 
+class _DownloadBar:
+    """A rich download bar on stderr (installed as ``ramtag.hub``'s default in :func:`main`)."""
+
+    def __init__(self, description: str, total: int | None, initial: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=total, completed=initial)
+
+    def update(self, n: int) -> None:
+        self._progress.advance(self._task, n)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def download_bar(description: str, total: int | None, initial: int) -> Any:
+    """A rich download bar when stderr is a terminal; else ``ramtag.hub``'s log lines."""
+    from .hub import log_progress
+
+    if err.is_terminal:
+        return _DownloadBar(description, total, initial)
+    return log_progress(description, total, initial)
+
+
 def main() -> None:
     """Console-script entry point: the one place where library errors become exit codes."""
+    from .hub import set_default_progress
+
+    set_default_progress(download_bar)  # downloads draw a bar here; the library only logs
     try:
         app()
     except RamtagError as e:

@@ -328,7 +328,9 @@ def _policy(margin: float = 0.05) -> tuple[PrecisionPolicy, _LinearExact, torch.
     exact = _LinearExact()
     label_embed = torch.linspace(-2, 2, 6).reshape(6, 1, 1).expand(6, 2, 1).contiguous()  # (T=6, D=2, E=1)
     policy.bind(exact, label_embed)
-    x = torch.tensor([0.0, 1.0, -1.0, 0.5]).reshape(4, 1, 1, 1).expand(4, 3, 1, 1).contiguous()  # (B, 3, 1, 1)
+    x = (
+        torch.tensor([0.0, 1.0, -1.0, 0.5]).reshape(4, 1, 1, 1).expand(4, 3, 1, 1).contiguous()
+    )  # (B, 3, 1, 1)
     fp32 = x[:, 0, 0, 0][:, None] + label_embed[:, 0, 0][None, :]  # (4, 6)
     return policy, exact, x, fp32
 
