@@ -19,7 +19,7 @@ from .errors import RamtagError, UsageError
 from .library import ProgressFn, ResultFn, RunSummary, tag_library
 from .options import EXACT_PRECISIONS, OpenSetOptions, TagOptions, WriteOptions
 from .results import ImageTags, TagScore
-from .tagger import Tagger, _with, _workers
+from .tagger import Tagger, _with, _workers  # noqa: F401  (the private two: for old imports)
 from .tags import Vocabulary, decide, effective_thresholds
 
 if TYPE_CHECKING:
@@ -49,8 +49,6 @@ __all__ = [
     "tag_library",
     "untag",
 ]
-
-_ = (_with, _workers)  # re-exported for code that imported them from here
 
 
 def load_tagger(
