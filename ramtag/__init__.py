@@ -7,8 +7,8 @@ Quick start::
     for result in tagger.tag(["photo.jpg"]):
         print(result.path, result.tag_names())
 
-Importing ramtag is cheap: torch and the model load only when a tagger is created. Training code
-lives in ``ramtag.training`` and is never imported from here.
+Importing ramtag is cheap: torch and the model load only when a tagger is created. Training and
+benchmark code (``ramtag.training``, ``ramtag.bench``) is never imported from here.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .api import OpenSetOptions, Tagger, TagOptions, WriteOptions, load_tagger, tag_library
+    from .device import tune_cpu_allocator
     from .weights import list_weights
 
 _LAZY = {
@@ -32,6 +33,7 @@ _LAZY = {
     "OpenSetOptions": "api",
     "tag_library": "api",
     "list_weights": "weights",
+    "tune_cpu_allocator": "device",
 }
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "list_weights",
     "load_tagger",
     "tag_library",
+    "tune_cpu_allocator",
 ]
 
 
@@ -56,3 +59,7 @@ def __getattr__(name: str) -> Any:
         module = importlib.import_module(f".{_LAZY[name]}", __name__)
         return getattr(module, name)
     raise AttributeError(f"module 'ramtag' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -22,7 +22,6 @@ import http.client
 import logging
 import os
 import re
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -64,42 +63,41 @@ class _NullBar:
         pass
 
 
-class _RichBar:
-    def __init__(self, description: str, total: int | None, initial: int) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
+class _LogBar:
+    """The default when no application installed a bar: one log line when a download starts and one
+    when it ends (the CLI installs a rendered bar with :func:`set_default_progress`)."""
 
-        self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            TimeRemainingColumn(), console=Console(stderr=True),
-        )
-        self._progress.start()
-        self._task = self._progress.add_task(description, total=total, completed=initial)
+    def __init__(self, description: str, total: int | None, initial: int) -> None:
+        self.description, self.total, self.done = description, total, initial
+        size = f"{total / 2**20:.1f} MB" if total else "size unknown"
+        resumed = f", resuming at {initial / 2**20:.1f} MB" if initial else ""
+        log.info("downloading %s (%s%s)", description, size, resumed)
 
     def update(self, n: int) -> None:
-        self._progress.advance(self._task, n)
+        self.done += n
 
     def close(self) -> None:
-        self._progress.stop()
+        log.info("downloaded %s (%.1f MB)", self.description, self.done / 2**20)
 
 
-def rich_progress(description: str, total: int | None, initial: int) -> ProgressBar:
-    """A rich progress bar on stderr when stderr is a terminal; silent otherwise (logs, CI)."""
-    if not sys.stderr.isatty():
-        return _NullBar()
-    return _RichBar(description, total, initial)
+def log_progress(description: str, total: int | None, initial: int) -> ProgressBar:
+    """A download reported as log lines (INFO) on ``ramtag.hub``'s logger."""
+    return _LogBar(description, total, initial)
+
+
+_default_progress: ProgressFactory = log_progress
+
+
+def set_default_progress(factory: ProgressFactory | None) -> None:
+    """What ``progress=True`` reports to from now on (None: log lines). Applications with a terminal UI
+    (the CLI) install their bar here; the library itself never draws one."""
+    global _default_progress
+    _default_progress = factory if factory is not None else log_progress
 
 
 def _progress_factory(progress: bool | ProgressFactory) -> ProgressFactory:
     if progress is True:
-        return rich_progress
+        return _default_progress
     if progress is False:
         return lambda description, total, initial: _NullBar()
     return progress
@@ -108,8 +106,15 @@ def _progress_factory(progress: bool | ProgressFactory) -> ProgressFactory:
 class _TqdmShim:
     """Looks enough like tqdm for ``hf_hub_download(tqdm_class=...)`` and forwards to a ProgressBar."""
 
-    def __init__(self, factory: ProgressFactory, *, desc: str = "", total: float | None = None,
-                 initial: float = 0, **_: Any) -> None:
+    def __init__(
+        self,
+        factory: ProgressFactory,
+        *,
+        desc: str = "",
+        total: float | None = None,
+        initial: float = 0,
+        **_: Any,
+    ) -> None:
         self._bar = factory(desc, int(total) if total is not None else None, int(initial))
 
     def __enter__(self) -> _TqdmShim:
@@ -195,8 +200,9 @@ def _check_hub_file(f: HubFile, path: Path, *, hash_it: bool) -> None:
     actual = sha256_file(path)
     if actual != expected:
         _remove_hub_file(path)
-        raise DownloadError(f"{what}: sha256 {actual} does not match the expected {expected}; "
-                            f"deleted it, {_FIX}")
+        raise DownloadError(
+            f"{what}: sha256 {actual} does not match the expected {expected}; deleted it, {_FIX}"
+        )
 
 
 def _is_network_error(e: BaseException) -> bool:
@@ -244,8 +250,13 @@ def fetch_hub_file(f: HubFile, *, progress: bool | ProgressFactory = True) -> Pa
     tqdm_class: Any = functools.partial(_TqdmShim, _progress_factory(progress))
     try:
         local = hf_hub_download(
-            f.repo_id, f.filename, revision=f.revision, cache_dir=hub_cache_dir(), endpoint=endpoint,
-            library_name="ramtag", tqdm_class=tqdm_class,
+            f.repo_id,
+            f.filename,
+            revision=f.revision,
+            cache_dir=hub_cache_dir(),
+            endpoint=endpoint,
+            library_name="ramtag",
+            tqdm_class=tqdm_class,
         )
     except LocalEntryNotFoundError as e:  # the Hub could not be reached and nothing is cached
         if paths.offline():
@@ -253,8 +264,9 @@ def fetch_hub_file(f: HubFile, *, progress: bool | ProgressFactory = True) -> Pa
         cause = e.__cause__ or e
         raise DownloadError(f"cannot reach {endpoint} for {what} ({_one_line(cause)}); {_FIX}") from e
     except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError, EntryNotFoundError) as e:
-        raise DownloadError(f"{what} not found on {endpoint} ({type(e).__name__}); "
-                            f"check HF_ENDPOINT, {_FIX}") from e
+        raise DownloadError(
+            f"{what} not found on {endpoint} ({type(e).__name__}); check HF_ENDPOINT, {_FIX}"
+        ) from e
     except HfHubHTTPError as e:
         status = getattr(getattr(e, "response", None), "status_code", "?")
         raise DownloadError(f"{what}: HTTP {status} from {endpoint}; {_FIX}") from e
@@ -274,7 +286,7 @@ def resolve_url(url: str) -> str:
     """``url`` with ``https://raw.githubusercontent.com`` replaced by ``$RAMTAG_GITHUB_RAW`` when set."""
     base = os.environ.get("RAMTAG_GITHUB_RAW")
     if base and url.startswith(GITHUB_RAW + "/"):
-        return base.rstrip("/") + url[len(GITHUB_RAW):]
+        return base.rstrip("/") + url[len(GITHUB_RAW) :]
     return url
 
 
@@ -306,8 +318,9 @@ def _stream_to_part(url: str, part: Path, factory: ProgressFactory, description:
             raise _Transient(f"HTTP 416 for a resumed download of {url}") from e
         if e.code in (408, 429) or e.code >= 500:
             raise _Transient(f"HTTP {e.code} {e.reason}") from e
-        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}; "
-                            f"check the URL (RAMTAG_GITHUB_RAW?), {_FIX}") from e
+        raise DownloadError(
+            f"{url}: HTTP {e.code} {e.reason}; check the URL (RAMTAG_GITHUB_RAW?), {_FIX}"
+        ) from e
     except (OSError, http.client.HTTPException) as e:
         raise _Transient(_one_line(e)) from e
     with response:
@@ -332,8 +345,9 @@ def _stream_to_part(url: str, part: Path, factory: ProgressFactory, description:
         raise _Transient(f"connection closed after {part.stat().st_size} of {total} bytes")
 
 
-def fetch_url(f: UrlFile, *, progress: bool | ProgressFactory = True, attempts: int = 3,
-              timeout: float = 30.0) -> Path:
+def fetch_url(
+    f: UrlFile, *, progress: bool | ProgressFactory = True, attempts: int = 3, timeout: float = 30.0
+) -> Path:
     """Download ``f`` (or find it cached) and return its local path, checked against ``f.sha256``.
 
     Streams to ``<name>.part`` next to the destination; an interrupted transfer is resumed with an HTTP
@@ -368,7 +382,8 @@ def fetch_url(f: UrlFile, *, progress: bool | ProgressFactory = True, attempts: 
     actual = sha256_file(part)
     if actual != f.sha256:
         part.unlink()
-        raise DownloadError(f"{url}: sha256 {actual} does not match the expected {f.sha256}; "
-                            f"deleted it, {_FIX}")
+        raise DownloadError(
+            f"{url}: sha256 {actual} does not match the expected {f.sha256}; deleted it, {_FIX}"
+        )
     os.replace(part, dest)
     return dest

@@ -199,11 +199,28 @@ def test_hub_unreachable_is_a_download_error(monkeypatch: pytest.MonkeyPatch) ->
     assert f"127.0.0.1:{port}" in str(info.value) and "\n" not in str(info.value)
 
 
-def test_rich_progress_bar_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    bar = hub._RichBar("weights.pth", 10, 2)
+def test_cli_download_bar_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from ramtag.cli.progress import _DownloadBar
+
+    bar = _DownloadBar("weights.pth", 10, 2)
     bar.update(8)
     bar.close()
     assert "weights.pth" in capsys.readouterr().err
+
+
+def test_default_progress_logs_and_can_be_replaced(fake: FakeHub, caplog: pytest.LogCaptureFixture) -> None:
+    """The library never draws: progress=True logs a line at the start and end of a download, unless an
+    application (the CLI) installed its own bar."""
+    with caplog.at_level("INFO", logger="ramtag.hub"):
+        hub.fetch_url(raw_file(fake))
+    assert "downloading tags.txt" in caplog.text and "downloaded tags.txt" in caplog.text
+    rec = Recorder()
+    hub.set_default_progress(rec)
+    try:
+        hub.fetch_url(raw_file(fake, DATA + b"more"))
+    finally:
+        hub.set_default_progress(None)
+    assert rec.bars and rec.bars[-1][2] == len(DATA) + 4 and rec.bars[-1][3] == 1
 
 
 # ------------------------------------------------------------------------------------------------ URLs

@@ -1,4 +1,5 @@
-"""ramtag.runner: device choice, precision policy, prepared vocabulary, fp32 parity, bf16 path."""
+"""ramtag.runner / ramtag.precision / ramtag.device: device choice, precision policy, prepared vocabulary,
+fp32 parity, bf16 path, the bf16-checked re-check on its own."""
 
 from __future__ import annotations
 
@@ -10,19 +11,13 @@ import sys
 import pytest
 import torch
 
-import ramtag.runner as runner_mod
+import ramtag.precision as precision_mod
+from ramtag.device import select_device, suggest_batch_size, tune_cpu_allocator
 from ramtag.errors import UsageError
 from ramtag.model.config import get_config
 from ramtag.model.ram_plus import RamPlus
-from ramtag.runner import (
-    RECHECK_MARGIN,
-    Runner,
-    low_precision_copy,
-    resolve_precision,
-    select_device,
-    suggest_batch_size,
-    tune_cpu_allocator,
-)
+from ramtag.precision import RECHECK_MARGIN, PrecisionPolicy, low_precision_copy, resolve_precision
+from ramtag.runner import Runner
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +55,9 @@ def test_precision_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_precision("BF16", cpu) == "bf16"
     assert resolve_precision("bf16-checked", cpu) == "bf16-checked"
     # auto on a CPU: bf16 speed with fp32 decisions where bf16 is native, else plain fp32
-    monkeypatch.setattr(runner_mod, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(precision_mod, "cpu_has_fast_bf16", lambda: True)
     assert resolve_precision("auto", cpu) == "bf16-checked"
-    monkeypatch.setattr(runner_mod, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(precision_mod, "cpu_has_fast_bf16", lambda: False)
     assert resolve_precision("auto", cpu) == "fp32"
     assert resolve_precision("auto", torch.device("mps")) == "fp32"
     with pytest.raises(UsageError, match="--precision"):
@@ -234,7 +229,7 @@ def test_bf16_checked_margin_widens_to_the_errors_it_sees(
         tiny, tiny.builtin_label_embed().detach(), device="cpu", precision="bf16-checked", margin=1e-9
     )
     thresholds = torch.sigmoid(l16[1].double())  # exactly on image 1's bf16 scores: all borderline
-    with caplog.at_level("INFO", logger="ramtag.runner"):
+    with caplog.at_level("INFO", logger="ramtag.precision"):
         runner.scores(images, thresholds)
     error = float((l32 - l16).abs().max())
     assert runner.margin == pytest.approx(3 * runner.recheck_stats.max_error)
@@ -247,7 +242,7 @@ def test_bf16_checked_margin_widens_to_the_errors_it_sees(
 
 def test_cpu_allocator_tuning_is_applied_once_and_can_be_turned_off() -> None:
     """Fresh processes: glibc accepts the tuning (asked twice, applied once); the variable turns it off."""
-    code = "from ramtag.runner import tune_cpu_allocator as t; print(t(), t())"
+    code = "from ramtag.device import tune_cpu_allocator as t; print(t(), t())"
     env = {k: v for k, v in os.environ.items() if k != "RAMTAG_NO_MALLOC_TUNING"}
 
     def run(extra: dict[str, str]) -> list[str]:
@@ -260,6 +255,21 @@ def test_cpu_allocator_tuning_is_applied_once_and_can_be_turned_off() -> None:
         assert run({}) == ["True", "True"]
     assert run({"RAMTAG_NO_MALLOC_TUNING": "1"}) == ["False", "False"]
     assert isinstance(tune_cpu_allocator(), bool)
+    assert tune_cpu_allocator("cuda:0") is False and tune_cpu_allocator(torch.device("mps")) is False
+
+
+def test_building_a_runner_leaves_the_allocator_alone() -> None:
+    """The tuning is process-wide: only the CLI / the benchmark ask for it, a Runner never does."""
+    code = (
+        "import torch, ramtag.device as d; from ramtag.model.config import get_config;"
+        "from ramtag.model.ram_plus import RamPlus; from ramtag.runner import Runner;"
+        "m = RamPlus(get_config('tiny')).eval();"
+        "Runner(m, m.builtin_label_embed().detach(), device='cpu', precision='fp32');"
+        "print(d._ALLOCATOR_TUNED)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAMTAG_NO_MALLOC_TUNING"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["None"]
 
 
 def test_bf16_checked_goes_straight_to_fp32_when_every_image_is_borderline(
@@ -279,3 +289,95 @@ def test_bf16_checked_goes_straight_to_fp32_when_every_image_is_borderline(
     for _ in range(6):  # the 8th batch is a probe through bf16 again
         runner.scores(images, thresholds)
     assert runner.recheck_stats.rechecked_images == 6 and runner.recheck_stats.direct_images == 6 * 3
+
+
+def test_encode_then_decode_is_the_forward_pass(tiny: RamPlus, images: torch.Tensor) -> None:
+    """Runner.encode / Runner.decode (the halves the benchmark times) compose to Runner.logits."""
+    runner = Runner(tiny, tiny.builtin_label_embed().detach(), device="cpu", precision="fp32")
+    embeds = runner.encode(images)
+    assert embeds.shape[0] == 3 and embeds.shape[-1] == tiny.config.embed_dim
+    got = runner.decode(embeds).float()
+    assert got.shape == (3, 40)
+    assert (got - runner.logits(images)).abs().max().item() < 1e-5
+    with pytest.raises(UsageError, match=r"\(B, 3, H, W\)"):
+        runner.encode(torch.zeros(3, 384, 384))
+
+
+# ------------------------------------------------------------------ the re-check object on its own
+
+
+class _LinearExact:
+    """A stand-in float32 network: image i's logit for tag t is x[i, 0, 0, 0] + label_embed[t, 0, 0], so the
+    fp32 logits are known exactly and the test controls which pairs lie near a threshold."""
+
+    def __init__(self) -> None:
+        self.encoded = 0  # images run through the "backbone"
+        self.decoded: list[int] = []  # tags decoded per call
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        self.encoded += images.shape[0]
+        return images[:, 0, :1, :1].reshape(-1, 1, 1)  # (b, 1, 1): one value per image
+
+    def tag_logits(self, image_embeds: torch.Tensor, label_embed: torch.Tensor) -> torch.Tensor:
+        self.decoded.append(int(label_embed.shape[0]))
+        return image_embeds.reshape(-1, 1) + label_embed[:, 0, 0][None, :]  # (b, t)
+
+
+def _policy(margin: float = 0.05) -> tuple[PrecisionPolicy, _LinearExact, torch.Tensor, torch.Tensor]:
+    policy = PrecisionPolicy("bf16-checked", torch.device("cpu"), margin=margin)
+    exact = _LinearExact()
+    label_embed = torch.linspace(-2, 2, 6).reshape(6, 1, 1).expand(6, 2, 1).contiguous()  # (T=6, D=2, E=1)
+    policy.bind(exact, label_embed)
+    x = (
+        torch.tensor([0.0, 1.0, -1.0, 0.5]).reshape(4, 1, 1, 1).expand(4, 3, 1, 1).contiguous()
+    )  # (B, 3, 1, 1)
+    fp32 = x[:, 0, 0, 0][:, None] + label_embed[:, 0, 0][None, :]  # (4, 6)
+    return policy, exact, x, fp32
+
+
+def test_recheck_replaces_only_borderline_pairs_and_calibrates_once() -> None:
+    policy, exact, x, fp32 = _policy()
+    assert policy.checked and policy.autocast and policy.dtype == torch.bfloat16
+    fast = fp32 + 0.01  # a uniform "bf16 error" of 0.01 logit
+    thresholds = torch.full((6,), 0.5, dtype=torch.float64)  # logit 0
+    near = fast.abs() <= 0.05  # pairs within the band of the threshold
+    got = policy.recheck(x, fast.clone(), thresholds)
+    st = policy.stats
+    # image 0 calibrates (all its tags exact); error 0.01 -> band stays 0.05 (3 * 0.01 < 0.05)
+    assert st.calibration_error == pytest.approx(0.01, abs=1e-6) and policy.margin == 0.05
+    assert torch.allclose(got[0], fp32[0])
+    for i in range(1, 4):
+        for t in range(6):
+            want = fp32[i, t] if near[i, t] else fast[i, t]
+            assert got[i, t] == pytest.approx(float(want), abs=1e-6), (i, t)
+    assert st.rechecked_pairs >= int(near[1:].sum())
+    # a second batch does not calibrate again
+    calls = exact.encoded
+    policy.recheck(x, fast.clone(), thresholds)
+    assert st.calibration_error == pytest.approx(0.01, abs=1e-6)
+    assert exact.encoded - calls == int(near[1:].any(dim=1).sum()) + int(near[0].any())
+
+
+def test_recheck_margin_widens_to_three_times_the_error() -> None:
+    policy, _, x, fp32 = _policy(margin=0.05)
+    fast = fp32 + 0.04  # error 0.04 -> band 0.12
+    policy.recheck(x, fast.clone(), torch.full((6,), 0.5, dtype=torch.float64))
+    assert policy.stats.max_error == pytest.approx(0.04, abs=1e-6)
+    assert policy.margin == pytest.approx(0.12, abs=1e-5)
+    with pytest.raises(UsageError, match="thresholds"):
+        policy.recheck(x, fast.clone(), torch.full((5,), 0.5, dtype=torch.float64))
+    with pytest.raises(UsageError, match="margin"):
+        PrecisionPolicy("bf16-checked", torch.device("cpu"), margin=-1.0)
+
+
+def test_cost_model_sends_batches_straight_to_fp32_when_all_are_borderline() -> None:
+    policy, _, x, fp32 = _policy(margin=100.0)  # everything is borderline
+    thresholds = torch.full((6,), 0.5, dtype=torch.float64)
+    assert policy.prefer_fp32() is False  # nothing measured yet
+    policy.recheck(x, fp32.clone() + 0.01, thresholds)
+    assert policy.prefer_fp32() is True
+    assert torch.allclose(policy.exact_logits(x), fp32)
+    assert policy.stats.direct_images == 4
+    plain = PrecisionPolicy("fp32", torch.device("cpu"))
+    assert not plain.checked and not plain.autocast and plain.prefer_fp32() is False
+    assert plain.describe() == "fp32"

@@ -63,6 +63,10 @@ def _usage_line(e: UsageErrors) -> str:
 
 def main(args: list[str] | None = None) -> None:
     """Console-script entry point: the one place where errors become exit codes."""
+    from ..hub import set_default_progress
+    from .progress import download_bar
+
+    set_default_progress(download_bar)  # downloads draw a bar here; the library only logs
     try:
         code = app(args=args, standalone_mode=False)
     except UsageErrors as e:  # bad option, missing argument, bad choice: click found it

@@ -153,3 +153,43 @@ class TrainBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+class _DownloadBar:
+    """A rich download bar on stderr (installed as `ramtag.hub`'s default by `ramtag.cli.app.main`)."""
+
+    def __init__(self, description: str, total: int | None, initial: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=total, completed=initial)
+
+    def update(self, n: int) -> None:
+        self._progress.advance(self._task, n)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def download_bar(description: str, total: int | None, initial: int) -> Any:
+    """A rich download bar when stderr is a terminal; else ``ramtag.hub``'s log lines."""
+    from ..hub import log_progress
+
+    if err.is_terminal:
+        return _DownloadBar(description, total, initial)
+    return log_progress(description, total, initial)

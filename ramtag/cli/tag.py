@@ -285,6 +285,7 @@ def tag(
 ) -> None:
     """Tag images and write the tags (XMP sidecars by default)."""
     from .. import api
+    from ..device import tune_cpu_allocator
     from .progress import print_summary, run_with_progress
 
     setup_logging(verbose, quiet)
@@ -303,6 +304,7 @@ def tag(
     tagger = api.load_tagger(
         weights, device=device.value, precision=precision.value, open_set=open_opts, compile=compile_model
     )
+    tune_cpu_allocator(tagger.runner.device)  # CPU runs: keep the model's large temporaries in the heap
     opts = api.TagOptions(
         threshold=threshold,
         top_k=top_k,
