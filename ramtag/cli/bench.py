@@ -78,7 +78,7 @@ def bench(
     ] = Device.auto,
     precision: Annotated[
         TagPrecision, typer.Option("--precision", rich_help_panel="Model", help="As for ramtag tag.")
-    ] = TagPrecision.auto,
+    ] = TagPrecision("auto"),
     compile_model: Annotated[
         bool, typer.Option("--compile/--no-compile", rich_help_panel="Model", help="torch.compile the model.")
     ] = False,

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+from ..options import PRECISIONS
 from ..writers import WRITERS
 
 try:  # typer >= 0.22 vendors its own click; its commands, options and errors are those classes
@@ -149,23 +150,11 @@ class Device(str, Enum):
     cpu = "cpu"
 
 
-class Precision(str, Enum):
-    """Training and evaluation precisions."""
-
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class TagPrecision(str, Enum):
-    """Tagging precisions (``ramtag.runner``): the training ones plus bf16-checked."""
-
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    bf16_checked = "bf16-checked"
-    fp16 = "fp16"
+# Built from ramtag.options.PRECISIONS, the one list of precision names (member names: '-' -> '_').
+TagPrecision = Enum("TagPrecision", {name.replace("-", "_"): name for name in PRECISIONS}, type=str)
+TagPrecision.__doc__ = "Tagging precisions (ramtag.options.PRECISIONS)."
+# Training and evaluation have no bf16-checked (it is a tagging-time re-check).
+Precision = Enum("Precision", {name: name for name in PRECISIONS if name != "bf16-checked"}, type=str)
 
 
 Verbose = Annotated[

@@ -77,7 +77,7 @@ def eval_(
     precision: Annotated[
         Precision,
         typer.Option("--precision", rich_help_panel="Model", help="auto: bf16 on CUDA, fp32 elsewhere."),
-    ] = Precision.auto,
+    ] = Precision("auto"),
     workers: Annotated[
         int | None,
         typer.Option(

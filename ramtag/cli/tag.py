@@ -209,7 +209,7 @@ def tag(
             "official code. bf16/fp16: fastest, may flip tags that sit on their threshold.",
             rich_help_panel=MODEL,
         ),
-    ] = TagPrecision.auto,
+    ] = TagPrecision("auto"),
     batch_size: Annotated[
         int | None,
         typer.Option(
