@@ -151,10 +151,14 @@ class Device(str, Enum):
 
 
 # Built from ramtag.options.PRECISIONS, the one list of precision names (member names: '-' -> '_').
-TagPrecision = Enum("TagPrecision", {name.replace("-", "_"): name for name in PRECISIONS}, type=str)
+TagPrecision = Enum(  # type: ignore[misc]
+    "TagPrecision", {name.replace("-", "_"): name for name in PRECISIONS}, type=str
+)
 TagPrecision.__doc__ = "Tagging precisions (ramtag.options.PRECISIONS)."
 # Training and evaluation have no bf16-checked (it is a tagging-time re-check).
-Precision = Enum("Precision", {name: name for name in PRECISIONS if name != "bf16-checked"}, type=str)
+Precision = Enum(  # type: ignore[misc]
+    "Precision", {name: name for name in PRECISIONS if name != "bf16-checked"}, type=str
+)
 
 
 Verbose = Annotated[
