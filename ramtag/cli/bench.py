@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from .common import Device, TagPrecision, examples, out, setup_logging
+from .common import AUTO_TAG_PRECISION, Device, TagPrecision, examples, out, setup_logging
 
 EXAMPLES = examples(
     "ramtag bench                                    # Swin-L, 16 generated 4000x3000 JPEGs",
@@ -78,7 +78,7 @@ def bench(
     ] = Device.auto,
     precision: Annotated[
         TagPrecision, typer.Option("--precision", rich_help_panel="Model", help="As for ramtag tag.")
-    ] = TagPrecision("auto"),
+    ] = AUTO_TAG_PRECISION,
     compile_model: Annotated[
         bool, typer.Option("--compile/--no-compile", rich_help_panel="Model", help="torch.compile the model.")
     ] = False,

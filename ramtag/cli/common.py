@@ -160,6 +160,8 @@ Precision = Enum(  # type: ignore[misc]
     "Precision", {name: name for name in PRECISIONS if name != "bf16-checked"}, type=str
 )
 
+AUTO_TAG_PRECISION = TagPrecision("auto")
+AUTO_PRECISION = Precision("auto")
 
 Verbose = Annotated[
     bool, typer.Option("--verbose/--no-verbose", "-v", help="Debug logging; tracebacks of errors.")

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .common import Device, Precision, Verbose, examples, setup_logging, show
+from .common import AUTO_PRECISION, Device, Precision, Verbose, examples, setup_logging, show
 
 EXAMPLES = examples(
     "ramtag eval --data test.jsonl --weights my-ram",
@@ -77,7 +77,7 @@ def eval_(
     precision: Annotated[
         Precision,
         typer.Option("--precision", rich_help_panel="Model", help="auto: bf16 on CUDA, fp32 elsewhere."),
-    ] = Precision("auto"),
+    ] = AUTO_PRECISION,
     workers: Annotated[
         int | None,
         typer.Option(

@@ -9,6 +9,7 @@ import typer
 
 from ..writers import WRITERS
 from .common import (
+    AUTO_TAG_PRECISION,
     Device,
     Lang,
     LLMBaseURL,
@@ -209,7 +210,7 @@ def tag(
             "official code. bf16/fp16: fastest, may flip tags that sit on their threshold.",
             rich_help_panel=MODEL,
         ),
-    ] = TagPrecision("auto"),
+    ] = AUTO_TAG_PRECISION,
     batch_size: Annotated[
         int | None,
         typer.Option(
