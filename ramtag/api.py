@@ -80,6 +80,7 @@ class TagOptions:
     recursive: bool = True  # walk folders recursively
     include_hidden: bool = False  # also take dot-files and dot-folders
     draft: bool = False  # JPEG draft-mode decoding (faster, not bit-exact)
+    decode: str = "auto"  # JPEG decoding: "gpu" (nvJPEG), "cpu" (Pillow), "auto" (gpu on CUDA when available)
 
 
 @dataclass
@@ -171,10 +172,18 @@ class Tagger:
             "lang": options.lang,
             "exif_orientation": options.exif_orientation,
             "draft": options.draft,
+            # GPU decoding moves pixels by a few levels; keyed only when used, so CPU keys stay as they were.
+            **({"decode": "gpu"} if self._decode(options) == "gpu" else {}),
             "preprocessing": repr(self.preprocessing),
             # fp32 and bf16-checked decide the same tags; plain bf16/fp16 may differ near thresholds.
             "decisions": "exact" if self.runner.precision in EXACT_PRECISIONS else self.runner.precision,
         }
+
+    def _decode(self, options: TagOptions) -> str:
+        """``options.decode`` resolved on this tagger's device: "cpu" or "gpu"."""
+        from .gpu_decode import resolve_decode
+
+        return resolve_decode(options.decode, self.runner.device)
 
     # ------------------------------------------------------------------ tagging
     def scores(self, images: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
@@ -231,6 +240,8 @@ class Tagger:
             pin_memory=self.runner.pin_memory,
             exif_orientation=opts.exif_orientation,
             draft_size=self.preprocessing.image_size if opts.draft else None,
+            decode=self._decode(opts),
+            device=self.runner.device,
         )
         for batch in loader:
             results = [ImageTags(path=path, error=reason, index=idx) for idx, path, reason in batch.failures]

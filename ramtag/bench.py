@@ -62,6 +62,7 @@ class BenchOptions:
     precision: str = "auto"  # [--precision]
     compile: bool = False  # torch.compile the model [--compile]
     draft: bool = False  # JPEG draft decoding in the end-to-end run [--draft]
+    decode: str = "auto"  # JPEG decoding in the end-to-end run: gpu | cpu | auto [--decode]
     reference: bool = True  # also run the official-style loop [--no-reference]
     decode_check: bool = True  # compare decode options' speed and scores [--no-decode-check]
     threshold: float | None = None  # one threshold for every tag; None: the reference scores' 99th
@@ -373,7 +374,8 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
         tagger = Tagger(
             loaded, vocabulary=vocab, label_embed=label_embed, runner=runner, name=f"random-{opts.arch}"
         )
-        tag_opts = TagOptions(batch_size=batch_size, workers=opts.workers, draft=opts.draft, all_scores=True)
+        tag_opts = TagOptions(batch_size=batch_size, workers=opts.workers, draft=opts.draft, all_scores=True,
+                              decode=opts.decode)
         if opts.compile:  # compile outside the timed run
             tagger.scores(torch.zeros(batch_size, 3, pre.image_size, pre.image_size))
         results: dict[str, np.ndarray] = {}
@@ -401,6 +403,7 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
             "workers": default_workers(runner.device.type) if tag_opts.workers is None else tag_opts.workers,
             "decode_threads": default_threads(),
             "draft": opts.draft,
+            "decode": tagger._decode(tag_opts),
             "written": summary.written,
         }
         if runner.checked:

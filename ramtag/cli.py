@@ -302,6 +302,14 @@ def tag(
             "--draft", help="Faster JPEG decoding at reduced size (not bit-exact).", rich_help_panel="Model"
         ),
     ] = False,
+    decode: Annotated[
+        str,
+        typer.Option(
+            "--decode",
+            help="JPEG decoding: gpu (nvJPEG), cpu (Pillow), auto (gpu on CUDA when available).",
+            rich_help_panel="Model",
+        ),
+    ] = "auto",
     no_exif_orientation: Annotated[
         bool,
         typer.Option(
@@ -364,6 +372,7 @@ def tag(
         recursive=not no_recursive,
         include_hidden=hidden,
         draft=draft,
+        decode=decode,
     )
     to_stdout = json_file is not None and str(json_file) == "-"
     wopts = api.WriteOptions(
@@ -566,6 +575,9 @@ def bench(
     draft: Annotated[
         bool, typer.Option("--draft", help="JPEG draft decoding in the end-to-end run.")
     ] = False,
+    decode: Annotated[
+        str, typer.Option("--decode", help="JPEG decoding in the end-to-end run: gpu, cpu or auto.")
+    ] = "auto",
     no_reference: Annotated[
         bool, typer.Option("--no-reference", help="Skip the official-style loop.")
     ] = False,
@@ -610,6 +622,7 @@ def bench(
         precision=precision.value,
         compile=compile_model,
         draft=draft,
+        decode=decode,
         reference=not no_reference,
         decode_check=not no_decode_check,
         threshold=threshold,
