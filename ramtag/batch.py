@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ramtag.decode import decode_image, to_rgb
 from ramtag.errors import ImageDecodeError, UsageError
-from ramtag.gpu_decode import GpuDecoder, RawSample, decode_raw, read_encoded
+from ramtag.gpu_decode import Encoded, GpuDecoder, RawSample, decode_raw, read_encoded
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,26 @@ class EncodedDataset(Dataset[RawSample]):
         return self.cpu[index]
 
 
-def _raw_collate(samples: list[RawSample]) -> list[RawSample]:
+def _pack(samples: list[RawSample]) -> tuple[Tensor, list[tuple[int, int]], list[RawSample]]:
+    """In a worker: the batch's JPEG bytes concatenated into ONE tensor (one shared-memory segment and
+    file descriptor per batch instead of one per image: 128 per batch x workers x prefetch would
+    exhaust the descriptor limit), with each image's (start, end) span; the samples keep empty data."""
+    jpegs = [s[0] for s in samples if isinstance(s[0], Encoded)]
+    blob = torch.cat([e.data for e in jpegs]) if jpegs else torch.empty(0, dtype=torch.uint8)
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for e in jpegs:
+        spans.append((start, start + e.data.numel()))
+        start += e.data.numel()
+        e.data = blob[:0]
+    return blob, spans, samples
+
+
+def _unpack(packed: tuple[Tensor, list[tuple[int, int]], list[RawSample]]) -> list[RawSample]:
+    blob, spans, samples = packed
+    jpegs = [s[0] for s in samples if isinstance(s[0], Encoded)]
+    for e, (a, b) in zip(jpegs, spans, strict=True):
+        e.data = blob[a:b]  # (n,) contiguous view
     return samples
 
 
@@ -324,10 +343,12 @@ def _gpu_batches(
 
     def raw_batches() -> Iterator[list[RawSample]]:
         if workers > 0:
-            yield from DataLoader(
+            loader = DataLoader(
                 dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                collate_fn=_raw_collate, prefetch_factor=2, persistent_workers=False, in_order=True,
+                collate_fn=_pack, prefetch_factor=2, persistent_workers=False, in_order=True,
             )
+            for packed in loader:
+                yield _unpack(packed)
             return
         with ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="ramtag-read") as pool:
             for start in starts:
