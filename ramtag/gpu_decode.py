@@ -53,6 +53,7 @@ DECODES = ("auto", "cpu", "gpu")
 _NVJPEG_MODES = frozenset({"RGB", "L"})
 _NVJPEG_FORMATS = frozenset({"JPEG", "MPO"})  # MPO: the first picture is an ordinary JPEG
 
+_CHUNK = 16  # images resized at once (bounds the float32 full-size copy: 16 x 144 MB at 12 MP)
 _INTERPOLATIONS = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL.Image.Resampling value -> torch mode
 
 
@@ -250,9 +251,13 @@ class GpuDecoder:
             upright.append(img)
             groups.setdefault(tuple(img.shape), []).append(i)
         for rows in groups.values():
-            stack = torch.stack([upright[i] for i in rows])  # type: ignore[misc]  # (n, 3, H, W) uint8
-            for i, x in zip(rows, self.preprocess(stack), strict=True):
-                out[i] = x
+            # in chunks: a float copy of 12-megapixel images is 144 MB each
+            for c in range(0, len(rows), _CHUNK):
+                chunk = rows[c : c + _CHUNK]
+                stack = torch.stack([upright[i] for i in chunk])  # type: ignore[misc]  # (n, 3, H, W) uint8
+                for i, x in zip(chunk, self.preprocess(stack), strict=True):
+                    out[i] = x
+                    upright[i] = None  # free the full-size pixels as we go
         return out
 
     def _decode_jpeg(self, data: list[Tensor]) -> list[Tensor]:
