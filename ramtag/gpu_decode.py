@@ -150,7 +150,7 @@ def nvjpeg_available(device: str) -> bool:
         buf = io.BytesIO()
         Image.new("RGB", (16, 16), (200, 100, 50)).save(buf, format="JPEG")
         data = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
-        out = tvio.decode_jpeg([data], mode=tvio.ImageReadMode.RGB, device=dev)
+        out = tvio.decode_jpeg([data], mode=tvio.ImageReadMode.UNCHANGED, device=dev)
         return bool(out[0].shape == (3, 16, 16))
     except Exception as err:
         log.info("nvJPEG decoding is not available on %s (%s); decoding on the CPU", device, err)
@@ -261,10 +261,12 @@ class GpuDecoder:
         return out
 
     def _decode_jpeg(self, data: list[Tensor]) -> list[Tensor]:
+        # UNCHANGED (not RGB): every torchvision version decodes it on the GPU; only RGB and greyscale
+        # JPEGs get here, and greyscale's one channel is repeated below (as Pillow's L -> RGB).
         tvio = _quiet_torchvision_io()
         with warnings.catch_warnings():  # torchvision 0.29 warns on every call (its codecs are deprecated)
             warnings.simplefilter("ignore", DeprecationWarning)
-            return list(tvio.decode_jpeg(data, mode=tvio.ImageReadMode.RGB, device=self.device))
+            return list(tvio.decode_jpeg(data, mode=tvio.ImageReadMode.UNCHANGED, device=self.device))
 
     def preprocess(self, pixels: Tensor) -> Tensor:
         """(n, 3, H, W) uint8 upright pixels -> (n, 3, S, S) float32, resized (antialiased) and normalised."""
