@@ -243,6 +243,14 @@ def tag(
             rich_help_panel=MODEL,
         ),
     ] = False,
+    decode: Annotated[
+        str,
+        typer.Option(
+            "--decode",
+            help="JPEG decoding: gpu (nvJPEG), cpu (Pillow), auto (gpu on CUDA when available).",
+            rich_help_panel=MODEL,
+        ),
+    ] = "auto",
     exif_orientation: Annotated[
         bool,
         typer.Option(
@@ -317,6 +325,7 @@ def tag(
         recursive=recursive,
         include_hidden=hidden,
         draft=draft,
+        decode=decode,
     )
     to_stdout = json_file is not None and str(json_file) == "-"
     wopts = api.WriteOptions(
