@@ -39,14 +39,13 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler
 
+from ..discover import Skipped, discover
 from ..errors import ImageDecodeError, InputError, TrainingError
+from ..formats import supported_extensions
 from .parse import TagParser
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif"}
-)
 SPLIT_NAMES = {
     "train": "train",
     "training": "train",
@@ -265,13 +264,12 @@ def _read_json(path: Path, root: Path) -> RecordSet:
 
 def _read_folder(folder: Path) -> RecordSet:
     out = RecordSet()
-    images = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    images: list[Path] = []
+    for item in discover([folder]):  # the walker tagging uses: same hidden files, links, formats
+        if isinstance(item, Skipped):
+            out.problems.append(f"{item}; skipped")
+        else:
+            images.append(item)
     for image in images:
         rel = image.relative_to(folder)
         captions: list[str] = []
@@ -287,7 +285,9 @@ def _read_folder(folder: Path) -> RecordSet:
         split = SPLIT_NAMES.get(rel.parts[0].lower()) if len(rel.parts) > 1 else None
         out.records.append(Record(image, tuple(captions), tuple(tags), (), split, str(rel)))
     if not images:
-        raise InputError(f"{folder}: no images found (extensions: {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise InputError(
+            f"{folder}: no images found (extensions: {', '.join(sorted(supported_extensions()))})"
+        )
     return out
 
 
