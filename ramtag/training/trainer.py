@@ -743,14 +743,7 @@ def _train(options: TrainOptions, ctx: DistContext) -> TrainResult:
     clip_size = (
         clip_model.image_size if (clip_model is not None and options.distill_loss_weight > 0) else None
     )
-    transform = ViewTransform(
-        image_size=preprocessing.image_size,
-        mean=preprocessing.mean,
-        std=preprocessing.std,
-        interpolation=preprocessing.interpolation,
-        clip_size=clip_size,
-        augment=options.augment,
-    )
+    transform = ViewTransform.for_weights(preprocessing, clip_size=clip_size, augment=options.augment)
     dataset = TaggingDataset(
         train_records,
         targets.positives,
@@ -1067,9 +1060,7 @@ def _validate(
         from .metrics import split_metrics
 
         targets = build_targets(records, names, id_names=id_names)
-        transform = ViewTransform(
-            image_size=pre.image_size, mean=pre.mean, std=pre.std, interpolation=pre.interpolation
-        )
+        transform = ViewTransform.for_weights(pre)
         scores, y, skipped = score_records(
             model,
             records,
