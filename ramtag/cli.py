@@ -7,9 +7,11 @@ line and exit code 1 (2 for usage errors) in :func:`main`, and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -809,8 +811,51 @@ def train(
     if dry_run:
         out.print(render.dry_run_table(training.dry_run(opts)))
         return
-    result = training.train(opts)
+    with _train_progress(opts.progress) as progress:
+        result = training.train(opts, progress)
     out.print(render.train_result_text(result))
+
+
+@contextlib.contextmanager
+def _train_progress(enabled: bool) -> Iterator[Callable[[int, int, str], None] | None]:
+    """A rich progress bar for ``training.train`` (steps, losses, learning rate, ETA), or None."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+    task = bar.add_task("train", total=None, info="")
+    started: list[bool] = []
+
+    def update(step: int, total: int, info: str) -> None:
+        bar.update(task, total=total, completed=step, info=info)
+        if not started:  # shown from the first call on: the model and data are loaded by then
+            started.append(True)
+            bar.start()
+
+    try:
+        yield update
+    finally:
+        if started:
+            bar.stop()
 
 
 @app.command("eval")
