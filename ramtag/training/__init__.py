@@ -9,13 +9,22 @@
 from __future__ import annotations
 
 from .evaluate import EvalOptions, EvalReport, evaluate
-from .trainer import DryRunReport, TrainOptions, TrainResult, dry_run, options_from_recipe, train
+from .trainer import (
+    DryRunReport,
+    TrainOptions,
+    TrainProgress,
+    TrainResult,
+    dry_run,
+    options_from_recipe,
+    train,
+)
 
 __all__ = [
     "DryRunReport",
     "EvalOptions",
     "EvalReport",
     "TrainOptions",
+    "TrainProgress",
     "TrainResult",
     "dry_run",
     "evaluate",
