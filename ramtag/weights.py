@@ -30,6 +30,7 @@ from .errors import (
     VocabularyError,
     WeightsError,
 )
+from .fsutil import fsync_dir
 from .registry import DEFAULT_WEIGHTS, WEIGHTS, UrlFile, WeightsSpec, get_weights_spec
 from .tags.vocab import Vocabulary
 from .weights_format import META_FILE, OFFICIAL_PREPROCESSING, Preprocessing, sha256_file
@@ -154,6 +155,7 @@ def _install(target: Path, write: Any) -> Path:
             shutil.rmtree(old, ignore_errors=True)
             os.replace(target, old)
         os.replace(tmp, target)
+        fsync_dir(target.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
