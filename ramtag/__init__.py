@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from .api import OpenSetOptions, Tagger, TagOptions, WriteOptions, load_tagger, tag_library
     from .device import tune_cpu_allocator
+    from .catalog import open_catalog
     from .weights import list_weights
 
 _LAZY = {
@@ -34,6 +35,7 @@ _LAZY = {
     "tag_library": "api",
     "list_weights": "weights",
     "tune_cpu_allocator": "device",
+    "open_catalog": "catalog",
 }
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "__version__",
     "list_weights",
     "load_tagger",
+    "open_catalog",
     "tag_library",
     "tune_cpu_allocator",
 ]

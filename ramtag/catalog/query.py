@@ -1,0 +1,373 @@
+"""The query language of ``ramtag query`` / ``Catalog.query``: tokenizer, parser and evaluator.
+
+    dog & (beach | sea) & !person        and / or / not (also the words and, or, not)
+    dog>=0.8   "sea lion" > 0.5          a minimum score (any value: below the threshold works too)
+    cat<0.2                              scored, and under 0.2
+    'ice cream' & !"hot dog"             quoted names; unquoted words next to each other are one
+                                         name (sea lion), so quoting is only needed for and/or/not
+                                         and the characters ( ) & | ! < > = " '
+
+A bare tag means "above that tag's threshold" in the vocabulary the image was scored with. Names
+match case-insensitively, English or Chinese. Precedence: ``!`` over ``&`` over ``|``.
+
+Evaluation works on sorted arrays of image ids. Above-threshold tags and scores at or above
+``HIT_FLOOR`` come from the ``hits`` index; a minimum under ``HIT_FLOOR`` reads the stored score
+blobs, only for the images the rest of an ``&`` leaves.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import UsageError
+from .schema import HIT_FLOOR
+
+if TYPE_CHECKING:
+    from .identity import PathLike
+    from .store import Catalog
+
+_SPECIAL = set("()&|!<>=\"'")
+_KEYWORDS = {"and": "&", "or": "|", "not": "!"}
+_OPS = (">=", "<=", ">", "<", "=")
+
+
+class QueryError(UsageError):
+    """A query that does not parse, or names a tag no image was scored with. One line."""
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str  # "tag" | "num" | "op" (>= > < <=) | one of ( ) & | !  | "end"
+    text: str
+    pos: int  # 0-based character offset in the query
+
+
+def _fail(text: str, pos: int, msg: str) -> QueryError:
+    pos = max(0, min(pos, len(text)))
+    return QueryError(f"query error at character {pos + 1}: {msg}: {text[:pos]}»{text[pos:]}")
+
+
+def tokenize(text: str) -> list[Token]:
+    """Split a query into tokens; adjacent bare words become one multi-word tag token."""
+    out: list[Token] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace():
+            i += 1
+        elif c in "()!":
+            out.append(Token(c, c, i))
+            i += 1
+        elif c in "&|":
+            j = i + 2 if text[i : i + 2] == c * 2 else i + 1  # && and || read as & and |
+            out.append(Token(c, c, i))
+            i = j
+        elif c in "<>=":
+            op = next(o for o in _OPS if text.startswith(o, i))
+            out.append(Token("op", ">=" if op == "=" else op, i))  # "dog=0.8" reads as dog>=0.8
+            i += len(op)
+        elif c in "\"'":
+            end = text.find(c, i + 1)
+            if end < 0:
+                raise _fail(text, i, f"this {c} is never closed")
+            name = " ".join(text[i + 1 : end].split())
+            if not name:
+                raise _fail(text, i, "empty tag name")
+            out.append(Token("tag", name, i))
+            i = end + 1
+        else:
+            j = i
+            while j < n and not text[j].isspace() and (text[j] not in _SPECIAL or (text[j] == "'" and j > i)):
+                j += 1
+            word = text[i:j]
+            if out and out[-1].kind == "op":
+                out.append(Token("num", word, i))
+            elif word.lower() in _KEYWORDS:
+                out.append(Token(_KEYWORDS[word.lower()], word, i))
+            elif out and out[-1].kind == "tag" and out[-1].text[:1] not in "\"'" and _bare(out[-1], text):
+                prev = out.pop()
+                out.append(Token("tag", f"{prev.text} {word}", prev.pos))
+            else:
+                out.append(Token("tag", word, i))
+            i = j
+    out.append(Token("end", "", n))
+    return out
+
+
+def _bare(tok: Token, text: str) -> bool:
+    """Was ``tok`` written without quotes (so the next bare word continues its name)?"""
+    return text[tok.pos] not in "\"'"
+
+
+# ---------------------------------------------------------------------- syntax tree
+@dataclass(frozen=True)
+class Node:
+    def tag_names(self) -> list[str]:
+        return list(dict.fromkeys(self._names()))
+
+    def _names(self) -> Iterator[str]:
+        yield from ()
+
+
+@dataclass(frozen=True)
+class Tag(Node):
+    name: str
+    pos: int
+    op: str | None = None  # None: above the tag's threshold; else ">=", ">", "<", "<="
+    value: float = 0.0
+
+    def _names(self) -> Iterator[str]:
+        yield self.name
+
+    def __str__(self) -> str:
+        name = json.dumps(self.name, ensure_ascii=False) if " " in self.name else self.name
+        return name if self.op is None else f"{name}{self.op}{self.value:g}"
+
+
+@dataclass(frozen=True)
+class Not(Node):
+    child: Node
+
+    def _names(self) -> Iterator[str]:
+        yield from self.child._names()
+
+    def __str__(self) -> str:
+        return f"!{self.child}"
+
+
+@dataclass(frozen=True)
+class And(Node):
+    children: tuple[Node, ...]
+
+    def _names(self) -> Iterator[str]:
+        for c in self.children:
+            yield from c._names()
+
+    def __str__(self) -> str:
+        return "(" + " & ".join(map(str, self.children)) + ")"
+
+
+@dataclass(frozen=True)
+class Or(Node):
+    children: tuple[Node, ...]
+
+    def _names(self) -> Iterator[str]:
+        for c in self.children:
+            yield from c._names()
+
+    def __str__(self) -> str:
+        return "(" + " | ".join(map(str, self.children)) + ")"
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.toks = tokenize(text)
+        self.i = 0
+
+    def peek(self) -> Token:
+        return self.toks[self.i]
+
+    def take(self) -> Token:
+        tok = self.toks[self.i]
+        self.i += 1
+        return tok
+
+    def parse(self) -> Node:
+        if self.peek().kind == "end":
+            raise _fail(self.text, 0, "empty query; e.g. 'dog & (beach | sea) & !person'")
+        node = self.or_()
+        tok = self.peek()
+        if tok.kind != "end":
+            what = "unmatched ')'" if tok.kind == ")" else f"expected '&', '|' or the end, found {tok.text!r}"
+            raise _fail(self.text, tok.pos, what)
+        return node
+
+    def or_(self) -> Node:
+        items = [self.and_()]
+        while self.peek().kind == "|":
+            self.take()
+            items.append(self.and_())
+        return items[0] if len(items) == 1 else Or(tuple(items))
+
+    def and_(self) -> Node:
+        items = [self.unary()]
+        while self.peek().kind == "&":
+            self.take()
+            items.append(self.unary())
+        return items[0] if len(items) == 1 else And(tuple(items))
+
+    def unary(self) -> Node:
+        if self.peek().kind == "!":
+            self.take()
+            return Not(self.unary())
+        return self.primary()
+
+    def primary(self) -> Node:
+        tok = self.take()
+        if tok.kind == "(":
+            node = self.or_()
+            close = self.peek()
+            if close.kind != ")":
+                raise _fail(self.text, close.pos, f"expected ')' to close the '(' at character {tok.pos + 1}")
+            self.take()
+            return node
+        if tok.kind != "tag":
+            found = "the end" if tok.kind == "end" else repr(tok.text)
+            raise _fail(self.text, tok.pos, f"expected a tag name, '(' or '!', found {found}")
+        if self.peek().kind != "op":
+            return Tag(tok.text, tok.pos)
+        op = self.take()
+        num = self.take()
+        if num.kind != "num":
+            raise _fail(self.text, num.pos, f"expected a score between 0 and 1 after {op.text!r}")
+        try:
+            value = float(num.text)
+        except ValueError:
+            raise _fail(
+                self.text, num.pos, f"{num.text!r} is not a number; write e.g. {tok.text}>=0.8"
+            ) from None
+        if not 0.0 <= value <= 1.0:
+            raise _fail(self.text, num.pos, f"score {num.text} is outside 0..1")
+        return Tag(tok.text, tok.pos, op.text, value)
+
+
+def parse(text: str) -> Node:
+    """The syntax tree of a query; raises :class:`QueryError` (one line, pointing at the position)."""
+    return _Parser(text).parse()
+
+
+# ---------------------------------------------------------------------- evaluation
+class _Eval:
+    def __init__(self, cat: Catalog, text: str, universe: np.ndarray) -> None:
+        self.cat = cat
+        self.text = text
+        self.universe = universe
+        self.tag_ids = cat.tag_ids()
+        self._zh: dict[str, str] | None = None
+
+    def tag_id(self, node: Tag) -> int | None:
+        key = node.name.lower()
+        if key in self.tag_ids:
+            return self.tag_ids[key]
+        if self._zh is None:  # Chinese names of every stored vocabulary -> English key
+            self._zh = {}
+            for vid in self.cat.vocabulary_ids():
+                v = self.cat.vocabulary(vid)
+                for en, zh in zip(v.names, v.names_zh or (), strict=False):
+                    self._zh.setdefault(zh.strip().lower(), en.lower())
+        if key in self._zh:
+            return self.tag_ids[self._zh[key]]
+        if not self.tag_ids:
+            return None  # an empty catalog answers nothing, whatever is asked
+        close = difflib.get_close_matches(key, list(self.tag_ids), n=3, cutoff=0.75)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "; see 'ramtag stats'"
+        raise _fail(self.text, node.pos, f"no image in the catalog was scored with a tag {node.name!r}{hint}")
+
+    def cheap(self, node: Node) -> bool:
+        """Answered from the hits index alone."""
+        if isinstance(node, Tag):
+            return node.op is None or node.value >= HIT_FLOOR
+        if isinstance(node, Not):
+            return self.cheap(node.child)
+        if isinstance(node, (And, Or)):
+            return all(self.cheap(c) for c in node.children)
+        raise TypeError(node)
+
+    def run(self, node: Node, within: np.ndarray | None = None) -> np.ndarray:
+        """Sorted ids in ``universe`` matching ``node``; only ids in ``within`` are guaranteed
+        correct (they restrict the blob reads; the caller intersects)."""
+        if isinstance(node, Tag):
+            return self.tag(node, within)
+        if isinstance(node, Not):
+            return np.setdiff1d(
+                self.universe if within is None else within, self.run(node.child, within), True
+            )
+        if isinstance(node, And):
+            children = sorted(node.children, key=lambda c: not self.cheap(c))  # index first, blobs last
+            acc = self.universe if within is None else within
+            for c in children:
+                acc = np.intersect1d(acc, self.run(c, acc), assume_unique=True)
+                if len(acc) == 0:
+                    break
+            return acc
+        if isinstance(node, Or):
+            acc = np.empty(0, dtype=np.int64)
+            for c in node.children:
+                acc = np.union1d(acc, self.run(c, within))
+            return acc
+        raise TypeError(node)
+
+    def tag(self, node: Tag, within: np.ndarray | None) -> np.ndarray:
+        tid = self.tag_id(node)
+        if tid is None:
+            return np.empty(0, dtype=np.int64)
+        if node.op in ("<", "<="):  # scored with this tag, and not at/above the value
+            upper = Tag(node.name, node.pos, ">=" if node.op == "<" else ">", node.value)
+            scored = self.scored_with(tid, within)
+            return np.setdiff1d(scored, self.tag(upper, scored), assume_unique=True)
+        params: tuple[int | float, ...]
+        if node.op is None:
+            sql, params = "SELECT image FROM hits WHERE tag = ? AND above = 1", (tid,)
+        elif node.value >= HIT_FLOOR:
+            cmp = ">=" if node.op == ">=" else ">"
+            sql, params = f"SELECT image FROM hits WHERE tag = ? AND score {cmp} ?", (tid, node.value)
+        else:
+            return self.scan(tid, node, within)
+        rows = self.cat.execute(sql, params)
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        ids.sort()
+        return np.intersect1d(ids, self.universe, assume_unique=True)
+
+    def scored_with(self, tid: int, within: np.ndarray | None) -> np.ndarray:
+        """Images in ``within`` (or the universe) whose vocabulary has tag ``tid``."""
+        vids = [vid for vid in self.cat.vocabulary_ids() if tid in self.cat._col_of(vid)]
+        rows: list[tuple[int]] = []
+        for vid in vids:
+            rows += self.cat.execute("SELECT id FROM images WHERE vocab = ?", (vid,))
+        ids = np.unique(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
+        return np.intersect1d(ids, self.universe if within is None else within, assume_unique=True)
+
+    def scan(self, tid: int, node: Tag, within: np.ndarray | None) -> np.ndarray:
+        """A minimum under HIT_FLOOR: read the tag's score out of each candidate's blob."""
+        candidates = self.universe if within is None else within
+        found: list[np.ndarray] = []
+        for vid in self.cat.vocabulary_ids():
+            col = self.cat._col_of(vid).get(tid)
+            if col is None:
+                continue
+            sql = (
+                "SELECT s.image, substr(s.data, ?, 2) FROM images i JOIN scores s ON s.image = i.id"
+                " WHERE i.vocab = ?"
+            )
+            rows: list[tuple[int, bytes]] = []
+            if len(candidates) * 4 < len(self.universe) or (within is not None and len(within) < 20000):
+                for i in range(0, len(candidates), 500):  # few candidates: read only theirs
+                    chunk = [int(x) for x in candidates[i : i + 500]]
+                    marks = ",".join("?" * len(chunk))
+                    rows += self.cat.execute(f"{sql} AND s.image IN ({marks})", (2 * col + 1, vid, *chunk))
+            else:
+                rows = self.cat.execute(sql, (2 * col + 1, vid))
+            if not rows:
+                continue
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vals = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f2").astype(np.float64)
+            keep = vals >= node.value if node.op == ">=" else vals > node.value
+            found.append(ids[keep])
+        if not found:
+            return np.empty(0, dtype=np.int64)
+        return np.intersect1d(np.unique(np.concatenate(found)), candidates, assume_unique=True)
+
+
+def evaluate(
+    node: Node, cat: Catalog, paths: Sequence[PathLike] = (), *, text: str | None = None
+) -> np.ndarray:
+    """Sorted image ids (``images.id``) matching ``node`` under ``paths`` (none: every image)."""
+    universe = cat.image_ids(paths)
+    return _Eval(cat, text if text is not None else str(node), universe).run(node)
