@@ -188,6 +188,8 @@ class Catalog:
         self._vocabs: dict[str, Vocabulary] = {}
         self._tag_ids: dict[str, np.ndarray] = {}  # vocab id -> tags.id per column
         self._thresholds: dict[str, np.ndarray] = {}
+        self._cols: dict[str, dict[int, int]] = {}
+        self._tags_cache: tuple[int | None, dict[str, int], dict[str, int]] | None = None
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -328,8 +330,16 @@ class Catalog:
 
     def tag_ids(self) -> dict[str, int]:
         """Lower-cased tag name -> tags.id for every tag of every stored vocabulary."""
+        return self._tag_tables()[0]
+
+    def _tag_tables(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(key -> id, name -> id), re-read only when tags were added (by any process)."""
         with self._lock:
-            return {str(k): int(i) for k, i in self._conn.execute("SELECT key, id FROM tags")}
+            top = self._conn.execute("SELECT max(id) FROM tags").fetchone()[0]
+            if self._tags_cache is None or self._tags_cache[0] != top:
+                rows = self._conn.execute("SELECT key, name, id FROM tags").fetchall()
+                self._tags_cache = (top, {k: i for k, _, i in rows}, {n: i for _, n, i in rows})
+            return self._tags_cache[1], self._tags_cache[2]
 
     # ------------------------------------------------------------------ images
     def record_images(self, items: Iterable[ImageScores], run: str) -> int:
@@ -608,10 +618,12 @@ class Catalog:
             self._conn.executemany("INSERT INTO sel VALUES (?)", ((int(i),) for i in ids))
             images = self._conn.execute(
                 "SELECT i.id, i.path, i.vocab, i.scorer, i.run FROM images i JOIN sel ON sel.id = i.id"
+                " ORDER BY i.path"
             ).fetchall()
             extra_sql = f" OR h.tag IN ({','.join(str(int(t)) for t in extra)})" if extra else ""
             hits = self._conn.execute(
-                f"SELECT h.image, h.tag, h.score, h.above FROM sel JOIN hits h ON h.image = sel.id"
+                # CROSS JOIN: sel drives the loop (else SQLite may walk every hit of the catalog)
+                f"SELECT h.image, h.tag, h.score, h.above FROM sel CROSS JOIN hits h ON h.image = sel.id"
                 f" WHERE h.above = 1{extra_sql}"
             ).fetchall()
             self._conn.execute("DELETE FROM sel")
@@ -637,17 +649,18 @@ class Catalog:
                     matched[names.get(tag, vocab.names[c])] = float(score)
             tags.sort(key=lambda t: -t.score)
             out.append(CatalogRecord(key_path(key), tags, matched, scorer, run))
-        out.sort(key=lambda r: os.fsencode(r.path))
         return out
 
     def _col_of(self, vid: str) -> dict[int, int]:
-        tag_ids, _ = self._columns(vid)
-        return {int(t): c for c, t in enumerate(tag_ids)}
+        """tags.id -> column of vocabulary ``vid`` (cached)."""
+        if vid not in self._cols:
+            tag_ids, _ = self._columns(vid)
+            self._cols[vid] = {int(t): c for c, t in enumerate(tag_ids)}
+        return self._cols[vid]
 
     def _tag_names(self) -> dict[str, int]:
         """English name (as first seen) -> tags.id."""
-        with self._lock:
-            return {str(n): int(i) for i, n in self._conn.execute("SELECT id, name FROM tags")}
+        return self._tag_tables()[1]
 
     def query_ids(self, expr: str, paths: Sequence[PathLike] = ()) -> np.ndarray:
         """Sorted ids of the images matching ``expr`` (see :mod:`ramtag.catalog.query`)."""

@@ -1,0 +1,175 @@
+"""Catalog benchmark: queries over a synthetic 100,000-image x 4,585-tag catalog, and re-deciding.
+
+    python benchmarks/catalog_bench.py                       # build (once, cached) and measure
+    python benchmarks/catalog_bench.py --images 20000        # smaller, quicker
+    python benchmarks/catalog_bench.py --out benchmarks/results/catalog.json
+
+The synthetic catalog has the shape of a real one: the official 4,585 tags and thresholds when
+../shared/official-data is there (else made-up names at 0.65), every image with the float16 score
+of every tag, most scores tiny (sigmoid of N(-7, 2) logits) and ~12 tags per image high, drawn with
+Zipf-like popularity so that some tags are common (``person``-like) and most are rare. It is built
+through ``Catalog.record_images`` (the same code the tagging path records with) and kept at
+``--db`` so later runs skip building. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ramtag.catalog import Catalog, Identity, ImageScores
+from ramtag.catalog.redecide import decide_stored
+from ramtag.tags import Vocabulary
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("RAMTAG_SHARED", REPO.parent / "shared"))
+T = TypeVar("T")
+OFFICIAL = next(
+    (p for p in (SHARED / "official-data", Path("/work/shared/official-data")) if p.exists()), SHARED
+)
+
+
+def vocabulary(n_tags: int) -> Vocabulary:
+    if (OFFICIAL / "ram_tag_list.txt").exists() and n_tags == 4585:
+        v = Vocabulary.from_files(
+            OFFICIAL / "ram_tag_list.txt",
+            OFFICIAL / "ram_tag_list_threshold.txt",
+            OFFICIAL / "ram_tag_list_chinese.txt",
+        )
+        if len(v) == n_tags:
+            return v
+    names = tuple(f"tag{i:04d}" for i in range(n_tags))
+    return Vocabulary(names, (0.65,) * n_tags)
+
+
+def build(db: Path, n_images: int, vocab: Vocabulary, seed: int = 0) -> float:
+    """Fill a new catalog at ``db``; returns seconds spent recording."""
+    rng = np.random.default_rng(seed)
+    n_tags = len(vocab)
+    popularity = 1.0 / np.arange(1, n_tags + 1) ** 0.9
+    popularity = rng.permutation(popularity / popularity.sum())
+    cat = Catalog(db)
+    vid = cat.add_vocabulary(vocab)
+    run = cat.begin_run("bench-build", {"images": n_images})
+    ident = Identity(1000, 0, 0, 0, "0" * 64)
+    t0 = time.perf_counter()
+    chunk = 2000
+    for start in range(0, n_images, chunk):
+        n = min(chunk, n_images - start)
+        logits = rng.normal(-7.0, 2.0, size=(n, n_tags)).astype(np.float32)
+        scores = 1.0 / (1.0 + np.exp(-logits))
+        for row in range(n):
+            high = rng.choice(n_tags, size=rng.poisson(12), replace=False, p=popularity)
+            scores[row, high] = rng.uniform(0.5, 1.0, size=len(high))
+        items = (
+            ImageScores(
+                f"/bench/library/{(start + r) // 1000:03d}/img{start + r:06d}.jpg",
+                ident,
+                "bench",
+                vid,
+                scores[r],
+            )
+            for r in range(n)
+        )
+        cat.record_images(items, run)
+        print(f"\r  built {start + n}/{n_images}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    seconds = time.perf_counter() - t0
+    cat.finish_run(run, {"images": n_images})
+    cat.close()
+    return seconds
+
+
+def timed(fn: Callable[[], T], repeat: int = 3) -> tuple[float, T]:
+    """(median seconds over ``repeat`` calls, the last result)."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=100_000)
+    ap.add_argument("--tags", type=int, default=4585)
+    ap.add_argument("--redecide", type=int, default=10_000, help="images re-decided at new thresholds")
+    ap.add_argument("--db", type=Path, default=None, help="catalog file (kept; default /tmp/...)")
+    ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
+    args = ap.parse_args()
+    db = args.db or Path(f"/tmp/ramtag-catalog-bench-{args.images}x{args.tags}.sqlite")
+    vocab = vocabulary(args.tags)
+    report: dict[str, object] = {"images": args.images, "tags": len(vocab), "db": str(db)}
+    if args.rebuild or not db.exists():
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        secs = build(db, args.images, vocab)
+        report["build_s"] = round(secs, 1)
+        report["record_images_per_s"] = round(args.images / secs)
+    report["db_mib"] = round(db.stat().st_size / 2**20)
+
+    cat = Catalog(db, readonly=True)
+    n = cat.count()
+    hits = cat.execute("SELECT COUNT(*), SUM(above) FROM hits")[0]
+    report["hits_rows"], report["above_threshold_pairs"] = hits
+    top = [name for name, _ in cat.stats(limit=40)]
+    common, mid, rare = top[0], top[5], top[30]
+    quoted = [f'"{t}"' if " " in t else t for t in (common, mid, rare)]
+    queries = {
+        "one common tag": quoted[0],
+        "and/or/not": f"{quoted[1]} & ({quoted[2]} | {quoted[0]}) & !{quoted[0]}>=0.9",
+        "minimum score (indexed)": f"{quoted[1]}>=0.8",
+        "below the index floor (blob scan, all images)": f"{quoted[2]}>=0.05",
+        "below the floor, after an indexed &": f"{quoted[1]} & {quoted[2]}>=0.05",
+        "under one folder": quoted[0],
+    }
+    results: dict[str, dict[str, object]] = {}
+    for label, q in queries.items():
+        paths = [f"/bench/library/{n // 2000:03d}"] if label == "under one folder" else []
+        t_ids, ids = timed(functools.partial(cat.query_ids, q, paths))
+        t_rec, _ = timed(functools.partial(cat.query, q, paths))
+        results[label] = {
+            "query": q,
+            "matches": len(ids),
+            "ids_s": round(t_ids, 3),
+            "records_s": round(t_rec, 3),
+        }
+        print(f"{label:48s} {len(ids):7d} matches  ids {t_ids:6.3f} s  records {t_rec:6.3f} s   {q}")
+    report["queries"] = results
+    t_stats, _ = timed(lambda: cat.stats(limit=20), repeat=1)
+    report["stats_s"] = round(t_stats, 3)
+    print(f"{'stats (top 20 tags)':48s} {t_stats:6.3f} s")
+
+    paths = [r[0] for r in cat.execute(f"SELECT path FROM images ORDER BY id LIMIT {int(args.redecide)}")]
+    t_red, (res, missing) = timed(lambda: decide_stored(cat, paths, threshold=0.5, top_k=20), repeat=1)
+    assert not missing and len(res) == len(paths)
+    report["redecide"] = {
+        "images": len(paths),
+        "seconds": round(t_red, 2),
+        "tags_per_image": round(sum(len(r.tags) for r in res) / len(res), 1),
+    }
+    print(f"re-decide {len(paths)} images at --threshold 0.5 --top-k 20: {t_red:.2f} s")
+    report["machine"] = {"cpus": os.cpu_count(), "load": os.getloadavg(), "python": platform.python_version()}
+    report["catalog_images"] = n
+    print(json.dumps(report, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
