@@ -148,6 +148,35 @@ def merge_jsonl(
     return len(records)
 
 
+def gather_catalog(catalog: str | Path, part: str | Path) -> int:
+    """After every rank recorded into its own catalog part (on its local storage): rank 0 merges them.
+
+    Each rank sends a snapshot of its part to rank 0, which merges them into ``catalog``; only after a
+    barrier that follows the merge does each rank delete its part, so a run killed at any point keeps
+    every part and the next run (which records into the same part files) merges them. Returns the
+    images merged on rank 0 (0 elsewhere). Without a process group the part is merged directly.
+    """
+    from .catalog.parts import merge_snapshots, remove_part, snapshot_part
+
+    part = Path(part)
+    data = snapshot_part(part)
+    if not is_distributed():
+        merged = merge_snapshots(catalog, [data], part.parent)
+        remove_part(part)
+        return merged
+    rank, world, _ = dist_info()
+    gathered: list[Any] | None = [None] * world if rank == 0 else None
+    torch.distributed.gather_object(data, gathered, dst=0)
+    merged = 0
+    if rank == 0:
+        assert gathered is not None
+        merged = merge_snapshots(catalog, [g or b"" for g in gathered], part.parent)
+        log.info("merged %d images from %d catalog parts into %s", merged, world, catalog)
+    barrier()
+    remove_part(part)
+    return merged
+
+
 def gather_jsonl(out: str | Path, world: int | None = None, *, append: bool = True) -> int:
     """After every rank wrote ``rank_path(out, R)``: barrier, then rank 0 merges them into ``out``.
 

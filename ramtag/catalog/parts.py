@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,43 @@ def part_path(catalog: str | Path, rank: int, root: str | Path | None = None) ->
     key = hashlib.sha256(os.fsencode(os.path.abspath(catalog))).hexdigest()[:16]
     base = Path(root) if root is not None else ramtag_home()
     return base / "catalog-parts" / f"{key}.rank{rank}.sqlite"
+
+
+def snapshot_part(part: str | Path) -> bytes:
+    """The part as one self-contained SQLite file's bytes (WAL folded in), b"" when there is none.
+
+    What a rank sends to rank 0 (its local storage is not rank 0's).
+    """
+    part = Path(part)
+    if not part.exists():
+        return b""
+    tmp = part.with_name(f".{part.name}.snapshot")
+    tmp.unlink(missing_ok=True)
+    conn = sqlite3.connect(part)
+    try:
+        conn.execute("VACUUM INTO ?", (str(tmp),))
+    finally:
+        conn.close()
+    try:
+        return tmp.read_bytes()
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def merge_snapshots(catalog: str | Path, snapshots: list[bytes], scratch: str | Path) -> int:
+    """Rank 0: merge the parts' bytes (one per rank, b"" for none) into ``catalog``; returns images merged."""
+    merged = 0
+    scratch = Path(scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    with Catalog(catalog) as cat:
+        for r, data in enumerate(snapshots):
+            if not data:
+                continue
+            tmp = scratch / f".incoming.rank{r}.sqlite"
+            remove_part(tmp)
+            tmp.write_bytes(data)
+            merged += merge_part(cat, tmp)  # deletes tmp
+    return merged
 
 
 def remove_part(part: Path) -> None:
