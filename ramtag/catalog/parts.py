@@ -94,8 +94,8 @@ def merge_part(cat: Catalog, part: Path, *, remove: bool = True) -> int:
             " i.tagged_at, s.data FROM images i JOIN scores s ON s.image = i.id"
         )
         outputs = src.execute(
-            "SELECT i.path, o.kind, o.target, o.tags, o.fingerprint, o.settings, o.run, o.written_at"
-            " FROM outputs o JOIN images i ON i.id = o.image"
+            "SELECT i.path, o.kind, o.target, o.tags, o.fingerprint, o.settings, o.run, o.written_at,"
+            " o.size, o.mtime_ns FROM outputs o JOIN images i ON i.id = o.image"
         )
     finally:
         src.close()
@@ -138,7 +138,7 @@ def _merge(
                 key, Identity(size, mtime_ns, inode, device, digest), scorer, vid, scores16, run, when
             )
             merged += 1
-        for key, kind, target, tags, fp, settings, run, when in outputs:
+        for key, kind, target, tags, fp, settings, run, when, size, mtime_ns in outputs:
             row = conn.execute(
                 "SELECT o.written_at FROM outputs o JOIN images i ON i.id = o.image"
                 " WHERE i.path = ? AND o.kind = ? AND o.target = ?",
@@ -147,7 +147,8 @@ def _merge(
             if row is not None and row[0] >= when:
                 continue
             conn.execute(
-                "INSERT OR REPLACE INTO outputs SELECT id, ?, ?, ?, ?, ?, ?, ? FROM images WHERE path = ?",
-                (kind, target, tags, fp, settings, run, when, key),
+                "INSERT OR REPLACE INTO outputs SELECT id, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+                " FROM images WHERE path = ?",
+                (kind, target, tags, fp, settings, run, when, size, mtime_ns, key),
             )
     return merged

@@ -87,6 +87,8 @@ CREATE TABLE IF NOT EXISTS outputs (
     settings    TEXT NOT NULL,       -- hash of the deciding settings that produced `tags`
     run         TEXT NOT NULL,       -- runs.id that wrote it
     written_at  REAL NOT NULL,
+    size        INTEGER,             -- the target's st_size / st_mtime_ns after writing: while they
+    mtime_ns    INTEGER,             --   hold, the content need not be read again (NULL: unknown)
     PRIMARY KEY (image, kind, target)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS outputs_run ON outputs (run);

@@ -114,6 +114,8 @@ class OutputRow:
     settings: str  # deciding-settings hash
     run: str
     written_at: float
+    size: int | None = None  # the target's st_size after writing
+    mtime_ns: int | None = None  # the target's st_mtime_ns after writing
 
     @property
     def image_path(self) -> Path:
@@ -510,28 +512,52 @@ class Catalog:
         fingerprint: str,
         settings: str,
         run: str,
+        stat: os.stat_result | None = None,
     ) -> None:
-        """Record that ``target`` now holds ``tags`` for image ``path`` (call after it is durable)."""
-        self.record_outputs([(path, kind, target, tags, fingerprint, settings)], run)
+        """Record that ``target`` now holds ``tags`` for image ``path`` (call after it is durable).
 
-    def record_outputs(
-        self, items: Iterable[tuple[PathLike, str, PathLike, Sequence[tuple[str, float]], str, str]], run: str
-    ) -> int:
-        """Several :meth:`record_output` in one transaction; images must be recorded first."""
+        ``stat``: the target's stat right after writing (lets a re-run trust it without reading it).
+        """
+        self.record_outputs([(path, kind, target, tags, fingerprint, settings, stat)], run)
+
+    def record_outputs(self, items: Iterable[tuple[Any, ...]], run: str) -> int:
+        """Several :meth:`record_output` in one transaction: tuples ``(path, kind, target, tags,
+        fingerprint, settings[, stat])``; images must be recorded first."""
         now = time.time()
         n = 0
         with self._lock, self._tx():
-            for path, kind, target, tags, fingerprint, settings in items:
+            for path, kind, target, tags, fingerprint, settings, *rest in items:
+                st = rest[0] if rest else None
                 row = self._conn.execute("SELECT id FROM images WHERE path = ?", (path_key(path),)).fetchone()
                 if row is None:
                     raise KeyError(f"{display(path_key(path))}: record the image before its outputs")
                 text = json.dumps([[str(n_), round(float(s), 4)] for n_, s in tags], ensure_ascii=False)
                 self._conn.execute(
-                    "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (row[0], kind, path_key(target), text, fingerprint, settings, run, now),
+                    "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        row[0],
+                        kind,
+                        path_key(target),
+                        text,
+                        fingerprint,
+                        settings,
+                        run,
+                        now,
+                        st.st_size if st is not None else None,
+                        st.st_mtime_ns if st is not None else None,
+                    ),
                 )
                 n += 1
         return n
+
+    def refresh_output_stat(self, path: PathLike, kind: str, target: PathLike, st: os.stat_result) -> None:
+        """The target changed on disk but still holds what ramtag wrote: remember its new stat."""
+        with self._lock:
+            self._conn.execute(
+                "UPDATE outputs SET size = ?, mtime_ns = ? WHERE kind = ? AND target = ?"
+                " AND image = (SELECT id FROM images WHERE path = ?)",
+                (st.st_size, st.st_mtime_ns, kind, path_key(target), path_key(path)),
+            )
 
     def forget_outputs(self, items: Iterable[tuple[PathLike, str, PathLike]]) -> int:
         """Drop output records ``(image, kind, target)`` (after ``untag`` removed them)."""
@@ -547,8 +573,9 @@ class Catalog:
 
     def _output_rows(self, where: str, params: Sequence[Any]) -> list[OutputRow]:
         sql = (
-            "SELECT i.path, o.kind, o.target, o.tags, o.fingerprint, o.settings, o.run, o.written_at"
-            f" FROM outputs o JOIN images i ON i.id = o.image WHERE {where} ORDER BY i.path, o.kind"
+            "SELECT i.path, o.kind, o.target, o.tags, o.fingerprint, o.settings, o.run, o.written_at,"
+            f" o.size, o.mtime_ns FROM outputs o JOIN images i ON i.id = o.image WHERE {where}"
+            " ORDER BY i.path, o.kind"
         )
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
@@ -562,6 +589,8 @@ class Catalog:
                 r[5],
                 r[6],
                 r[7],
+                r[8],
+                r[9],
             )
             for r in rows
         ]
