@@ -1,4 +1,4 @@
-"""untag --run (revert exactly one run's outputs) and untag --below (drop low-scored tags), via the catalog."""
+"""untag --run (revert one run's outputs) and untag --below (drop low-scored tags), via the catalog."""
 
 from __future__ import annotations
 
