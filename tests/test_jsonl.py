@@ -1,4 +1,5 @@
-"""JSON Lines output: one object per image, merged across runs, atomic, images untouched."""
+"""JSON Lines output: one object per image, appended as the run goes (durable after sync), one line per
+image across runs, a torn line from a kill cut off, images untouched."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def test_one_object_per_image(tmp_path: Path) -> None:
     w = JsonlWriter(out)
     assert w.write(tagged("a.jpg", "cat", "sofa")).action == "written"
     w.write(ImageTags(Path("b.jpg"), error="b.jpg: cannot identify image file"))
-    assert not out.exists()  # nothing visible until close
+    assert len(lines(out)) == 2  # appended as the run goes
     w.close()
     w.close()  # idempotent
     rows = lines(out)
@@ -67,24 +68,50 @@ def test_runs_merge_by_path(tmp_path: Path) -> None:
     w.write(tagged("d.jpg", "bird"))
     w.close()
     rows = lines(out)
-    assert [r["path"] for r in rows] == ["b.jpg", "d.jpg", "a.jpg", "c.jpg"]
-    assert rows[0]["tags"][0]["name"] == "dog"
+    assert [r["path"] for r in rows] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]  # newest line, first place
+    assert rows[1]["tags"][0]["name"] == "dog"
 
 
-def test_killed_run_leaves_previous_file(tmp_path: Path) -> None:
+def test_killed_run_keeps_its_complete_lines_and_cuts_a_torn_one(tmp_path: Path) -> None:
     out = tmp_path / "tags.jsonl"
     w = JsonlWriter(out)
     w.write(tagged("a.jpg", "cat"))
     w.close()
-    before = out.read_bytes()
     w = JsonlWriter(out)
-    w.write(tagged("a.jpg", "dog"))
-    # the run dies before close(): the published file is still the previous one
-    assert out.read_bytes() == before
-    leftovers = [p for p in tmp_path.iterdir() if p.name.endswith(TMP_SUFFIX)]
-    assert len(leftovers) == 1 and b'"dog"' in leftovers[0].read_bytes()  # flushed line by line
-    w.abort()
-    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["tags.jsonl"]
+    w.write(tagged("b.jpg", "dog"))
+    w.sync()
+    # killed here (no close); the kill also tore a line in the middle of a write
+    with open(out, "ab") as f:
+        f.write(b'{"path": "c.jpg", "ta')
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(TMP_SUFFIX)]
+    w = JsonlWriter(out)  # the next run
+    assert [r["path"] for r in lines(out)] == ["a.jpg", "b.jpg"]
+    w.write(tagged("c.jpg", "bird"))
+    w.write(tagged("b.jpg", "dog"))  # never recorded by the killed run: written again
+    w.close()
+    assert [r["path"] for r in lines(out)] == ["a.jpg", "b.jpg", "c.jpg"]
+
+
+def test_fingerprint_is_of_the_line_written(tmp_path: Path) -> None:
+    from ramtag.writers.jsonl import line_fingerprint
+
+    out = tmp_path / "tags.jsonl"
+    w = JsonlWriter(out)
+    o = w.write(tagged("a.jpg", "cat"))
+    w.close()
+    assert o.fingerprint == line_fingerprint(out.read_bytes())
+
+
+def test_non_utf8_path_is_one_escaped_line(tmp_path: Path) -> None:
+    import os
+
+    name = os.fsdecode(b"caf\xe9.jpg")
+    out = tmp_path / "tags.jsonl"
+    w = JsonlWriter(out)
+    w.write(tagged(name, "cat"))
+    w.close()
+    (row,) = lines(out)
+    assert os.fsencode(row["path"]) == b"caf\xe9.jpg"
 
 
 def test_foreign_lines_are_kept(tmp_path: Path) -> None:
@@ -94,7 +121,7 @@ def test_foreign_lines_are_kept(tmp_path: Path) -> None:
     w.write(tagged("a.jpg", "cat"))
     w.close()
     text = out.read_text(encoding="utf-8").splitlines()
-    assert text[1:] == ["not json", '{"path": "z.jpg", "tags": []}', "[1, 2]"]
+    assert text[:3] == ["not json", '{"path": "z.jpg", "tags": []}', "[1, 2]"] and len(text) == 4
 
 
 def test_dry_run_writes_nothing(tmp_path: Path) -> None:

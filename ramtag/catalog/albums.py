@@ -103,7 +103,7 @@ def make_album(
     if os.path.exists(folder_b) and not os.path.isdir(folder_b):
         raise UsageError(f"--to {fpath}: exists and is not a folder; pick another")
     kind = "hardlink" if hardlink else "symlink"
-    targets = [r.path for r in cat.query(expr, paths)]
+    targets = cat.paths_of(cat.query_ids(expr, paths))
     result.matched = len(targets)
     manifest: dict[str, Any] = _load(fpath) if os.path.isdir(folder_b) else {"version": 1, "links": {}}
     if manifest.get("kind", kind) != kind:

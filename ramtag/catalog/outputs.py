@@ -9,11 +9,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from ..writers.jsonl import line_fingerprint
 from .identity import PathLike, path_key
 
 if TYPE_CHECKING:
@@ -22,13 +22,13 @@ if TYPE_CHECKING:
 
 def record_fingerprint(tags: Iterable[str], added: dict[str, list[str]]) -> str:
     """The fingerprint of ramtag's record: tag names as written and the values it added per property."""
-    body = {"tags": list(tags), "added": {k: list(v) for k, v in sorted(added.items()) if v}}
-    text = json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return "rec:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    from ..writers.base import RamtagRecord
+
+    return RamtagRecord(tags=list(tags), added=dict(added)).fingerprint()
 
 
 def fingerprint_of(record: RamtagRecord | None) -> str | None:
-    return None if record is None else record_fingerprint(record.tags, record.added)
+    return None if record is None else record.fingerprint()
 
 
 def sidecar_fingerprint(sidecar: PathLike) -> str | None:
@@ -41,11 +41,6 @@ def sidecar_fingerprint(sidecar: PathLike) -> str | None:
         return fingerprint_of(XmpPacket.parse(data).read_record())
     except (OSError, ValueError):
         return None
-
-
-def line_fingerprint(line: bytes) -> str:
-    """The fingerprint of one JSON Lines record (without its newline)."""
-    return "line:" + hashlib.sha256(line.rstrip(b"\r\n")).hexdigest()[:32]
 
 
 def jsonl_fingerprints(path: PathLike) -> dict[bytes, str]:

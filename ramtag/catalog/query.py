@@ -245,10 +245,12 @@ def parse(text: str) -> Node:
 
 # ---------------------------------------------------------------------- evaluation
 class _Eval:
-    def __init__(self, cat: Catalog, text: str, universe: np.ndarray) -> None:
+    def __init__(self, cat: Catalog, text: str, paths: Sequence[PathLike]) -> None:
         self.cat = cat
         self.text = text
-        self.universe = universe
+        self.restricted = bool(paths)  # False: every image, so index answers need no intersection
+        self.paths = paths
+        self._universe: np.ndarray | None = None
         self.tag_ids = cat.tag_ids()
         self._zh: dict[str, str] | None = None
 
@@ -270,6 +272,16 @@ class _Eval:
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "; see 'ramtag stats'"
         raise _fail(self.text, node.pos, f"no image in the catalog was scored with a tag {node.name!r}{hint}")
 
+    @property
+    def universe(self) -> np.ndarray:
+        """Sorted ids of the images under the query's paths (all images without paths); read once."""
+        if self._universe is None:
+            self._universe = self.cat.image_ids(self.paths)
+        return self._universe
+
+    def within_universe(self, ids: np.ndarray) -> np.ndarray:
+        return np.intersect1d(ids, self.universe, assume_unique=True) if self.restricted else ids
+
     def cheap(self, node: Node) -> bool:
         """Answered from the hits index alone."""
         if isinstance(node, Tag):
@@ -290,7 +302,8 @@ class _Eval:
                 self.universe if within is None else within, self.run(node.child, within), True
             )
         if isinstance(node, And):
-            children = sorted(node.children, key=lambda c: not self.cheap(c))  # index first, blobs last
+            # index answers first (positive before negated: "a & !b" needs no universe), blobs last
+            children = sorted(node.children, key=lambda c: (not self.cheap(c), isinstance(c, Not)))
             acc = self.universe if within is None else within
             for c in children:
                 acc = np.intersect1d(acc, self.run(c, acc), assume_unique=True)
@@ -323,7 +336,7 @@ class _Eval:
         rows = self.cat.execute(sql, params)
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         ids.sort()
-        return np.intersect1d(ids, self.universe, assume_unique=True)
+        return self.within_universe(ids)
 
     def scored_with(self, tid: int, within: np.ndarray | None) -> np.ndarray:
         """Images in ``within`` (or the universe) whose vocabulary has tag ``tid``."""
@@ -332,28 +345,35 @@ class _Eval:
         for vid in vids:
             rows += self.cat.execute("SELECT id FROM images WHERE vocab = ?", (vid,))
         ids = np.unique(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
-        return np.intersect1d(ids, self.universe if within is None else within, assume_unique=True)
+        ids = self.within_universe(ids)
+        return ids if within is None else np.intersect1d(ids, within, assume_unique=True)
 
     def scan(self, tid: int, node: Tag, within: np.ndarray | None) -> np.ndarray:
         """A minimum under HIT_FLOOR: read the tag's score out of each candidate's blob."""
-        candidates = self.universe if within is None else within
+        candidates = within if within is not None else (self.universe if self.restricted else None)
         found: list[np.ndarray] = []
-        for vid in self.cat.vocabulary_ids():
+        vids = self.cat.vocabulary_ids()
+        for vid in vids:
             col = self.cat._col_of(vid).get(tid)
             if col is None:
                 continue
-            sql = (
-                "SELECT s.image, substr(s.data, ?, 2) FROM images i JOIN scores s ON s.image = i.id"
-                " WHERE i.vocab = ?"
-            )
+            params: tuple[object, ...]
+            if len(vids) == 1:  # one vocabulary: every blob has the tag at the same place
+                sql, params = "SELECT s.image, substr(s.data, ?, 2) FROM scores s WHERE 1", (2 * col + 1,)
+            else:
+                sql = (
+                    "SELECT s.image, substr(s.data, ?, 2) FROM images i JOIN scores s ON s.image = i.id"
+                    " WHERE i.vocab = ?"
+                )
+                params = (2 * col + 1, vid)
             rows: list[tuple[int, bytes]] = []
-            if len(candidates) * 4 < len(self.universe) or (within is not None and len(within) < 20000):
+            if candidates is not None and len(candidates) < 20000:
                 for i in range(0, len(candidates), 500):  # few candidates: read only theirs
                     chunk = [int(x) for x in candidates[i : i + 500]]
                     marks = ",".join("?" * len(chunk))
-                    rows += self.cat.execute(f"{sql} AND s.image IN ({marks})", (2 * col + 1, vid, *chunk))
+                    rows += self.cat.execute(f"{sql} AND s.image IN ({marks})", (*params, *chunk))
             else:
-                rows = self.cat.execute(sql, (2 * col + 1, vid))
+                rows = self.cat.execute(sql, params)
             if not rows:
                 continue
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -362,12 +382,12 @@ class _Eval:
             found.append(ids[keep])
         if not found:
             return np.empty(0, dtype=np.int64)
-        return np.intersect1d(np.unique(np.concatenate(found)), candidates, assume_unique=True)
+        ids = np.unique(np.concatenate(found))
+        return ids if candidates is None else np.intersect1d(ids, candidates, assume_unique=True)
 
 
 def evaluate(
     node: Node, cat: Catalog, paths: Sequence[PathLike] = (), *, text: str | None = None
 ) -> np.ndarray:
     """Sorted image ids (``images.id``) matching ``node`` under ``paths`` (none: every image)."""
-    universe = cat.image_ids(paths)
-    return _Eval(cat, text if text is not None else str(node), universe).run(node)
+    return _Eval(cat, text if text is not None else str(node), paths).run(node)

@@ -77,7 +77,8 @@ CREATE TABLE IF NOT EXISTS hits (
     above INTEGER NOT NULL,          -- 1 when score > the tag's threshold in the image's vocabulary
     PRIMARY KEY (tag, image)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS hits_image ON hits (image, above);
+-- covering: a record's tags come from the index alone (no lookup per hit in the table)
+CREATE INDEX IF NOT EXISTS hits_image ON hits (image, above, tag, score);
 CREATE TABLE IF NOT EXISTS outputs (
     image       INTEGER NOT NULL,    -- images.id
     kind        TEXT NOT NULL,       -- xmp | embed | json

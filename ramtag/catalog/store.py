@@ -191,6 +191,7 @@ class Catalog:
         self._tag_ids: dict[str, np.ndarray] = {}  # vocab id -> tags.id per column
         self._thresholds: dict[str, np.ndarray] = {}
         self._cols: dict[str, dict[int, int]] = {}
+        self._info: dict[str, dict[int, tuple[str, float, str | None, bool]]] = {}
         self._tags_cache: tuple[int | None, dict[str, int], dict[str, int]] | None = None
 
     # ------------------------------------------------------------------ plumbing
@@ -646,8 +647,7 @@ class Catalog:
             self._conn.execute("DELETE FROM sel")
             self._conn.executemany("INSERT INTO sel VALUES (?)", ((int(i),) for i in ids))
             images = self._conn.execute(
-                "SELECT i.id, i.path, i.vocab, i.scorer, i.run FROM images i JOIN sel ON sel.id = i.id"
-                " ORDER BY i.path"
+                "SELECT i.id, i.path, i.vocab, i.scorer, i.run FROM sel CROSS JOIN images i ON i.id = sel.id"
             ).fetchall()
             extra_sql = f" OR h.tag IN ({','.join(str(int(t)) for t in extra)})" if extra else ""
             hits = self._conn.execute(
@@ -659,26 +659,49 @@ class Catalog:
         per_image: dict[int, list[tuple[int, float, int]]] = {}
         for image, tag, score, above in hits:
             per_image.setdefault(image, []).append((tag, score, above))
-        names = {v: k for k, v in self._tag_names().items()}
+        images.sort(key=lambda r: r[1])  # by path bytes
         out = []
         for image, key, vid, scorer, run in images:
-            vocab = self.vocabulary(vid)
-            _tag_ids, th = self._columns(vid)
-            col = self._col_of(vid)
+            info = self._tag_info(vid)
             tags: list[TagScore] = []
             matched: dict[str, float] = {}
-            for tag, score, above in per_image.get(image, []):
-                c = col.get(tag)
-                if c is None:
+            for tag, score, above in per_image.get(image, ()):
+                i = info.get(tag)
+                if i is None:
                     continue
                 if above:
-                    zh = vocab.names_zh[c].strip() if vocab.names_zh is not None else None
-                    tags.append(TagScore(vocab.names[c], float(score), float(th[c]), zh, vocab.open_set[c]))
+                    tags.append(TagScore(i[0], score, i[1], i[2], i[3]))
                 if tag in extra:
-                    matched[names.get(tag, vocab.names[c])] = float(score)
+                    matched[i[0]] = score
             tags.sort(key=lambda t: -t.score)
             out.append(CatalogRecord(key_path(key), tags, matched, scorer, run))
         return out
+
+    def _tag_info(self, vid: str) -> dict[int, tuple[str, float, str | None, bool]]:
+        """tags.id -> (name, threshold, Chinese name, open-set) in vocabulary ``vid`` (cached)."""
+        if vid not in self._info:
+            vocab = self.vocabulary(vid)
+            zh = vocab.names_zh
+            self._info[vid] = {
+                t: (
+                    vocab.names[c],
+                    float(vocab.thresholds[c]),
+                    zh[c].strip() if zh else None,
+                    vocab.open_set[c],
+                )
+                for t, c in self._col_of(vid).items()
+            }
+        return self._info[vid]
+
+    def paths_of(self, ids: np.ndarray) -> list[bytes]:
+        """Path keys of image ``ids``, sorted (what ``--format paths`` and albums need: no tags)."""
+        keys: list[bytes] = []
+        with self._lock:
+            for i in range(0, len(ids), _CHUNK):
+                chunk = [int(x) for x in ids[i : i + _CHUNK]]
+                sql = f"SELECT path FROM images WHERE id IN ({','.join('?' * len(chunk))})"
+                keys += [r[0] for r in self._conn.execute(sql, chunk)]
+        return sorted(keys)
 
     def _col_of(self, vid: str) -> dict[int, int]:
         """tags.id -> column of vocabulary ``vid`` (cached)."""

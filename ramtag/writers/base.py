@@ -8,6 +8,8 @@ So re-runs never duplicate and a keyword the user had before ramtag survives ``u
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +32,7 @@ class WriteOutcome:
     action: Action
     message: str = ""  # one line for the user; says why for "skipped" and "fallback-sidecar"
     tags: tuple[str, ...] = ()  # the tag names written / that would be written / that were removed
+    fingerprint: str = ""  # hash of what was written (ramtag's record or the JSON line), kept by the catalog
 
 
 class TagWriter(Protocol):
@@ -58,6 +61,13 @@ class RamtagRecord:
     model: str = ""
     date: str = ""  # ISO 8601, UTC
     created: bool = False  # ramtag created the sidecar (untag may delete it when nothing else is left)
+
+    def fingerprint(self) -> str:
+        """Hash of what makes this record ramtag's output: the tags and the values added per property
+        (not the date or model), so a re-run can tell whether the file still holds it."""
+        body = {"tags": list(self.tags), "added": {k: list(v) for k, v in sorted(self.added.items()) if v}}
+        text = json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        return "rec:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
     def same_content(self, other: RamtagRecord | None) -> bool:
         """Equal apart from the date (a re-run with the same outcome is 'unchanged')."""

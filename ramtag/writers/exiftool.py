@@ -349,11 +349,12 @@ class ExiftoolWriter:
                 args.append("-IPTC:CodedCharacterSet=UTF8")
         tags = tuple(names)
         if not args and record.same_content(old):
-            return WriteOutcome(path, path, "unchanged", f"{path}: up to date", tags)
+            return WriteOutcome(path, path, "unchanged", f"{path}: up to date", tags, record.fingerprint())
         if self.dry_run:
             return WriteOutcome(path, path, "dry-run", f"{path}: would embed {len(names)} tags", tags)
         self._run_write(path, args + _record_args(record))
-        return WriteOutcome(path, path, "written", f"{path}: embedded {len(names)} tags", tags)
+        msg = f"{path}: embedded {len(names)} tags"
+        return WriteOutcome(path, path, "written", msg, tags, record.fingerprint())
 
     def _run_write(self, path: Path, args: list[str]) -> None:
         mode = [] if self.backup else ["-overwrite_original"]
@@ -368,7 +369,8 @@ class ExiftoolWriter:
         note = f"exiftool cannot write {path.suffix} files"
         outcome = self.fallback.write(result)
         action = "fallback-sidecar" if outcome.action == "written" else outcome.action
-        return WriteOutcome(path, outcome.target, action, f"{note}: {outcome.message}", outcome.tags)
+        msg = f"{note}: {outcome.message}"
+        return WriteOutcome(path, outcome.target, action, msg, outcome.tags, outcome.fingerprint)
 
     def close(self) -> None:
         self.session.close()

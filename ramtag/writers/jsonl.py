@@ -1,16 +1,23 @@
-"""JSON Lines output: one object per image (``ImageTags.to_dict()``) in one file.
+"""JSON Lines output: one object per image (``ImageTags.to_dict()``) in one file, written as the run goes.
 
-How runs combine: results stream, one flushed line each, into a temporary file beside the target;
-:meth:`JsonlWriter.close` then appends the earlier file's lines for images this run did not see and
-atomically replaces the target. So the file always holds one line per image (this run's images
-first, then earlier runs' other images), and a killed run leaves the previous file untouched (plus a
-``.<name>.*.ramtag-tmp`` file that may be deleted).
+Durability (so that ``kill -9`` loses at most the batch in flight): each result is appended as one
+line with a single ``write`` on a file opened for appending; :meth:`JsonlWriter.sync` fsyncs it, and
+the tagging run records images as done in the catalog only after that. A line torn by a kill is cut
+off when the file is opened next, and those images, never recorded, are written again.
+
+One line per image: when a run writes an image that already has a line (re-tagged, re-decided, or
+a kill between the write and the record), :meth:`JsonlWriter.close` rewrites the file atomically,
+keeping each image's newest line at the place of its first. Lines that are not ramtag's (not JSON
+objects with a ``"path"``) are kept as they are. Paths that are not valid UTF-8 are written with
+``\\udcXX`` escapes (``os.fsencode(json.loads(line)["path"])`` gives the bytes back).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -24,24 +31,113 @@ log = logging.getLogger(__name__)
 DEFAULT_JSONL = "ramtag-tags.jsonl"
 
 
+def line_fingerprint(line: bytes) -> str:
+    """The fingerprint of one JSON Lines record (its newline excluded)."""
+    return "line:" + hashlib.sha256(line.rstrip(b"\r\n")).hexdigest()[:32]
+
+
+def encode_line(d: dict[str, object]) -> bytes:
+    """One record as UTF-8 bytes with a newline; a non-UTF-8 path is kept as \\udcXX escapes."""
+    try:
+        return (json.dumps(d, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(d) + "\n").encode("ascii")
+
+
+def line_key(raw: bytes) -> str | None:
+    """The image path of one line, or None for a line that is not ramtag's."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(value, dict) and isinstance(value.get("path"), str):
+        return str(value["path"])
+    return None
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Drop a last line without its newline (a kill in the middle of a write)."""
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        pos = size
+        while pos > 0:
+            step = min(1 << 16, pos)
+            f.seek(pos - step)
+            chunk = f.read(step)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                pos = pos - step + nl + 1
+                break
+            pos -= step
+        log.warning("%s: cut off an incomplete last line (a run was killed while writing it)", path)
+        f.truncate(pos)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def compact(path: str | Path) -> int:
+    """Rewrite ``path`` atomically with one line per image (the newest, at the place of the first).
+
+    Returns the number of lines dropped (0: the file was left untouched).
+    """
+    path = Path(path)
+    order: list[str | bytes] = []
+    newest: dict[str, bytes] = {}
+    dropped = 0
+    with open(path, "rb") as f:
+        for raw in f:
+            if not raw.strip():
+                continue
+            raw = raw if raw.endswith(b"\n") else raw + b"\n"
+            key = line_key(raw)
+            if key is None:
+                order.append(raw)
+            elif key in newest:
+                newest[key] = raw
+                dropped += 1
+            else:
+                newest[key] = raw
+                order.append(key)
+    if dropped:
+        with AtomicFile(path) as out:
+            for item in order:
+                out.write(item if isinstance(item, bytes) else newest[item])
+    return dropped
+
+
 class JsonlWriter:
-    """Writes every result (tagged or skipped) as one JSON line. Thread-safe."""
+    """Appends every result (tagged or skipped) as one JSON line. Thread-safe."""
 
     def __init__(self, path: str | Path = DEFAULT_JSONL, *, dry_run: bool = False, all_scores: bool = False):
         self.path = Path(path)
         self.dry_run = dry_run
         self.all_scores = all_scores
-        self._seen: set[str] = set()
         self._lock = threading.Lock()
-        self._out: AtomicFile | None = None
-        if not dry_run:
-            try:
-                self._out = AtomicFile(self.path, 0o666)
-            except OSError as e:
-                raise UsageError(
-                    f"--json {self.path}: cannot write there ({e.strerror}); pick another file"
-                ) from e
+        self._keys: set[str] = set()  # image paths that have a line in the file
+        self._dupes = False  # some image now has two lines: compact at close
+        self._fd: int | None = None
         self._closed = False
+        if dry_run:
+            return
+        try:
+            if self.path.is_file():
+                _cut_torn_tail(self.path)
+                with open(self.path, "rb") as f:
+                    for raw in f:
+                        key = line_key(raw)
+                        if key is not None:
+                            self._dupes |= key in self._keys
+                            self._keys.add(key)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise UsageError(
+                f"--json {self.path}: cannot write there ({e.strerror}); pick another file"
+            ) from e
 
     def write(self, result: ImageTags) -> WriteOutcome:
         d = result.to_dict()
@@ -50,47 +146,46 @@ class JsonlWriter:
         tags = tuple(result.tag_names())
         if self.dry_run:
             return WriteOutcome(result.path, self.path, "dry-run", f"{self.path}: would add 1 line", tags)
-        line = (json.dumps(d, ensure_ascii=False) + "\n").encode("utf-8")
+        line = encode_line(d)
         with self._lock:
-            if self._out is None or self._closed:
+            if self._fd is None or self._closed:
                 raise ValueError(f"{self.path}: JSON Lines writer is closed")
-            self._out.write(line)
-            self._out.file.flush()
+            os.write(self._fd, line)  # one write on an O_APPEND file: whole lines, never interleaved
             if d["path"] is not None:
-                self._seen.add(d["path"])
-        return WriteOutcome(result.path, self.path, "written", f"{self.path}: 1 line", tags)
+                key = str(d["path"])
+                self._dupes |= key in self._keys
+                self._keys.add(key)
+        return WriteOutcome(
+            result.path,
+            self.path,
+            "written",
+            f"{self.path}: 1 line",
+            tags,
+            fingerprint=line_fingerprint(line),
+        )
+
+    def sync(self) -> None:
+        """Make every line written so far durable (call before recording those images as done)."""
+        with self._lock:
+            if self._fd is not None and not self._closed:
+                os.fsync(self._fd)
 
     def close(self) -> None:
-        """Keep earlier runs' lines for images not in this run and move the file into place."""
+        """fsync, then leave one line per image (atomic rewrite only when some image has two)."""
         with self._lock:
-            if self._closed or self._out is None:
+            if self._closed or self._fd is None:
                 self._closed = True
                 return
             self._closed = True
-            out = self._out
+            fd, self._fd = self._fd, None
             try:
-                if self.path.is_file():
-                    with self.path.open("rb") as old:
-                        for raw in old:
-                            if raw.strip() and self._key(raw) not in self._seen:
-                                out.write(raw if raw.endswith(b"\n") else raw + b"\n")
-                out.commit()
-            except BaseException:
-                out.discard()
-                raise
-
-    @staticmethod
-    def _key(raw: bytes) -> object:
-        """The image path of one earlier line (a line that is not ours is kept: never matches)."""
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            return object()
-        return value.get("path") if isinstance(value, dict) else object()
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if self._dupes:
+                compact(self.path)
 
     def abort(self) -> None:
-        """Drop this run's lines; the earlier file stays as it was."""
-        with self._lock:
-            if self._out is not None and not self._closed:
-                self._out.discard()
-            self._closed = True
+        """Stop writing; the lines written so far stay (they are complete, and the catalog knows
+        which images were recorded)."""
+        self.close()

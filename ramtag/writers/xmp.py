@@ -716,14 +716,14 @@ class XmpSidecarWriter:
         data = sidecar.read_bytes() if sidecar.exists() else None
         backup: Path | None = None
         try:
-            new, _ = merge_tags(
+            new, record = merge_tags(
                 data, names, path=sidecar, hierarchy_root=self.hierarchy_root, model=self.model
             )
         except SidecarError:
             if not self.repair_sidecars or data is None:
                 raise
             backup = _backup_path(sidecar)
-            new, _ = merge_tags(
+            new, record = merge_tags(
                 None,
                 names,
                 path=sidecar,
@@ -738,14 +738,15 @@ class XmpSidecarWriter:
             if backup is not None:
                 what += f"; would keep the malformed sidecar as {backup.name}"
             return WriteOutcome(image, sidecar, "dry-run", f"{sidecar}: {what}{extra}", tags)
+        fp = record.fingerprint()
         if new is None:
-            return WriteOutcome(image, sidecar, "unchanged", f"{sidecar}: up to date{extra}", tags)
+            return WriteOutcome(image, sidecar, "unchanged", f"{sidecar}: up to date{extra}", tags, fp)
         if backup is not None:
             shutil.copy2(sidecar, backup)
             log.warning("%s was not valid XML; kept it as %s and wrote a new sidecar", sidecar, backup)
             extra += f" (malformed sidecar kept as {backup.name})"
         atomic_write_bytes(sidecar, new)
-        return WriteOutcome(image, sidecar, "written", f"{sidecar}: {len(names)} tags{extra}", tags)
+        return WriteOutcome(image, sidecar, "written", f"{sidecar}: {len(names)} tags{extra}", tags, fp)
 
     def close(self) -> None:
         pass
