@@ -197,8 +197,12 @@ def collate(samples: list[Sample], items: Sequence[Item]) -> Batch:
             failures.append((index, path, error or f"{path}: failed"))
         elif images and image.shape != images[0].shape:
             failures.append(
-                (index, path, f"{path}: transform gave shape {tuple(image.shape)}, "
-                 f"the batch has {tuple(images[0].shape)}")
+                (
+                    index,
+                    path,
+                    f"{path}: transform gave shape {tuple(image.shape)}, "
+                    f"the batch has {tuple(images[0].shape)}",
+                )
             )
         else:
             images.append(image)
@@ -297,8 +301,13 @@ def make_batches(
         return
     if workers > 0:
         yield from make_loader(
-            items, transform, batch_size=batch_size, workers=workers, pin_memory=pin_memory,
-            exif_orientation=exif_orientation, draft_size=draft_size,
+            items,
+            transform,
+            batch_size=batch_size,
+            workers=workers,
+            pin_memory=pin_memory,
+            exif_orientation=exif_orientation,
+            draft_size=draft_size,
         )
         return
     items = list(items)

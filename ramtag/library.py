@@ -1,35 +1,47 @@
 """``tag_library``: what ``ramtag tag`` runs, as a few small steps.
 
-    files -> shard (torchrun) -> skip what is done -> tag -> background writer -> summary
+    files -> shard (torchrun) -> ask the catalog what is done -> decide again from stored scores
+          -> tag the rest with the model -> background writer -> record in the catalog -> summary
 
-Each step is a function of its own. "Skip what is done" and "record as done" are
-:func:`open_done_record`, :func:`skip_done` and :func:`record_done`: the only three places that know
-how the incremental record is kept.
+The catalog (:mod:`ramtag.catalog`) is the record of what was done: an image is skipped only when
+the output the current settings ask for is still there with the content that was written; when
+only deciding settings changed (thresholds, top-k, language, hierarchy root, output mode) its tags
+are decided again from the stored scores, so a run that needs no new scores never loads the model
+or imports torch. Nothing is recorded before its output is durable: sidecars are written atomically
+with fsync, JSON Lines are fsynced (:meth:`JsonlWriter.sync`) before the batch is recorded.
+:class:`RunBook` is the one place that knows how this run reads and writes the catalog.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
 
 from .errors import RamtagError
 from .options import TagOptions, WriteOptions
 from .results import ImageTags
 
 if TYPE_CHECKING:
-    from .state import StateDB
+    from .catalog import Catalog
+    from .catalog.sync import Plan, Wanted
+    from .source import TaggerSource
     from .tagger import Tagger
     from .writers import TagWriter
+    from .writers.jsonl import JsonlWriter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ProgressFn", "ResultFn", "RunSummary", "WriteFn", "tag_library"]
+__all__ = ["ProgressFn", "ResultFn", "RunBook", "RunSummary", "WriteFn", "tag_library"]
 
 ProgressFn = Callable[[str, int, int], None]  # (event, done, total); events: "discovered", "image", "written"
 ResultFn = Callable[[ImageTags], None]
@@ -42,11 +54,14 @@ class RunSummary:
 
     found: int = 0  # image files found
     tagged: int = 0  # images run through the model
-    unchanged: int = 0  # images skipped because they were tagged before with the same settings
+    unchanged: int = 0  # images skipped: their outputs are there, as these settings would write them
+    redecided: int = 0  # images whose tags were decided again from the catalog's scores (no model)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
     written: int = 0  # sidecars / files written or updated
     seconds: float = 0.0  # wall time of the run
     notes: list[str] = field(default_factory=list)  # one-line notes for the user
+    run: str = ""  # the catalog's id of this run ("" when nothing is recorded)
+    model_loaded: bool = False  # whether the model was needed
 
     @property
     def images_per_second(self) -> float:
@@ -59,30 +74,40 @@ class RunSummary:
 
 def tag_library(
     paths: Sequence[str | Path],
-    tagger: Tagger,
+    tagger: Tagger | TaggerSource,
     *,
     options: TagOptions | None = None,
     write: WriteOptions | None = None,
     force: bool = False,
-    use_state: bool = True,
-    state_db: Path | None = None,
+    use_catalog: bool = True,
+    catalog: Path | None = None,
     progress: ProgressFn | None = None,
     on_result: ResultFn | None = None,
     on_write: WriteFn | None = None,
+    use_state: bool | None = None,
+    state_db: Path | None = None,
 ) -> RunSummary:
     """Tag every image under ``paths`` and write the tags; what ``ramtag tag`` runs.
 
-    Skips files tagged before with the same settings (unless ``force``), overlaps writing with
-    compute on a writer thread, shards the file list across torchrun ranks, and never stops on a
-    bad file: each failure is counted in the summary with a one-line reason.
+    ``tagger``: a loaded :class:`Tagger`, or a :class:`~ramtag.source.TaggerSource` that loads the
+    model only if some image needs new scores. ``catalog``: the catalog file (default: the one in the
+    ramtag cache); ``use_catalog=False`` tags everything and records nothing. ``use_state`` /
+    ``state_db`` are the old names of ``use_catalog`` / ``catalog``. Overlaps writing with compute
+    on a writer thread, shards the files across torchrun ranks, and never stops on a bad file.
     """
     from .distributed import dist_info
+    from .source import TaggerSource
 
+    use_catalog = use_catalog if use_state is None else use_state
+    catalog = catalog if catalog is not None else state_db
+    source = tagger if isinstance(tagger, TaggerSource) else TaggerSource.of(tagger)
     opts = options or TagOptions()
     wopts = write or WriteOptions()
     t0 = time.perf_counter()
     summary = RunSummary()
     rank, world, _ = dist_info()
+    if world > 1:
+        source.get()  # joins the process group (every rank, before any collective)
 
     files = find_files(paths, opts, summary)
     summary.found = len(files)
@@ -90,21 +115,59 @@ def tag_library(
     if progress:
         progress("discovered", 0, len(files))
     json_path = rank_json_path(wopts, rank, world)
-    record = open_done_record(tagger, opts, wopts, json_path, state_db) if use_state else None
+    book = RunBook.open(source, opts, wopts, json_path, catalog, rank, world) if use_catalog else None
     try:
-        if record is not None:
-            files, summary.unchanged = skip_done(files, record, force=force)
-        run_writer = make_run_writer(tagger, opts, wopts, json_path)
-        writer = BackgroundWriter(run_writer, summary, record, on_write=on_write, progress=progress)
+        plan = book.plan(files, force=force) if book is not None else None
+        redecide = cast("list[Path]", plan.redecide) if plan is not None else []
+        todo = cast("list[Path]", plan.score) if plan is not None else list(files)
+        summary.unchanged = len(plan.skip) if plan is not None else 0
+        main_writer, jsonl = make_run_writers(source, opts, wopts, json_path)
+        writer = BackgroundWriter(
+            main_writer, summary, book, jsonl=jsonl, on_write=on_write, progress=progress
+        )
         try:
-            tag_files(files, tagger, opts, summary, writer.put, on_result=on_result, progress=progress)
+            if redecide:
+                assert book is not None
+                redecide_files(redecide, book, opts, summary, writer.put, on_result=on_result)
+            if todo:
+                summary.model_loaded = True
+                tagged = source.get()
+                stats = _stats(todo) if book is not None else {}
+                raw: dict[int, np.ndarray] = {}
+
+                def keep_scores(res: ImageTags) -> ImageTags:
+                    """Every tag's score goes to the catalog; the result keeps them only if asked."""
+                    if book is not None and res.scores is not None:
+                        raw[res.index] = np.fromiter(res.scores.values(), np.float32, len(res.scores))
+                        if not opts.all_scores:
+                            res.scores = None
+                    return res
+
+                def put(res: ImageTags) -> None:
+                    st = stats.get(res.path) if res.path is not None else None
+                    writer.put(res, st, raw.pop(res.index, None))
+
+                model_opts = opts if book is None else _with_all_scores(opts)
+                tag_files(
+                    todo,
+                    tagged,
+                    model_opts,
+                    summary,
+                    put,
+                    on_result=on_result,
+                    progress=progress,
+                    transform=keep_scores,
+                )
         finally:
             writer.close()
+        summary.failed.extend(writer.errors)
+        if book is not None:
+            summary.run = book.run
+            book.finish(summary)
     finally:
-        if record is not None:
-            record.close()
-    summary.failed.extend(writer.errors)
-    finish(summary, tagger, wopts, world, t0)
+        if book is not None:
+            book.close()
+    finish(summary, source, wopts, world, t0)
     return summary
 
 
@@ -147,9 +210,37 @@ def rank_json_path(wopts: WriteOptions, rank: int, world: int) -> Path | None:
     return json_path
 
 
+def make_run_writers(
+    source: TaggerSource, opts: TagOptions, wopts: WriteOptions, json_path: Path | None
+) -> tuple[TagWriter, JsonlWriter | None]:
+    """(the main writer for ``--write``, the JSON Lines writer when there is one besides it).
+
+    Kept apart (not one MultiWriter) so the catalog learns what each of them wrote.
+    """
+    from .writers import make_writer
+    from .writers.jsonl import JsonlWriter
+
+    common: dict[str, Any] = {
+        "sidecar_name": wopts.sidecar_name,
+        "hierarchy_root": wopts.hierarchy_root,
+        "lang": opts.lang,
+        "dry_run": wopts.dry_run,
+        "backup": wopts.backup,
+        "repair_sidecars": wopts.repair_sidecars,
+        "all_scores": opts.all_scores,
+        "model": source.name,
+    }
+    if wopts.mode == "json":
+        return make_writer("json", json_path=json_path, **common), None
+    main = make_writer(wopts.mode, **common)
+    jsonl = JsonlWriter(json_path, dry_run=wopts.dry_run, all_scores=opts.all_scores) if json_path else None
+    return main, jsonl
+
+
 def make_run_writer(
     tagger: Tagger, opts: TagOptions, wopts: WriteOptions, json_path: Path | None
 ) -> TagWriter:
+    """One writer for everything (``--write`` plus ``--json``), as before the catalog."""
     from .writers import make_writer
 
     return make_writer(
@@ -175,9 +266,12 @@ def tag_files(
     *,
     on_result: ResultFn | None = None,
     progress: ProgressFn | None = None,
+    transform: Callable[[ImageTags], ImageTags] | None = None,
 ) -> None:
     """Run ``files`` through the model; each result is counted, reported and handed to ``put``."""
     for done, res in enumerate(tagger.tag(files, opts), 1):
+        if transform is not None:
+            res = transform(res)
         if res.ok:
             summary.tagged += 1
         else:
@@ -189,15 +283,66 @@ def tag_files(
             progress("image", done, len(files))
 
 
-def finish(summary: RunSummary, tagger: Tagger, wopts: WriteOptions, world: int, t0: float) -> None:
+def redecide_files(
+    files: Sequence[Path],
+    book: RunBook,
+    opts: TagOptions,
+    summary: RunSummary,
+    put: Callable[..., None],
+    *,
+    on_result: ResultFn | None = None,
+) -> None:
+    """Decide tags again from the catalog's scores (no model) and hand each result to the writer."""
+    from .catalog.redecide import decide_stored
+
+    for i in range(0, len(files), 1000):
+        chunk = files[i : i + 1000]
+        results, missing = decide_stored(
+            book.read,
+            chunk,
+            book.wanted.vocab,
+            threshold=opts.threshold,
+            top_k=opts.top_k,
+            all_scores=opts.all_scores,
+        )
+        for path in missing:  # (raced with another process's change of the catalog)
+            summary.failed.append((str(path), "its scores left the catalog during the run; run again"))
+        for res in results:
+            res.path = chunk[res.index]  # the path as discovered (the catalog spells it resolved)
+            summary.redecided += 1
+            if on_result:
+                on_result(res)
+            put(res)
+
+
+def _stats(files: Sequence[Path]) -> dict[Path, os.stat_result]:
+    """Each file's stat before it is decoded: what the catalog records (with the digest) once its
+    output is written, and how the writer notices a file replaced while it was being tagged."""
+    out = {}
+    for f in files:
+        with contextlib.suppress(OSError):  # the decoder reports it
+            out[f] = os.stat(f)
+    return out
+
+
+def _with_all_scores(opts: TagOptions) -> TagOptions:
+    import dataclasses
+
+    return dataclasses.replace(opts, all_scores=True)
+
+
+def finish(summary: RunSummary, source: TaggerSource, wopts: WriteOptions, world: int, t0: float) -> None:
     """Merge the ranks' JSON Lines, collect the notes, time the run, log what bf16-checked did."""
     if world > 1 and wopts.json_path is not None:
         from .distributed import gather_jsonl
+        from .writers.jsonl import compact
 
-        gather_jsonl(wopts.json_path, world)
-    summary.notes = list(dict.fromkeys(tagger.notes + summary.notes))
+        if gather_jsonl(wopts.json_path, world) and wopts.json_path.exists():
+            compact(wopts.json_path)  # a re-run appended images the file already had
+    tagger = source.loaded
+    summary.notes = list(dict.fromkeys((tagger.notes if tagger else []) + summary.notes))
     summary.seconds = time.perf_counter() - t0
-    if tagger.runner.checked:
+    if tagger is not None and tagger.runner.checked:
         st = tagger.runner.recheck_stats
         log.info(
             "bf16-checked: %d of %d images had tags within %.3g logit of a threshold, re-decided in fp32 "
@@ -211,50 +356,186 @@ def finish(summary: RunSummary, tagger: Tagger, wopts: WriteOptions, world: int,
         )
 
 
-# ------------------------------------------------------------------- what was done before
+# ----------------------------------------------------------------------------- the catalog
 
 
 @dataclass
-class DoneRecord:
-    """Where this run records the images it finished, under which settings key."""
+class Pending:
+    """One image whose outputs are written, waiting to be recorded (after the JSON Lines sync)."""
 
-    state: StateDB
-    key: str
+    path: Path
+    identity: Any  # ramtag.catalog.Identity to record, or None: keep the catalog's (re-decided image)
+    scores: np.ndarray | None  # (T,) every tag's score (None: re-decided, the catalog has them)
+    outputs: list[tuple[str, Path, list[tuple[str, float]], str, os.stat_result | None]]  # kind, target, ...
+
+
+class RunBook:
+    """This run's side of the catalog: what is done (:meth:`plan`), the run's id, and recording.
+
+    Single process: one catalog file read and written. Under torchrun each rank records into its own
+    part on local storage and reads the catalog; rank 0 merges the parts at the start (a killed
+    run's) and at the end (:func:`ramtag.distributed.gather_catalog`).
+    """
+
+    def __init__(self, write: Catalog, read: Catalog, wanted: Wanted, run: str, lang: str, kind: str | None):
+        self.write, self.read, self.wanted, self.run, self.lang = write, read, wanted, run, lang
+        self.kind = kind  # the main writer's output kind (xmp | embed | json), None for --write none
+        self.vocab_id = write.add_vocabulary(wanted.vocab)
+        self.scorer = wanted.scorer
+        self.catalog_path: Path = read.path
+        self.part: Path | None = None
+        self._copied: set[bytes] = set()
+
+    @classmethod
+    def open(
+        cls,
+        source: TaggerSource,
+        opts: TagOptions,
+        wopts: WriteOptions,
+        json_path: Path | None,
+        catalog: Path | None,
+        rank: int = 0,
+        world: int = 1,
+    ) -> RunBook | None:
+        """The run's book, or None for a dry run (which records nothing)."""
+        if wopts.dry_run:
+            return None
+        from .catalog import Catalog, default_catalog_path, new_run_id
+        from .catalog.sync import Wanted
+
+        path = Path(catalog).expanduser() if catalog is not None else default_catalog_path()
+        kinds = {"xmp": ("xmp",), "embed": ("embed",), "json": ("json",)}.get(wopts.mode, ())
+        final_json = (
+            wopts.json_path if wopts.json_path is not None else json_path if wopts.mode == "json" else None
+        )
+        if final_json is not None and "json" not in kinds:
+            kinds = (*kinds, "json")
+        wanted = Wanted(
+            scorer=source.scorer(opts),
+            vocab=source.vocabulary,
+            decide_key=decide_key(source.vocabulary, opts, wopts),
+            kinds=kinds,
+            json_path=final_json,
+        )
+        settings = run_settings(source, opts, wopts, final_json, path)
+        if world <= 1:
+            cat = Catalog(path)
+            book = cls(
+                cat, cat, wanted, cat.begin_run("tag", settings), opts.lang, kinds[0] if kinds else None
+            )
+            return book
+        import torch.distributed as dist
+
+        from .catalog.parts import part_path
+        from .distributed import gather_catalog
+
+        part = part_path(path, rank)
+        gather_catalog(path, part)  # a killed run's parts first, so this run sees what it did
+        ids = [new_run_id() if rank == 0 else ""]
+        dist.broadcast_object_list(ids, src=0)  # one run id on every rank
+        write = Catalog(part)
+        read = Catalog(path)
+        book = cls(write, read, wanted, write.begin_run("tag", settings, run_id=ids[0]), opts.lang, None)
+        book.kind = kinds[0] if kinds else None
+        book.part = part
+        return book
+
+    def plan(self, files: Sequence[Path], *, force: bool = False) -> Plan:
+        from .catalog.sync import plan_run
+
+        return plan_run(self.read, files, self.wanted, force=force)
+
+    def record(self, pending: Sequence[Pending]) -> None:
+        """Record images and outputs whose outputs are durable, in one transaction."""
+        from .catalog import ImageScores, path_key
+
+        images, outputs = [], []
+        for p in pending:
+            if p.scores is not None:
+                images.append(ImageScores(p.path, p.identity, self.scorer, self.vocab_id, p.scores))
+            elif self.write is not self.read and path_key(p.path) not in self._copied:
+                self._copy_image(p.path)  # a re-decided image: the part needs its row for its outputs
+            for kind, target, tags, fp, st in p.outputs:
+                outputs.append((p.path, kind, target, tags, fp, self.wanted.decide_key, st))
+        with self.write._lock, self.write._tx():
+            if images:
+                self.write.record_images(images, self.run)
+            for p in pending:
+                if p.scores is None and p.identity is not None:  # re-decided into the image itself (embed)
+                    self.write.refresh_identity(p.path, p.identity)
+            if outputs:
+                self.write.record_outputs(outputs, self.run)
+
+    def _copy_image(self, path: Path) -> None:
+        from .catalog import ImageScores, path_key
+
+        key = path_key(path)
+        row = self.read.lookup([key]).get(key)
+        for vid, _, matrix in self.read.scores([key]):
+            vocab = self.read.vocabulary(vid)
+            self.write.add_vocabulary(vocab)
+            assert row is not None
+            self.write.record_images([ImageScores(key, row.identity, row.scorer, vid, matrix[0])], row.run)
+        self._copied.add(key)
+
+    def finish(self, summary: RunSummary) -> None:
+        counts = {
+            "found": summary.found,
+            "tagged": summary.tagged,
+            "unchanged": summary.unchanged,
+            "redecided": summary.redecided,
+            "written": summary.written,
+            "failed": len(summary.failed),
+        }
+        self.write.finish_run(self.run, counts, status="finished" if summary.ok else "failed")
+        if self.part is not None:
+            from .distributed import gather_catalog
+
+            self.write.close()
+            if self.read is not self.write:
+                self.read.close()
+            gather_catalog(self.catalog_path, self.part)
 
     def close(self) -> None:
-        self.state.close()
+        for cat in {id(self.write): self.write, id(self.read): self.read}.values():
+            with contextlib.suppress(Exception):  # already closed by finish()
+                cat.close()
 
 
-def open_done_record(
-    tagger: Tagger,
-    opts: TagOptions,
-    wopts: WriteOptions,
-    json_path: Path | None,
-    state_db: Path | None = None,
-) -> DoneRecord | None:
-    """The incremental record of this run, or None when nothing is written (dry runs, ``--write none``)."""
-    if wopts.dry_run or wopts.mode == "none":
-        return None
-    from .state import StateDB, settings_key
+def decide_key(vocab: Any, opts: TagOptions, wopts: WriteOptions) -> str:
+    """A hash of every setting that decides what an output holds (not what produced the scores)."""
+    import hashlib
+    import json
 
-    key = settings_key(
-        **tagger.settings(opts),
-        write_mode=wopts.mode,
-        json=str(json_path or ""),
-        sidecar_name=wopts.sidecar_name,
-        hierarchy_root=wopts.hierarchy_root,
-    )
-    return DoneRecord(StateDB(state_db) if state_db else StateDB(), key)
+    from .catalog import vocabulary_id
+
+    body = {
+        "vocabulary": vocabulary_id(vocab),  # names, Chinese names, thresholds, open-set flags
+        "threshold": opts.threshold,
+        "top_k": opts.top_k,
+        "lang": opts.lang,
+        "all_scores": opts.all_scores,
+        "hierarchy_root": wopts.hierarchy_root,
+        "sidecar_name": wopts.sidecar_name,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def skip_done(files: list[Path], record: DoneRecord, *, force: bool = False) -> tuple[list[Path], int]:
-    """(the files still to tag, how many were done before with the same settings)."""
-    return record.state.filter(files, record.key, force=force)
+def run_settings(
+    source: TaggerSource, opts: TagOptions, wopts: WriteOptions, json_path: Path | None, catalog: Path
+) -> dict[str, Any]:
+    """What ``ramtag runs`` shows of a run's settings (the catalog drops anything secret)."""
+    import dataclasses
 
-
-def record_done(record: DoneRecord, path: Path) -> None:
-    """Record ``path`` as done; called only after its output is written."""
-    record.state.mark_done(path, None, record.key)
+    out: dict[str, Any] = {"weights": source.name, "model": source.name, "catalog": str(catalog)}
+    out.update({k: v for k, v in dataclasses.asdict(opts).items() if k not in ("batch_size", "workers")})
+    out.update({k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(wopts).items()})
+    out["json_path"] = str(json_path) if json_path is not None else None
+    out["tags"] = len(source.vocabulary)
+    out["open_set_tags"] = [
+        n for n, o in zip(source.vocabulary.names, source.vocabulary.open_set, strict=True) if o
+    ][:50]
+    return out
 
 
 # ----------------------------------------------------------------------- background writer
@@ -263,38 +544,57 @@ def record_done(record: DoneRecord, path: Path) -> None:
 class BackgroundWriter:
     """Writes results on a thread of its own, so writing overlaps the model's compute.
 
-    ``put`` hands it a result (blocking when 256 are queued); ``close`` waits for the queue, closes
-    the writer. Write failures go to ``errors`` (path, one-line reason), never stop the run.
+    ``put`` hands it a result (blocking when 256 are queued); ``close`` waits for the queue, records
+    the last batch, closes the writers. Write failures go to ``errors`` (path, one-line reason), never
+    stop the run. With a :class:`RunBook`, written images are recorded in batches, each only after
+    the JSON Lines file is synced (sidecars are durable when written); an image whose file changed
+    since it was decoded is not written (its tags are the old photo's) and not recorded.
     """
+
+    FLUSH_EVERY = 64  # images per catalog transaction (and JSON Lines fsync) at most
 
     def __init__(
         self,
         writer: TagWriter,
         summary: RunSummary,
-        record: DoneRecord | None = None,
+        book: RunBook | None = None,
         *,
+        jsonl: JsonlWriter | None = None,
         on_write: WriteFn | None = None,
         progress: ProgressFn | None = None,
     ) -> None:
-        self.writer, self.summary, self.record = writer, summary, record
+        self.writer, self.jsonl, self.summary, self.book = writer, jsonl, summary, book
         self.on_write, self.progress = on_write, progress
         self.errors: list[tuple[str, str]] = []
-        self._queue: queue.Queue[ImageTags | None] = queue.Queue(maxsize=256)
+        self._pending: list[Pending] = []
+        self._queue: queue.Queue[tuple[ImageTags, Any, Any] | None] = queue.Queue(maxsize=256)
         self._thread = threading.Thread(target=self._loop, name="ramtag-writer", daemon=True)
         self._thread.start()
 
-    def put(self, result: ImageTags) -> None:
-        self._queue.put(result)
+    def put(
+        self, result: ImageTags, stat: os.stat_result | None = None, scores: np.ndarray | None = None
+    ) -> None:
+        """``stat``: the file's stat before decoding and ``scores`` every tag's score (tagged by the
+        model); both None for a result decided again from the catalog."""
+        self._queue.put((result, stat, scores))
 
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
-        self.writer.close()
+        try:
+            self.flush()
+        finally:
+            try:
+                self.writer.close()
+            finally:
+                if self.jsonl is not None:
+                    self.jsonl.close()
 
     def _loop(self) -> None:
-        while (res := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
+            res = item[0]
             try:
-                self.write_one(res)
+                self.write_one(*item)
             except RamtagError as e:
                 self.errors.append((str(res.path), str(e)))
             except Exception as e:  # a writer bug must not lose the rest of the run
@@ -303,9 +603,45 @@ class BackgroundWriter:
             finally:
                 if self.progress:
                     self.progress("written", 1, 0)
+            if len(self._pending) >= self.FLUSH_EVERY or (self._pending and self._queue.empty()):
+                self.flush()
 
-    def write_one(self, res: ImageTags) -> None:
-        """Write one result; count it; record it as done once its output is written."""
+    def flush(self) -> None:
+        """Make the JSON Lines durable, then record what was written."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        if self.jsonl is not None:
+            self.jsonl.sync()
+        sync = getattr(self.writer, "sync", None)  # --write json: the main writer is the JSON Lines one
+        if sync is not None:
+            sync()
+        if self.book is not None:
+            try:
+                self.book.record(pending)
+            except Exception as e:  # the outputs are written; only the record is missing: redone next run
+                log.error("recording %d images in the catalog failed: %s", len(pending), e)
+                self.errors.append((str(self.book.catalog_path), f"catalog: {e}"))
+
+    def write_one(
+        self, res: ImageTags, stat: os.stat_result | None = None, scores: np.ndarray | None = None
+    ) -> None:
+        """Write one result; count it; queue it for recording once its outputs are written."""
+        book = self.book
+        if (
+            book is not None
+            and res.ok
+            and res.path is not None
+            and stat is not None
+            and _moved(res.path, stat)
+        ):
+            self.errors.append((str(res.path), "changed while it was being tagged; not written, run again"))
+            return
+        outputs: list[tuple[str, Path, list[tuple[str, float]], str, os.stat_result | None]] = []
+        if self.jsonl is not None:
+            jo = self.jsonl.write(res)  # first, so the line is there even if the main writer fails
+            if jo.action == "written" and jo.target is not None:
+                outputs.append(("json", jo.target, [], jo.fingerprint, None))
         outcome = self.writer.write(res)
         if self.on_write is not None:
             self.on_write(outcome)
@@ -317,5 +653,59 @@ class BackgroundWriter:
         self.summary.written += outcome.action in ("written", "fallback-sidecar")
         if outcome.action == "fallback-sidecar" and outcome.message:
             self.summary.notes.append(outcome.message)
-        if self.record is not None and res.path is not None:
-            record_done(self.record, res.path)
+        if book is None or res.path is None:
+            return
+        tags = [(t.display_name(book.lang), t.score) for t in res.tags]
+        outputs = [(k, tgt, tags, fp, st) for k, tgt, _, fp, st in outputs]
+        if book.kind is not None and outcome.target is not None and outcome.action != "dry-run":
+            kind = book.kind
+            if kind == "json":
+                target = book.wanted.json_path or outcome.target
+                outputs.append(("json", Path(os.fsdecode(target)), tags, outcome.fingerprint, None))
+            else:
+                st = _stat(outcome.target) if outcome.target != res.path else None
+                outputs.append((kind, outcome.target, tags, outcome.fingerprint, st))
+        if book.wanted.json_path is not None:  # JSON lines are recorded under the final file
+            final = Path(os.fsdecode(book.wanted.json_path))
+            outputs = [(k, final if k == "json" else t, tg, fp, st) for k, t, tg, fp, st in outputs]
+        identity = _identity(res.path, stat, book.kind == "embed" and outcome.action != "unchanged")
+        if identity is False:
+            self.errors.append((str(res.path), "changed while it was being tagged; run again"))
+            return
+        self._pending.append(Pending(res.path, identity, scores, outputs))
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:  # no tags and no sidecar before: nothing was written, nothing to stat
+        return None
+
+
+def _moved(path: Path, stat: os.stat_result) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return True
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev) != (
+        stat.st_size,
+        stat.st_mtime_ns,
+        stat.st_ino,
+        stat.st_dev,
+    )
+
+
+def _identity(path: Path, stat: os.stat_result | None, rewritten: bool) -> Any:
+    """The identity to record: taken before decoding (its stat) plus the content digest, read now and
+    checked against that stat; after embedding, the file as written. None: keep the catalog's (a
+    re-decided image that was not rewritten). False: the file changed under us."""
+    from .catalog import Identity, content_digest
+
+    if rewritten:  # --write embed changed the file itself: record it as it is now
+        return Identity.of_path(path)
+    if stat is None:
+        return None
+    digest = content_digest(path, stat.st_size)
+    if _moved(path, stat):
+        return False
+    return Identity.from_stat(stat, digest)

@@ -8,19 +8,9 @@ import sys
 from pathlib import Path
 
 from ramtag.errors import RamtagError
-from ramtag.library import (
-    BackgroundWriter,
-    DoneRecord,
-    RunSummary,
-    find_files,
-    rank_json_path,
-    record_done,
-    shard_files,
-    skip_done,
-)
+from ramtag.library import BackgroundWriter, RunSummary, find_files, rank_json_path, shard_files
 from ramtag.options import TagOptions, WriteOptions
 from ramtag.results import ImageTags
-from ramtag.state import StateDB
 from ramtag.writers import WriteOutcome
 
 
@@ -79,17 +69,15 @@ class _Writer:
         self.closed = True
 
 
-def test_background_writer_records_done_only_what_was_written(tmp_path: Path) -> None:
-    """Written -> counted and recorded; skipped / failing writes -> one-line errors, not recorded, and the
-    run goes on; failed images are passed to the writer but never counted or recorded."""
+def test_background_writer_counts_only_what_was_written(tmp_path: Path) -> None:
+    """Written -> counted; skipped / failing writes -> one-line errors and the run goes on; failed
+    images are passed to the writer but never counted. (What is recorded in the catalog is tested in
+    tests/test_catalog_library.py.)"""
     paths = _images(tmp_path / "lib", 5)
-    record = DoneRecord(StateDB(tmp_path / "state.sqlite"), "key-1")
-    todo, unchanged = skip_done(paths, record)
-    assert todo == paths and unchanged == 0
     summary = RunSummary()
     writer = _Writer()
     events: list[str] = []
-    bg = BackgroundWriter(writer, summary, record, progress=lambda e, d, t: events.append(e))
+    bg = BackgroundWriter(writer, summary, progress=lambda e, d, t: events.append(e))
     for p in paths[:4]:
         bg.put(ImageTags(path=p))
     bg.put(ImageTags(path=paths[4], error="cannot decode"))
@@ -100,14 +88,6 @@ def test_background_writer_records_done_only_what_was_written(tmp_path: Path) ->
     assert set(reasons) == {str(p) for p in paths[1:4]}
     assert "repair-sidecars" in reasons[str(paths[1])] and "disk full" in reasons[str(paths[2])]
     assert reasons[str(paths[3])] == "writing failed: a writer bug"
-    todo, unchanged = skip_done(paths, record)
-    assert todo == paths[1:] and unchanged == 1  # only img0 was written, so only it is done
-    assert skip_done(paths, record, force=True) == (paths, 0)
-    other = DoneRecord(record.state, "key-2")  # other settings: nothing done yet
-    assert skip_done(paths, other)[1] == 0
-    record_done(other, paths[4])
-    assert skip_done(paths, other) == (paths[:4], 1)
-    record.close()
 
 
 def test_every_name_of_the_old_api_module_is_still_importable() -> None:

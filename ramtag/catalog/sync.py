@@ -112,7 +112,7 @@ def _output_there(
     for row in rows:
         if row.kind != kind or row.settings != wanted.decide_key:
             continue
-        if kind == "embed":  # the image itself is unchanged since the keywords were written into it
+        if kind == "embed" and row.target == row.image:  # the image is unchanged since ramtag wrote into it
             return True
         if kind == "json":
             if row.target == json_key and json_lines.get(row.image) == row.fingerprint:
@@ -121,6 +121,8 @@ def _output_there(
         try:
             st = os.stat(row.target)
         except OSError:
+            if not row.tags:
+                return True  # no tags: no sidecar was ever needed
             continue  # the sidecar is gone
         if (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns):
             return True

@@ -12,17 +12,18 @@ from rich.markup import escape
 from .common import err, out
 
 if TYPE_CHECKING:
-    from ..api import RunSummary, Tagger, TagOptions, WriteOptions
+    from ..api import RunSummary, TagOptions, WriteOptions
+    from ..source import TaggerSource
 
 
 def run_with_progress(
     paths: list[Path],
-    tagger: Tagger,
+    tagger: TaggerSource,
     opts: TagOptions,
     wopts: WriteOptions,
     *,
     force: bool,
-    state_db: Path | None,
+    catalog: Path | None,
     quiet: bool,
     to_stdout: bool,
 ) -> RunSummary:
@@ -77,7 +78,7 @@ def run_with_progress(
             options=opts,
             write=wopts,
             force=force,
-            state_db=state_db,
+            catalog=catalog,
             progress=on_progress,
             on_result=on_result,
             on_write=on_write,
@@ -88,6 +89,8 @@ def print_summary(summary: RunSummary) -> None:
     for note in summary.notes:
         err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     parts = [f"{summary.found} images found", f"{summary.tagged} tagged"]
+    if summary.redecided:
+        parts.append(f"{summary.redecided} re-decided from the catalog")
     if summary.unchanged:
         parts.append(f"{summary.unchanged} unchanged since the last run")
     parts.append(f"{summary.written} written")

@@ -273,17 +273,18 @@ def tag(
         bool,
         typer.Option(
             "--force/--no-force",
-            help="Re-tag images already tagged with the same settings.",
+            help="Run the model again on images the catalog has scores for.",
             rich_help_panel=INPUTS,
         ),
     ] = False,
-    state_db: Annotated[
+    catalog: Annotated[
         Path | None,
         typer.Option(
+            "--catalog",
             "--state-db",
             metavar="FILE",
-            help="SQLite file recording what was tagged.",
-            show_default="in the ramtag cache",
+            help="The catalog: what was tagged, every tag's score, what was written where.",
+            show_default="catalog.sqlite in the ramtag cache",
             rich_help_panel=INPUTS,
         ),
     ] = None,
@@ -295,6 +296,7 @@ def tag(
     """Tag images and write the tags (XMP sidecars by default)."""
     from .. import api
     from ..device import tune_cpu_allocator
+    from ..source import TaggerSource
     from .progress import print_summary, run_with_progress
 
     setup_logging(verbose, quiet)
@@ -310,10 +312,16 @@ def tag(
         llm_api_key=llm_api_key,
         require_llm=require_llm,
     )
-    tagger = api.load_tagger(
-        weights, device=device.value, precision=precision.value, open_set=open_opts, compile=compile_model
+    # The model loads only if some image needs new scores (see ramtag.source).
+    source = TaggerSource(
+        weights,
+        device=device.value,
+        precision=precision.value,
+        open_set=open_opts,
+        compile=compile_model,
+        # CPU runs: keep the model's large temporaries in the heap
+        on_load=lambda tagger: tune_cpu_allocator(tagger.runner.device),
     )
-    tune_cpu_allocator(tagger.runner.device)  # CPU runs: keep the model's large temporaries in the heap
     opts = api.TagOptions(
         threshold=threshold,
         top_k=top_k,
@@ -338,7 +346,7 @@ def tag(
         repair_sidecars=repair_sidecars,
     )
     summary = run_with_progress(
-        paths, tagger, opts, wopts, force=force, state_db=state_db, quiet=quiet, to_stdout=to_stdout
+        paths, source, opts, wopts, force=force, catalog=catalog, quiet=quiet, to_stdout=to_stdout
     )
     print_summary(summary)
     if summary.failed:
