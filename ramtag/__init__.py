@@ -22,8 +22,8 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .api import OpenSetOptions, Tagger, TagOptions, WriteOptions, load_tagger, tag_library
-    from .device import tune_cpu_allocator
     from .catalog import open_catalog
+    from .device import tune_cpu_allocator
     from .weights import list_weights
 
 _LAZY = {
