@@ -15,12 +15,13 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path, PurePath
-from typing import Any, TypeVar
-
-import torch
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import UsageError
 from .fsutil import AtomicFile
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 P = TypeVar("P")
@@ -65,6 +66,8 @@ def shard(paths: Sequence[P], rank: int, world: int) -> list[P]:
 
 def is_distributed() -> bool:
     """True inside an initialised process group of more than one process."""
+    import torch
+
     dist = torch.distributed
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -75,6 +78,8 @@ def init_if_needed(device: torch.device) -> torch.device:
     CUDA: backend nccl, device ``cuda:LOCAL_RANK`` (set as the current device). Otherwise gloo on
     ``device`` unchanged. Single process: returns ``device`` and initialises nothing.
     """
+    import torch
+
     rank, world, local = dist_info()
     if world == 1:
         return device
@@ -93,12 +98,16 @@ def init_if_needed(device: torch.device) -> torch.device:
 
 def barrier() -> None:
     """Wait for every rank (no-op outside a process group)."""
+    import torch
+
     if is_distributed():
         torch.distributed.barrier()
 
 
 def cleanup() -> None:
     """Leave the process group (no-op when none was joined)."""
+    import torch
+
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
@@ -165,6 +174,8 @@ def gather_catalog(catalog: str | Path, part: str | Path) -> int:
         remove_part(part)
         return merged
     rank, world, _ = dist_info()
+    import torch
+
     gathered: list[Any] | None = [None] * world if rank == 0 else None
     torch.distributed.gather_object(data, gathered, dst=0)
     merged = 0

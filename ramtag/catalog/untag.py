@@ -69,6 +69,10 @@ def untag_run(
             if row.kind == "json":
                 by_json.setdefault(row.target, []).append(row)
                 continue
+            if not row.tags and not os.path.lexists(row.target):  # no tags: nothing was ever written
+                if not dry_run:
+                    cat.forget_outputs([(row.image, row.kind, row.target)])
+                continue
             try:
                 if row.kind == "xmp":
                     outcome = untag_sidecar(row.target_path, image=row.image_path, dry_run=dry_run)

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import RamtagError
-from . import bench, describe, evaluate, tag, train, untag, weights
+from . import albums, bench, describe, evaluate, query, stats, tag, train, untag, weights
 from .common import Command, Group, NoArgsIsHelp, UsageErrors, err, examples, out, state
 
 app = typer.Typer(
@@ -47,6 +47,11 @@ def _root(
 
 app.command("tag", cls=Command, epilog=tag.EXAMPLES)(tag.tag)
 app.command("untag", cls=Command, epilog=untag.EXAMPLES)(untag.untag)
+app.command("query", cls=Command, epilog=query.EXAMPLES)(query.query)
+app.command("export", cls=Command, epilog=query.EXPORT_EXAMPLES)(query.export)
+app.command("albums", cls=Command, epilog=albums.EXAMPLES)(albums.albums)
+app.command("stats", cls=Command, epilog=stats.EXAMPLES)(stats.stats)
+app.command("runs", cls=Command, epilog=stats.RUNS_EXAMPLES)(stats.runs)
 app.command("describe", cls=Command, epilog=describe.EXAMPLES)(describe.describe)
 app.command("bench", cls=Command, epilog=bench.EXAMPLES)(bench.bench)
 app.command("train", cls=Command, epilog=train.EXAMPLES)(train.train)

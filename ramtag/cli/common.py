@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -239,3 +240,36 @@ def _table(block: Rows) -> Table:
     for row in block.rows:
         table.add_row(*row)
     return table
+
+
+# -- the catalog ----------------------------------------------------------------------------------
+
+CatalogFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--catalog",
+        metavar="FILE",
+        help="The catalog file (what `ramtag tag` recorded).",
+        show_default="catalog.sqlite in the ramtag cache",
+    ),
+]
+QueryPaths = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        metavar="[PATH]...", help="Only images under these folders (or these files).", show_default=False
+    ),
+]
+
+
+def open_catalog_readonly(path: Path | None) -> Any:
+    """The catalog to answer questions from (never written by these commands)."""
+    from ..catalog import open_catalog
+
+    return open_catalog(path, readonly=True)
+
+
+def write_binary(data: bytes) -> None:
+    """Bytes to stdout as they are (paths that are not UTF-8 stay intact for xargs -0)."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
