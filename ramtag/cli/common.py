@@ -273,3 +273,8 @@ def write_binary(data: bytes) -> None:
     sys.stdout.flush()
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
+
+
+def printable(value: Any) -> str:
+    """A path (or text holding one) for the terminal: bytes that are not UTF-8 shown as \\xNN."""
+    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

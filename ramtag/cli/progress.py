@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
-from .common import err, out
+from .common import err, out, printable
 
 if TYPE_CHECKING:
     from ..api import RunSummary, TagOptions, WriteOptions
@@ -55,18 +55,18 @@ def run_with_progress(
             sys.stdout.write(json.dumps(res.to_dict(), ensure_ascii=False) + "\n")
         elif res.ok and not quiet:
             out.print(
-                f"[bold]{escape(str(res.path))}[/]: {escape(', '.join(res.tag_names(lang)) or '(no tags)')}",
+                f"[bold]{escape(printable(res.path))}[/]: {escape(', '.join(res.tag_names(lang)) or '(no tags)')}",
                 highlight=False,
             )
         if not res.ok:
             reason = res.error or "failed"
-            line = reason if str(res.path) in reason else f"{res.path}: {reason}"
+            line = printable(reason if str(res.path) in reason else f"{res.path}: {reason}")
             progress.console.print(f"[red]skipped[/] {escape(line)}", highlight=False)
 
     def on_write(outcome: Any) -> None:
         if dry_run and outcome.action == "dry-run" and outcome.target is not None:
             progress.console.print(
-                f"[cyan]would write[/] {escape(str(outcome.target))}: "
+                f"[cyan]would write[/] {escape(printable(outcome.target))}: "
                 f"{escape(', '.join(outcome.tags) or '(no tags)')}",
                 highlight=False,
             )

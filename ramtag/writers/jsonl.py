@@ -8,7 +8,8 @@ off when the file is opened next, and those images, never recorded, are written 
 One line per image: when a run writes an image that already has a line (re-tagged, re-decided, or
 a kill between the write and the record), :meth:`JsonlWriter.close` rewrites the file atomically,
 keeping each image's newest line at the place of its first. Lines that are not ramtag's (not JSON
-objects with a ``"path"``) are kept as they are. Paths that are not valid UTF-8 are written with
+objects with a ``"path"``) are kept as they are. Paths are absolute and resolved (one spelling per
+file, whatever the command line said); those that are not valid UTF-8 are written with
 ``\\udcXX`` escapes (``os.fsencode(json.loads(line)["path"])`` gives the bytes back).
 """
 
@@ -141,6 +142,8 @@ class JsonlWriter:
 
     def write(self, result: ImageTags) -> WriteOutcome:
         d = result.to_dict()
+        if result.path is not None:  # one spelling per file: "photos/a.jpg" and "/abs/photos/a.jpg" are one
+            d["path"] = os.fsdecode(os.path.realpath(os.fsencode(result.path)))
         if not self.all_scores:
             d.pop("scores", None)
         tags = tuple(result.tag_names())
