@@ -97,8 +97,9 @@ def _same_but_float16(got: list[str], want: list[str], photo: Path, threshold: f
 def test_unchanged_and_redecided_runs_never_import_torch(tiny_weights: str, photos: Path, tag) -> None:  # type: ignore[no-untyped-def]
     assert tag(str(photos))[0] == 0
     code = (
-        "import sys\nfrom ramtag.cli import main\nsys.argv = ['ramtag', 'tag', sys.argv[1], '--weights', sys.argv[2],"
-        " '--threshold', sys.argv[3], '-q']\ntry:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "import sys\nfrom ramtag.cli import main\n"
+        "sys.argv = ['ramtag', 'tag', sys.argv[1], '--weights', sys.argv[2], '--threshold', sys.argv[3], '-q']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -54,10 +54,8 @@ def run_with_progress(
         if to_stdout:
             sys.stdout.write(json.dumps(res.to_dict(), ensure_ascii=False) + "\n")
         elif res.ok and not quiet:
-            out.print(
-                f"[bold]{escape(printable(res.path))}[/]: {escape(', '.join(res.tag_names(lang)) or '(no tags)')}",
-                highlight=False,
-            )
+            names = ", ".join(res.tag_names(lang)) or "(no tags)"
+            out.print(f"[bold]{escape(printable(res.path))}[/]: {escape(names)}", highlight=False)
         if not res.ok:
             reason = res.error or "failed"
             line = printable(reason if str(res.path) in reason else f"{res.path}: {reason}")
