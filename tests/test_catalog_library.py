@@ -98,7 +98,7 @@ def test_unchanged_and_redecided_runs_never_import_torch(tiny_weights: str, phot
     assert tag(str(photos))[0] == 0
     code = (
         "import sys\nfrom ramtag.cli import main\n"
-        "sys.argv = ['ramtag', 'tag', sys.argv[1], '--weights', sys.argv[2], '--threshold', sys.argv[3], '-q']\n"
+        "a = sys.argv\nsys.argv = ['ramtag', 'tag', a[1], '--weights', a[2], '--threshold', a[3], '-q']\n"
         "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
