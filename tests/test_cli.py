@@ -359,6 +359,7 @@ def test_bf16_checked_tags_are_the_fp32_tags(
                 "none",
                 "--json",
                 str(out),
+                "--force",  # the model every time (else the catalog's float16 scores are re-decided)
                 "--precision",
                 precision,
                 "--quiet",

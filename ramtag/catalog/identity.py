@@ -8,6 +8,7 @@ are one record.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -19,9 +20,22 @@ PathLike = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 
 def path_key(path: PathLike) -> bytes:
-    """The catalog spelling of ``path``: absolute, resolved, as OS bytes."""
-    raw = os.fsencode(path)
-    return os.path.realpath(os.path.abspath(os.path.expanduser(raw)))
+    """The catalog spelling of ``path``: absolute, resolved, as OS bytes.
+
+    Folders are resolved once each (cached: a library has few folders and many files), the file
+    itself only when it is a symbolic link.
+    """
+    raw = os.path.abspath(os.path.expanduser(os.fsencode(path)))
+    folder, name = os.path.split(raw)
+    if not name:
+        return _real_folder(raw)
+    full = os.path.join(_real_folder(folder), name)
+    return os.path.realpath(full) if os.path.islink(full) else full
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_folder(folder: bytes) -> bytes:
+    return os.path.realpath(folder)
 
 
 def folder_prefix(path: PathLike) -> bytes:

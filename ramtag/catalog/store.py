@@ -412,9 +412,10 @@ class Catalog:
                 ),
             )
 
-    def lookup(self, paths: Iterable[PathLike]) -> dict[bytes, ImageRow]:
-        """Recorded rows of ``paths`` (by path_key; paths never tagged are absent)."""
-        keys = list(dict.fromkeys(path_key(p) for p in paths))
+    def lookup(self, paths: Iterable[PathLike], *, resolved: bool = False) -> dict[bytes, ImageRow]:
+        """Recorded rows of ``paths`` (by path_key; paths never tagged are absent). ``resolved``: the
+        paths are path_key()s already."""
+        keys = list(dict.fromkeys(p if resolved else path_key(p) for p in paths))
         out: dict[bytes, ImageRow] = {}
         with self._lock:
             for i in range(0, len(keys), _CHUNK):
@@ -596,13 +597,15 @@ class Catalog:
             for r in rows
         ]
 
-    def outputs(self, paths: Iterable[PathLike] | None = None) -> dict[bytes, list[OutputRow]]:
-        """Recorded outputs per image key (every image, or ``paths``)."""
+    def outputs(
+        self, paths: Iterable[PathLike] | None = None, *, resolved: bool = False
+    ) -> dict[bytes, list[OutputRow]]:
+        """Recorded outputs per image key (every image, or ``paths``; ``resolved``: path_key()s)."""
         out: dict[bytes, list[OutputRow]] = {}
         if paths is None:
             rows = self._output_rows("1", ())
         else:
-            keys = list(dict.fromkeys(path_key(p) for p in paths))
+            keys = list(dict.fromkeys(p if resolved else path_key(p) for p in paths))
             rows = []
             for i in range(0, len(keys), _CHUNK):
                 chunk = keys[i : i + _CHUNK]

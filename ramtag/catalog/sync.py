@@ -62,8 +62,8 @@ def plan_run(cat: Catalog, files: Sequence[P], wanted: Wanted, *, force: bool = 
     if unknown:
         raise ValueError(f"unknown output kinds {sorted(unknown)}")
     keys = [path_key(f) for f in files]
-    plan.rows = rows = cat.lookup(keys)
-    outputs = cat.outputs(list(rows)) if wanted.kinds else {}
+    plan.rows = rows = cat.lookup(keys, resolved=True)
+    outputs = cat.outputs(list(rows), resolved=True) if wanted.kinds else {}
     json_key = path_key(wanted.json_path) if wanted.json_path is not None else None
     json_lines = jsonl_fingerprints(json_key) if json_key is not None and "json" in wanted.kinds else {}
     vocab_ok: dict[str, bool] = {}
