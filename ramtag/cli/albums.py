@@ -25,7 +25,9 @@ def albums(
     ] = ...,  # type: ignore[assignment]
     hardlink: Annotated[
         bool,
-        typer.Option("--hardlink/--symlink", help="Hard links (same filesystem) instead of symbolic links."),
+        typer.Option(
+            "--hardlink/--no-hardlink", help="Hard links (same filesystem) instead of symbolic links."
+        ),
     ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run/--no-dry-run", help="Show the changes; make none.")

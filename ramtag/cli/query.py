@@ -39,7 +39,8 @@ def query(
     paths: QueryPaths = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="How to print the matches.")] = Format.paths,
     nul: Annotated[
-        bool, typer.Option("-0", "--null", help="Paths end with NUL instead of a newline.")
+        bool,
+        typer.Option("--null/--no-null", "-0", help="Paths end with NUL instead of a newline (xargs -0)."),
     ] = False,
     catalog: CatalogFile = None,
 ) -> None:
@@ -60,7 +61,10 @@ def query(
 def export(
     paths: QueryPaths = None,
     expr: Annotated[
-        str | None, typer.Option("--query", "-q", metavar="EXPR", help="Only the images matching EXPR.")
+        str | None,
+        typer.Option(
+            "--query", "-q", metavar="EXPR", help="Only the images matching EXPR.", show_default="every image"
+        ),
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="File format.")] = Format.csv,
     output: Annotated[

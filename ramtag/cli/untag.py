@@ -30,13 +30,21 @@ def untag(
     run: Annotated[
         str | None,
         typer.Option(
-            "--run", metavar="ID", help="Revert what run ID wrote (an id, a unique prefix, or 'last')."
+            "--run",
+            metavar="ID",
+            help="Revert what run ID wrote (an id, a unique prefix, or 'last').",
+            show_default="none",
         ),
     ] = None,
     below: Annotated[
         float | None,
         typer.Option(
-            "--below", metavar="SCORE", min=0.0, max=1.0, help="Remove the tags scored under SCORE."
+            "--below",
+            metavar="SCORE",
+            min=0.0,
+            max=1.0,
+            help="Remove the tags scored under SCORE.",
+            show_default="none",
         ),
     ] = None,
     sidecars_only: Annotated[
