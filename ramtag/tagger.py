@@ -173,6 +173,8 @@ class Tagger:
     ) -> Iterator[ImageTags]:
         """Tag images given as paths and/or PIL images; yields one result per item, in input order.
 
+        A folder stands for the images in it, walked as ``ramtag tag`` walks it (recursively, hidden
+        entries left out; ``options.recursive`` / ``include_hidden``), in that order.
         A file that cannot be decoded yields an ``ImageTags`` with ``error`` set (no exception).
         Keyword arguments override fields of ``options`` (e.g. ``threshold=0.7``).
         """
@@ -181,7 +183,7 @@ class Tagger:
         from .batch import make_batches
 
         opts = _with(options or TagOptions(), kwargs)
-        items = [x if isinstance(x, PILImage.Image) else Path(x) for x in items]
+        items = _expand_folders(items, opts)
         if not items:
             return
         in_memory = any(isinstance(x, PILImage.Image) for x in items)
@@ -203,6 +205,24 @@ class Tagger:
                 scores = self.scores(batch.images, opts.threshold)
                 results += self.decide(scores, batch.paths, batch.indices, opts)
             yield from sorted(results, key=lambda r: r.index)
+
+
+def _expand_folders(items: Iterable[Any], opts: TagOptions) -> list[Any]:
+    """Paths and PIL images, with each folder replaced by the image files under it."""
+    from PIL import Image as PILImage
+
+    from .discover import Skipped, discover
+
+    out: list[Any] = []
+    for x in items:
+        if isinstance(x, PILImage.Image):
+            out.append(x)
+        elif Path(x).is_dir():
+            found = discover([Path(x)], recursive=opts.recursive, include_hidden=opts.include_hidden)
+            out.extend(f for f in found if not isinstance(f, Skipped))
+        else:
+            out.append(Path(x))
+    return out
 
 
 def _with(options: TagOptions, overrides: dict[str, Any]) -> TagOptions:

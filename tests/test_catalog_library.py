@@ -245,3 +245,25 @@ def test_query_export_albums_stats_runs_untag_commands(
     for cmd in ("query", "export", "albums", "stats", "runs", "untag"):
         code, out, _ = run_cli([cmd, "--help"], monkeypatch, capsys)
         assert code == 0 and "Usage" in out
+
+
+def test_python_api_tags_folders_and_queries_the_catalog(tiny_weights: str, photos: Path) -> None:
+    import ramtag
+    from ramtag.source import TaggerSource
+
+    tagger = ramtag.load_tagger(tiny_weights, precision="fp32")
+    results = list(tagger.tag([photos], threshold=0.3))  # a folder: walked like the CLI
+    images = sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    assert [r.path for r in results] == images and all(r.ok for r in results)
+    summary = ramtag.tag_library([photos], TaggerSource.of(tagger), options=ramtag.TagOptions(threshold=0.3))
+    assert summary.tagged == len(images)
+    cat = ramtag.open_catalog()
+    by_path = {r.path: r for r in results}
+    (top, _), *_ = cat.stats()
+    recs = cat.query(top, paths=[photos])
+    assert recs and all(top in rec.tag_names() for rec in recs)
+    for rec in recs:  # the catalog's score of the tag is the tagger's (to float16 precision)
+        mine = {t.name: t.score for t in rec.tags}
+        scored = {t.name: t.score for t in by_path[rec.path].tags}
+        if top in scored:
+            assert abs(mine[top] - scored[top]) < 1e-3
