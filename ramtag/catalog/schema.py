@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 HIT_FLOOR = 0.3  # scores at or above min(threshold, HIT_FLOOR) are indexed in `hits`
+MMAP_BYTES = 1 << 31  # memory-mapped reads (SQLite's default upper limit; address space, not memory)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -169,6 +170,8 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
         # serialises the writer thread and the main thread.
         conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
     try:
+        # reads straight from the OS page cache instead of copying every page (halves a blob scan)
+        conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         if readonly:
             if version != SCHEMA_VERSION:
