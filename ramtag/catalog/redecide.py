@@ -35,7 +35,7 @@ def decide_stored(
     """
     keys = [path_key(p) for p in paths]
     decided: dict[bytes, ImageTags] = {}
-    for vid, group, matrix in cat.scores(keys):
+    for vid, group, matrix in cat.scores(keys, resolved=True):
         stored = cat.vocabulary(vid)
         use = stored if vocab is None else vocab
         if vocab is not None and stored.names != vocab.names:
@@ -44,11 +44,14 @@ def decide_stored(
             if any(i is None for i in idx):
                 continue
             matrix = matrix[:, np.asarray(idx, dtype=np.int64)]
-        scores = matrix.astype(np.float32)
-        rows = decide(scores, use, threshold=threshold, top_k=top_k)
-        for r, (key, tags) in enumerate(zip(group, rows, strict=True)):
-            all_s = {n: float(s) for n, s in zip(use.names, scores[r], strict=True)} if all_scores else None
-            decided[key] = ImageTags(path=key_path(key), tags=tags, scores=all_s)
+        for start in range(0, len(group), 512):  # bounded memory: decide() works in float64
+            scores = matrix[start : start + 512].astype(np.float32)
+            rows = decide(scores, use, threshold=threshold, top_k=top_k)
+            for r, (key, tags) in enumerate(zip(group[start : start + 512], rows, strict=True)):
+                all_s = (
+                    {n: float(s) for n, s in zip(use.names, scores[r], strict=True)} if all_scores else None
+                )
+                decided[key] = ImageTags(path=key_path(key), tags=tags, scores=all_s)
     results: list[ImageTags] = []
     missing: list[PathLike] = []
     for i, (p, key) in enumerate(zip(paths, keys, strict=True)):

@@ -469,7 +469,7 @@ class Catalog:
         return np.unique(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
 
     def scores(
-        self, paths: Sequence[PathLike] | None = None
+        self, paths: Sequence[PathLike] | None = None, *, resolved: bool = False
     ) -> Iterator[tuple[str, list[bytes], np.ndarray]]:
         """Stored scores grouped by vocabulary: ``(vocab id, path keys, (N, T) float16)``.
 
@@ -482,7 +482,7 @@ class Catalog:
                     " ORDER BY i.vocab, i.path"
                 ).fetchall()
             else:
-                keys = list(dict.fromkeys(path_key(p) for p in paths))
+                keys = list(dict.fromkeys(p if resolved else path_key(p) for p in paths))
                 rows = []
                 for i in range(0, len(keys), _CHUNK):
                     chunk = keys[i : i + _CHUNK]
