@@ -123,9 +123,9 @@ def rerun_bench(n_files: int, shared: Path) -> dict[str, object]:
         env=env, check=True, capture_output=True,
     )  # fmt: skip
     os.environ["RAMTAG_HOME"] = env["RAMTAG_HOME"]
-    from ramtag.source import TaggerSource
+    from ramtag.api import tagger_source
 
-    source = TaggerSource("tiny")
+    source = tagger_source("tiny")
     vocab = source.vocabulary
     cat = Catalog()
     vid = cat.add_vocabulary(vocab)

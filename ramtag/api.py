@@ -25,6 +25,8 @@ from .tags import Vocabulary, decide, effective_thresholds
 if TYPE_CHECKING:
     import torch
 
+    from .source import TaggerSource
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "effective_thresholds",
     "load_tagger",
     "tag_library",
+    "tagger_source",
     "untag",
 ]
 
@@ -95,6 +98,34 @@ def load_tagger(
         weights_sha=weights_sha,
         notes=notes,
     )
+
+
+def tagger_source(
+    weights: str | Path | None = None,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    open_set: OpenSetOptions | None = None,
+    compile: bool = False,
+    download: bool = True,
+    on_load: Any = None,
+) -> TaggerSource:
+    """A tagger that loads only when an image needs new scores: what ``ramtag tag`` passes to
+    ``tag_library`` (its vocabulary and scorer key are read without torch; see ``ramtag.source``)."""
+    import functools
+
+    from .source import TaggerSource
+
+    loader = functools.partial(
+        load_tagger,
+        weights,
+        device=device,
+        precision=precision,
+        open_set=open_set,
+        compile=compile,
+        download=download,
+    )
+    return TaggerSource(weights, loader=loader, open_set=open_set, download=download, on_load=on_load)
 
 
 def _add_open_set(

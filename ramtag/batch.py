@@ -294,8 +294,14 @@ def make_batches(
         raise UsageError(f"decode must be 'cpu' or 'gpu' here, got {decode!r}")
     if decode == "gpu":
         yield from _gpu_batches(
-            items, transform, batch_size=batch_size, workers=workers, threads=threads,
-            exif_orientation=exif_orientation, draft_size=draft_size, ahead=ahead,
+            items,
+            transform,
+            batch_size=batch_size,
+            workers=workers,
+            threads=threads,
+            exif_orientation=exif_orientation,
+            draft_size=draft_size,
+            ahead=ahead,
             device=torch.device(device if device is not None else "cuda"),
         )
         return
@@ -353,8 +359,14 @@ def _gpu_batches(
     def raw_batches() -> Iterator[list[RawSample]]:
         if workers > 0:
             loader = DataLoader(
-                dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                collate_fn=_pack, prefetch_factor=2, persistent_workers=False, in_order=True,
+                dataset,
+                batch_size=batch_size,
+                shuffle=False,
+                num_workers=workers,
+                collate_fn=_pack,
+                prefetch_factor=2,
+                persistent_workers=False,
+                in_order=True,
             )
             for packed in loader:
                 yield _unpack(packed)

@@ -56,18 +56,17 @@ class TaggerSource:
         self,
         weights: str | Path | None = None,
         *,
-        device: str = "auto",
-        precision: str = "auto",
+        loader: Callable[[], Tagger],
         open_set: OpenSetOptions | None = None,
-        compile: bool = False,
         download: bool = True,
         on_load: Callable[[Tagger], object] | None = None,
     ) -> None:
+        """``loader`` loads the tagger (``ramtag.api.tagger_source`` passes ``load_tagger`` with the
+        same weights and options); the rest is read here, without torch."""
         from .weights import resolve_weights
         from .weights_format import META_FILE, Preprocessing
 
-        self._device, self._precision, self._open_set, self._compile = device, precision, open_set, compile
-        self._weights, self._download, self._on_load = weights, download, on_load
+        self._loader, self._on_load = loader, on_load
         self._tagger: Tagger | None = None
         directory = resolve_weights(weights, download=download)
         meta_path = directory / META_FILE
@@ -109,16 +108,7 @@ class TaggerSource:
     def get(self) -> Tagger:
         """The tagger, loading the model (and building open-set embeddings) the first time."""
         if self._tagger is None:
-            from .api import load_tagger
-
-            self._tagger = load_tagger(
-                self._weights,
-                device=self._device,
-                precision=self._precision,
-                open_set=self._open_set,
-                compile=self._compile,
-                download=self._download,
-            )
+            self._tagger = self._loader()
             if self._on_load is not None:
                 self._on_load(self._tagger)
         return self._tagger

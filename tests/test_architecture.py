@@ -64,6 +64,7 @@ CONTRACTS: dict[str, Contract] = {
             "ramtag.tags",
             "ramtag.text",
             "ramtag.writers",
+            "ramtag.catalog",
             "ramtag.device",
             "ramtag.precision",
             "ramtag.runner",
@@ -80,6 +81,9 @@ CONTRACTS: dict[str, Contract] = {
     ),
     "only the cli imports training": Contract(
         importers=("ramtag",), exempt=("ramtag.cli", "ramtag.training"), forbidden=("ramtag.training",)
+    ),
+    "the catalog answers and re-decides without torch": Contract(
+        importers=("ramtag.catalog", "ramtag.source"), forbidden=("torch", "ramtag.runner", "ramtag.model")
     ),
     "rich and typer only in the cli": Contract(
         importers=("ramtag",), exempt=("ramtag.cli",), forbidden=("rich", "typer")
@@ -327,5 +331,6 @@ def test_checker_reports_contract_breaks() -> None:
         "only the cli and api.benchmark import bench": [],
         "stages never import the wiring above them": ["ramtag.model.backbone -> ramtag.api"],
         "only the cli imports training": [],
+        "the catalog answers and re-decides without torch": [],
         "rich and typer only in the cli": ["ramtag.hub -> rich.progress"],
     }

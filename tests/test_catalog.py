@@ -357,7 +357,7 @@ def test_parts_merge_idempotently_and_newer_wins(tmp_path: Path, ramtag_home: Pa
         parts.append(p)
     assert merge_part(main, parts[0], remove=False) == 2
     assert merge_part(main, parts[0], remove=False) == 0  # again: nothing changes
-    assert main.merge_part(parts[1]) == 1
+    assert merge_part(main, parts[1]) == 1
     assert not parts[1].exists()
     assert sorted(r.path.name for r in main.query("dog")) == ["a.jpg", "b.jpg", "c.jpg", "old.jpg"]
     assert len(main.outputs_of_run("R1")) == 3

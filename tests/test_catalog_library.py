@@ -116,9 +116,9 @@ def test_unchanged_and_redecided_runs_never_import_torch(tiny_weights: str, phot
 def test_photo_replaced_while_tagged_is_not_written_with_the_old_tags(
     tiny_weights: str, photos: Path
 ) -> None:
+    from ramtag.api import tagger_source
     from ramtag.library import tag_library
     from ramtag.options import TagOptions
-    from ramtag.source import TaggerSource
 
     victim = _low(photos)
     other = photos / "coffee_cup.jpg"
@@ -131,11 +131,11 @@ def test_photo_replaced_while_tagged_is_not_written_with_the_old_tags(
 
     opts = TagOptions(threshold=0.3)
     summary = tag_library(
-        [photos], TaggerSource(tiny_weights, precision="fp32"), options=opts, on_result=swap
+        [photos], tagger_source(tiny_weights, precision="fp32"), options=opts, on_result=swap
     )
     assert [p for p, _ in summary.failed] == [str(victim)] and "changed while" in summary.failed[0][1]
     assert not victim.with_name(victim.name + ".xmp").exists()
-    again = tag_library([photos], TaggerSource(tiny_weights, precision="fp32"), options=opts)
+    again = tag_library([photos], tagger_source(tiny_weights, precision="fp32"), options=opts)
     assert again.tagged == 1 and again.ok
     assert _subjects(victim.with_name(victim.name + ".xmp")) == _subjects(
         other.with_name(other.name + ".xmp")

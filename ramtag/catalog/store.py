@@ -759,13 +759,6 @@ class Catalog:
                 self._conn.execute("DELETE FROM sel")
         return [(str(n), int(c)) for n, c in rows]
 
-    # ------------------------------------------------------------------ parts
-    def merge_part(self, part: str | Path) -> int:
-        """Merge a per-rank part (see :mod:`ramtag.catalog.parts`); returns the images merged."""
-        from .parts import merge_part
-
-        return merge_part(self, Path(part))
-
 
 def _hit_rows(
     image_id: int, scores16: np.ndarray, tag_ids: np.ndarray, th: np.ndarray

@@ -296,7 +296,6 @@ def tag(
     """Tag images and write the tags (XMP sidecars by default)."""
     from .. import api
     from ..device import tune_cpu_allocator
-    from ..source import TaggerSource
     from .progress import print_summary, run_with_progress
 
     setup_logging(verbose, quiet)
@@ -313,7 +312,7 @@ def tag(
         require_llm=require_llm,
     )
     # The model loads only if some image needs new scores (see ramtag.source).
-    source = TaggerSource(
+    source = api.tagger_source(
         weights,
         device=device.value,
         precision=precision.value,
