@@ -37,7 +37,7 @@ def write_records(
         w = csv.writer(text)
         w.writerow(["path", "tags", "scores", "model", "run"])
     for rec in records:
-        path = os.fsencode(rec.path)
+        path = rec.key
         names = [t.name for t in rec.tags]
         scores = [f"{t.score:.3f}" for t in rec.tags]
         if fmt == "paths":

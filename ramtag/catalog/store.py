@@ -141,22 +141,23 @@ class RunInfo:
 class CatalogRecord:
     """One image as a query answers it."""
 
-    path: Path
+    key: bytes  # the image's path as the OS spells it (path_key)
     tags: list[TagScore]  # above the tag's threshold, best first
     matched: dict[str, float] = field(default_factory=dict)  # scores of the query's tags (indexed ones)
     model: str = ""  # scorer
     run: str = ""  # the run that scored it
 
     @property
-    def key(self) -> bytes:
-        return os.fsencode(self.path)
+    def path(self) -> Path:
+        """The image (made on demand: building a Path costs more than the rest of a record)."""
+        return key_path(self.key)
 
     def tag_names(self, lang: str = "en") -> list[str]:
         return [t.display_name(lang) for t in self.tags]
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "path": os.fsdecode(self.path),
+            "path": os.fsdecode(self.key),
             "tags": [t.to_dict() for t in self.tags],
             **({"matched": {k: round(v, 4) for k, v in self.matched.items()}} if self.matched else {}),
             "model": self.model,
@@ -677,7 +678,7 @@ class Catalog:
                 if tag in extra:
                     matched[i[0]] = score
             tags.sort(key=lambda t: -t.score)
-            out.append(CatalogRecord(key_path(key), tags, matched, scorer, run))
+            out.append(CatalogRecord(key, tags, matched, scorer, run))
         return out
 
     def _tag_info(self, vid: str) -> dict[int, tuple[str, float, str | None, bool]]:
