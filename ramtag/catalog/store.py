@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import operator
 import os
 import re
 import secrets
@@ -657,28 +658,39 @@ class Catalog:
             hits = self._conn.execute(
                 # CROSS JOIN: sel drives the loop (else SQLite may walk every hit of the catalog)
                 f"SELECT h.image, h.tag, h.score, h.above FROM sel CROSS JOIN hits h ON h.image = sel.id"
-                f" WHERE h.above = 1{extra_sql}"
+                f" WHERE h.above = 1{extra_sql} ORDER BY sel.id"
             ).fetchall()
             self._conn.execute("DELETE FROM sel")
-        per_image: dict[int, list[tuple[int, float, int]]] = {}
-        for image, tag, score, above in hits:
-            per_image.setdefault(image, []).append((tag, score, above))
-        images.sort(key=lambda r: r[1])  # by path bytes
-        out = []
-        for image, key, vid, scorer, run in images:
-            info = self._tag_info(vid)
-            tags: list[TagScore] = []
-            matched: dict[str, float] = {}
-            for tag, score, above in per_image.get(image, ()):
-                i = info.get(tag)
-                if i is None:
-                    continue
-                if above:
-                    tags.append(TagScore(i[0], score, i[1], i[2], i[3]))
-                if tag in extra:
-                    matched[i[0]] = score
-            tags.sort(key=lambda t: -t.score)
+        meta = {i: (key, vid, scorer, run) for i, key, vid, scorer, run in images}
+        out: list[CatalogRecord] = []
+        done: set[int] = set()
+        by_score = operator.attrgetter("score")
+
+        def close(image: int, tags: list[TagScore], matched: dict[str, float]) -> None:
+            key, _, scorer, run = meta[image]
+            tags.sort(key=by_score, reverse=True)
             out.append(CatalogRecord(key, tags, matched, scorer, run))
+            done.add(image)
+
+        # hits arrive grouped by image (sel is walked in id order, hits through their image index)
+        cur, tags, matched, info = -1, [], {}, {}  # type: tuple[int, list[TagScore], dict[str, float], Any]
+        for image, tag, score, above in hits:
+            if image != cur:
+                if cur in meta:
+                    close(cur, tags, matched)
+                cur, tags, matched, info = image, [], {}, self._tag_info(meta[image][1])
+            i = info.get(tag)
+            if i is None:
+                continue
+            if above:
+                tags.append(TagScore(i[0], score, i[1], i[2], i[3]))
+            if tag in extra:
+                matched[i[0]] = score
+        if cur in meta:
+            close(cur, tags, matched)
+        for image in meta.keys() - done:  # no tag above its threshold
+            close(image, [], {})
+        out.sort(key=operator.attrgetter("key"))
         return out
 
     def _tag_info(self, vid: str) -> dict[int, tuple[str, float, str | None, bool]]:
