@@ -56,13 +56,9 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
-        return cls(
-            image_size=int(data["image_size"]),
-            mean=_triple(data["mean"]),
-            std=_triple(data["std"]),
-            interpolation=str(data.get("interpolation", "bilinear")),
-            resize=str(data.get("resize", "squash")),
-        )
+        return cls(image_size=int(data["image_size"]), mean=_triple(data["mean"]), std=_triple(data["std"]),
+                   interpolation=str(data.get("interpolation", "bilinear")),
+                   resize=str(data.get("resize", "squash")))
 
 
 def _triple(values: Any) -> tuple[float, float, float]:
@@ -86,15 +82,8 @@ class LoadedWeights:
     directory: Path | None = None  # where it was read from
 
 
-def save_weights(
-    directory: str | Path,
-    *,
-    state_dict: Mapping[str, Tensor],
-    config: RamPlusConfig,
-    vocabulary: Vocabulary,
-    preprocessing: Preprocessing,
-    provenance: Mapping[str, Any],
-) -> Path:
+def save_weights(directory: str | Path, *, state_dict: Mapping[str, Tensor], config: RamPlusConfig,
+                 vocabulary: Vocabulary, preprocessing: Preprocessing, provenance: Mapping[str, Any]) -> Path:
     """Write ``model.safetensors`` + ``ramtag.json`` into ``directory`` (created if needed); returns it.
 
     ``provenance`` is free-form JSON (source repo/revision/URLs, sha256 of the source files, where each
@@ -104,10 +93,8 @@ def save_weights(
     from safetensors.torch import save_file
 
     if len(vocabulary) != config.num_tags:
-        raise VocabularyError(
-            f"{directory}: the vocabulary has {len(vocabulary)} tags but the architecture "
-            f"has {config.num_tags}; pass the tag list that belongs to these weights"
-        )
+        raise VocabularyError(f"{directory}: the vocabulary has {len(vocabulary)} tags but the architecture "
+                              f"has {config.num_tags}; pass the tag list that belongs to these weights")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
@@ -151,10 +138,8 @@ def load_weights(directory: str | Path, *, verify: bool = False) -> LoadedWeight
         raise WeightsError(f"{meta_path}: not a ramtag weights description (format != {FORMAT!r}); {_FIX}")
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-        raise WeightsError(
-            f"{meta_path}: format version {version!r} is not supported by this ramtag "
-            f"(reads version {FORMAT_VERSION}); upgrade ramtag or {_FIX}"
-        )
+        raise WeightsError(f"{meta_path}: format version {version!r} is not supported by this ramtag "
+                           f"(reads version {FORMAT_VERSION}); upgrade ramtag or {_FIX}")
     try:
         config = RamPlusConfig.from_dict(meta["architecture"])
         preprocessing = Preprocessing.from_dict(meta["preprocessing"])
@@ -164,48 +149,34 @@ def load_weights(directory: str | Path, *, verify: bool = False) -> LoadedWeight
     try:
         vocabulary = Vocabulary.from_dict(vocab_data)
     except (KeyError, TypeError, ValueError) as e:
-        raise VocabularyError(
-            f"{meta_path}: malformed vocabulary ({type(e).__name__}: {e}); {_FIX}"
-        ) from None
+        raise VocabularyError(f"{meta_path}: malformed vocabulary ({type(e).__name__}: {e}); "
+                              f"{_FIX}") from None
     except VocabularyError as e:
         raise VocabularyError(f"{meta_path}: {e}; {_FIX}") from None
     if len(vocabulary) != config.num_tags:
-        raise VocabularyError(
-            f"{meta_path}: the vocabulary has {len(vocabulary)} tags but the architecture "
-            f"has {config.num_tags} (num_tags); {_FIX}"
-        )
+        raise VocabularyError(f"{meta_path}: the vocabulary has {len(vocabulary)} tags but the architecture "
+                              f"has {config.num_tags} (num_tags); {_FIX}")
 
     if not model_path.is_file():
         raise WeightsError(f"{model_path}: not found; {_FIX}")
     recorded = (meta.get("files") or {}).get(MODEL_FILE) or {}
     size = model_path.stat().st_size
     if "bytes" in recorded and recorded["bytes"] != size:
-        raise WeightsError(
-            f"{model_path}: {size} bytes but {recorded['bytes']} were written (incomplete or "
-            f"replaced file); {_FIX}"
-        )
+        raise WeightsError(f"{model_path}: {size} bytes but {recorded['bytes']} were written (incomplete or "
+                           f"replaced file); {_FIX}")
     if verify and "sha256" in recorded and sha256_file(model_path) != recorded["sha256"]:
         raise WeightsError(f"{model_path}: sha256 does not match {META_FILE} (corrupt file); {_FIX}")
     try:
         state_dict = load_file(str(model_path), device="cpu")
     except Exception as e:  # SafetensorError, OSError: whatever the bytes are, they are never unpickled
-        raise CheckpointError(
-            f"{model_path}: not a valid safetensors file ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200] if str(e) else ''}); {_FIX}"
-        ) from None
-    return LoadedWeights(
-        config=config,
-        state_dict=state_dict,
-        vocabulary=vocabulary,
-        preprocessing=preprocessing,
-        metadata=meta,
-        directory=d,
-    )
+        raise CheckpointError(f"{model_path}: not a valid safetensors file ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200] if str(e) else ''}); {_FIX}") from None
+    return LoadedWeights(config=config, state_dict=state_dict, vocabulary=vocabulary,
+                         preprocessing=preprocessing, metadata=meta, directory=d)
 
 
-def build_model(
-    loaded: LoadedWeights, device: str | torch.device | None = None, dtype: torch.dtype | None = None
-) -> RamPlus:
+def build_model(loaded: LoadedWeights, device: str | torch.device | None = None,
+                dtype: torch.dtype | None = None) -> RamPlus:
     """A :class:`RamPlus` holding ``loaded``'s tensors (strict: every key and shape must match), in eval mode.
 
     The model is created on the meta device (no random init), so building Swin-L costs no extra time;
@@ -232,12 +203,9 @@ def build_model(
 
 def _can_recompute_buffers(model: torch.nn.Module) -> bool:
     """True when every module with buffers can refill them (timm >= 1.0.20 style)."""
-    return all(
-        callable(getattr(m, "init_non_persistent_buffers", None))
-        for m in model.modules()
-        if any(True for _ in m.buffers(recurse=False))
-        or type(m).__name__ in ("WindowAttention", "SwinTransformerBlock")
-    )
+    return all(callable(getattr(m, "init_non_persistent_buffers", None))
+               for m in model.modules() if any(True for _ in m.buffers(recurse=False)) or
+               type(m).__name__ in ("WindowAttention", "SwinTransformerBlock"))
 
 
 def _recompute_buffers(model: torch.nn.Module) -> None:
