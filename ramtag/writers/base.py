@@ -58,6 +58,7 @@ class RamtagRecord:
     model: str = ""
     date: str = ""  # ISO 8601, UTC
     created: bool = False  # ramtag created the sidecar (untag may delete it when nothing else is left)
+    created_date: str = ""  # when it did (ISO 8601, UTC; written as ramtag:Created), "" if unknown
 
     def same_content(self, other: RamtagRecord | None) -> bool:
         """Equal apart from the date (a re-run with the same outcome is 'unchanged')."""
