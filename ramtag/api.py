@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import RamtagError, UsageError
-from .library import ProgressFn, ResultFn, RunSummary, tag_library
+from .library import Interrupted, ProgressFn, ResultFn, RunSummary, Selection, select_files, tag_library
 from .options import EXACT_PRECISIONS, OpenSetOptions, TagOptions, WriteOptions
 from .results import ImageTags, TagScore
 from .tagger import Tagger, _with, _workers  # noqa: F401  (the private two: for old imports)
@@ -30,11 +30,13 @@ log = logging.getLogger(__name__)
 __all__ = [
     "EXACT_PRECISIONS",
     "ImageTags",
+    "Interrupted",
     "OpenSetOptions",
     "ProgressFn",
     "RamtagError",
     "ResultFn",
     "RunSummary",
+    "Selection",
     "TagOptions",
     "TagScore",
     "Tagger",
@@ -46,6 +48,7 @@ __all__ = [
     "describe",
     "effective_thresholds",
     "load_tagger",
+    "select_files",
     "tag_library",
     "untag",
 ]

@@ -25,7 +25,7 @@ import importlib.util
 import logging
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -137,6 +137,7 @@ def discover(
     recursive: bool = True,
     include_hidden: bool = False,
     follow_symlinks: bool = True,
+    on_other: Callable[[Path], None] | None = None,
 ) -> Iterator[Path | Skipped]:
     """Yield the image files under ``paths`` (files and folders), and a :class:`Skipped` for each problem.
 
@@ -146,6 +147,8 @@ def discover(
         include_hidden: also take dot-files and dot-folders found while walking.
         follow_symlinks: follow links found while walking (links named explicitly are always followed).
             Each real folder is walked once, so loops end.
+        on_other: called with each regular file inside a folder that is left out silently because it
+            is not an image (ramtag's own outputs excepted), so a caller can say what was not tagged.
 
     Yields:
         ``Path`` of each image file (as reached: the argument joined with the names below it, never
@@ -169,7 +172,9 @@ def discover(
             continue
 
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk(path, st, recursive, include_hidden, follow_symlinks, seen_files, seen_dirs)
+            yield from _walk(
+                path, st, recursive, include_hidden, follow_symlinks, seen_files, seen_dirs, on_other
+            )
         elif not stat.S_ISREG(st.st_mode):
             yield Skipped(path, "not a regular file (device, pipe or socket)")
         elif not is_image_name(path):
@@ -189,6 +194,7 @@ def _walk(
     follow_symlinks: bool,
     seen_files: set[tuple[int, int] | str],
     seen_dirs: set[tuple[int, int] | str],
+    on_other: Callable[[Path], None] | None = None,
 ) -> Iterator[Path | Skipped]:
     """Depth-first walk with an explicit stack (deep trees cannot hit the recursion limit)."""
     top_key = _file_key(top, top_st)
@@ -198,7 +204,7 @@ def _walk(
     # Each stack entry is an iterator over one folder's sorted entries; a sub-folder's entries are
     # pushed on top and walked before the parent's next entry.
     stack: list[Iterator[Path | Skipped | tuple[Path, os.stat_result]]] = [
-        _list_folder(top, include_hidden, follow_symlinks)
+        _list_folder(top, include_hidden, follow_symlinks, on_other)
     ]
     while stack:
         item = next(stack[-1], None)
@@ -217,7 +223,7 @@ def _walk(
                 log.debug("not walking %s again (already walked via another path or a link loop)", path)
                 continue
             seen_dirs.add(key)
-            stack.append(_list_folder(path, include_hidden, follow_symlinks))
+            stack.append(_list_folder(path, include_hidden, follow_symlinks, on_other))
         else:
             key = _file_key(path, st)
             if key not in seen_files:
@@ -226,7 +232,7 @@ def _walk(
 
 
 def _list_folder(
-    folder: Path, include_hidden: bool, follow_symlinks: bool
+    folder: Path, include_hidden: bool, follow_symlinks: bool, on_other: Callable[[Path], None] | None = None
 ) -> Iterator[Path | Skipped | tuple[Path, os.stat_result]]:
     """One folder's entries in name order: ``(path, stat)`` for sub-folders and image files to take,
     ``Skipped`` for problems worth reporting. Other files are dropped silently."""
@@ -269,3 +275,9 @@ def _list_folder(
                 yield (path, st)
             else:
                 yield Skipped(path, "not a regular file (device, pipe or socket)")
+        elif (
+            on_other is not None
+            and stat.S_ISREG(st.st_mode)
+            and path.suffix.lower() not in _OUTPUT_EXTENSIONS
+        ):
+            on_other(path)

@@ -29,7 +29,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ProgressFn", "ResultFn", "RunSummary", "WriteFn", "tag_library"]
+__all__ = [
+    "Interrupted",
+    "ProgressFn",
+    "ResultFn",
+    "RunSummary",
+    "Selection",
+    "WriteFn",
+    "select_files",
+    "tag_library",
+]
 
 ProgressFn = Callable[[str, int, int], None]  # (event, done, total); events: "discovered", "image", "written"
 ResultFn = Callable[[ImageTags], None]
@@ -44,7 +53,15 @@ class RunSummary:
     tagged: int = 0  # images run through the model
     unchanged: int = 0  # images skipped because they were tagged before with the same settings
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
-    written: int = 0  # sidecars / files written or updated
+    written: int = 0  # sidecars / files written or updated (dry run: that would be)
+    up_to_date: int = 0  # tagged images whose output already held these tags (nothing rewritten)
+    no_tags: int = 0  # tagged images with no tag above threshold, so nothing written (no sidecar)
+    not_images: dict[str, int] = field(default_factory=dict)  # files in folders left out: suffix -> count
+    to_tag: int = 0  # images this run set out to tag (after skipping unchanged ones)
+    processed: int = 0  # of those, how many went through the model (tagged or failed)
+    write_mode: str = "xmp"  # WriteOptions.mode of the run
+    dry_run: bool = False  # nothing was written
+    interrupted: bool = False  # stopped by Ctrl-C; what was written is recorded, a re-run resumes
     seconds: float = 0.0  # wall time of the run
     notes: list[str] = field(default_factory=list)  # one-line notes for the user
 
@@ -55,6 +72,50 @@ class RunSummary:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    @property
+    def left(self) -> int:
+        """Images of this run not tagged yet (non-zero after an interruption)."""
+        return max(0, self.to_tag - self.processed)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`tag_library`: raised after what was tagged is written and recorded;
+    ``summary`` says what was done (a re-run resumes with the rest)."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        super().__init__("interrupted")
+        self.summary = summary
+
+
+@dataclass
+class Selection:
+    """The files a run will look at, found before any model loads (see :func:`select_files`)."""
+
+    files: list[Path]  # image files, in order
+    skipped: list[tuple[str, str]]  # (path, one-line reason): named paths that cannot be tagged
+    not_images: dict[str, int]  # files in folders that are not images: suffix ("" if none) -> count
+
+
+def select_files(paths: Sequence[str | Path], opts: TagOptions | None = None) -> Selection:
+    """Walk ``paths`` (no model needed): the images to tag, what was skipped and why."""
+    from .discover import Skipped, discover
+
+    opts = opts or TagOptions()
+    files: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    others: dict[str, int] = {}
+
+    def other(path: Path) -> None:
+        suffix = path.suffix.lower()
+        others[suffix] = others.get(suffix, 0) + 1
+
+    for item in discover(paths, recursive=opts.recursive, include_hidden=opts.include_hidden, on_other=other):
+        if isinstance(item, Skipped):
+            skipped.append((str(item.path), item.reason))
+        else:
+            files.append(item)
+    return Selection(files, skipped, others)
 
 
 def tag_library(
@@ -69,12 +130,16 @@ def tag_library(
     progress: ProgressFn | None = None,
     on_result: ResultFn | None = None,
     on_write: WriteFn | None = None,
+    selection: Selection | None = None,
 ) -> RunSummary:
     """Tag every image under ``paths`` and write the tags; what ``ramtag tag`` runs.
 
     Skips files tagged before with the same settings (unless ``force``), overlaps writing with
     compute on a writer thread, shards the file list across torchrun ranks, and never stops on a
-    bad file: each failure is counted in the summary with a one-line reason.
+    bad file: each failure is counted in the summary with a one-line reason. ``selection``: the
+    files already found by :func:`select_files` (then ``paths`` is not walked again).
+    On Ctrl-C, what was tagged is written and recorded first, then :class:`Interrupted` is raised
+    with the summary.
     """
     from .distributed import dist_info
 
@@ -84,7 +149,8 @@ def tag_library(
     summary = RunSummary()
     rank, world, _ = dist_info()
 
-    files = find_files(paths, opts, summary)
+    summary.write_mode, summary.dry_run = wopts.mode, wopts.dry_run
+    files = find_files(paths, opts, summary, selection)
     summary.found = len(files)
     files = shard_files(files, rank, world)
     if progress:
@@ -94,10 +160,13 @@ def tag_library(
     try:
         if record is not None:
             files, summary.unchanged = skip_done(files, record, force=force)
+        summary.to_tag = len(files)
         run_writer = make_run_writer(tagger, opts, wopts, json_path)
         writer = BackgroundWriter(run_writer, summary, record, on_write=on_write, progress=progress)
         try:
             tag_files(files, tagger, opts, summary, writer.put, on_result=on_result, progress=progress)
+        except KeyboardInterrupt:  # write and record what is done (below), then say so
+            summary.interrupted = True
         finally:
             writer.close()
     finally:
@@ -105,23 +174,23 @@ def tag_library(
             record.close()
     summary.failed.extend(writer.errors)
     finish(summary, tagger, wopts, world, t0)
+    if summary.interrupted:
+        raise Interrupted(summary)
     return summary
 
 
 # ---------------------------------------------------------------------------------- the steps
 
 
-def find_files(paths: Sequence[str | Path], opts: TagOptions, summary: RunSummary) -> list[Path]:
-    """The image files under ``paths``; what cannot be walked goes to ``summary.failed``."""
-    from .discover import Skipped, discover
-
-    files: list[Path] = []
-    for item in discover(paths, recursive=opts.recursive, include_hidden=opts.include_hidden):
-        if isinstance(item, Skipped):
-            summary.failed.append((str(item.path), item.reason))
-        else:
-            files.append(item)
-    return files
+def find_files(
+    paths: Sequence[str | Path], opts: TagOptions, summary: RunSummary, selection: Selection | None = None
+) -> list[Path]:
+    """The image files under ``paths``; what cannot be walked goes to ``summary.failed``, files that
+    are not images to ``summary.not_images``."""
+    selection = selection or select_files(paths, opts)
+    summary.failed.extend(selection.skipped)
+    summary.not_images = dict(selection.not_images)
+    return list(selection.files)
 
 
 def shard_files(files: list[Path], rank: int, world: int) -> list[Path]:
@@ -178,6 +247,7 @@ def tag_files(
 ) -> None:
     """Run ``files`` through the model; each result is counted, reported and handed to ``put``."""
     for done, res in enumerate(tagger.tag(files, opts), 1):
+        summary.processed = done
         if res.ok:
             summary.tagged += 1
         else:
@@ -314,7 +384,12 @@ class BackgroundWriter:
         if outcome.action == "skipped":
             self.errors.append((str(res.path), outcome.message))
             return
-        self.summary.written += outcome.action in ("written", "fallback-sidecar")
+        self.summary.written += outcome.action in ("written", "fallback-sidecar", "dry-run")
+        if outcome.action == "unchanged":
+            if res.tags:
+                self.summary.up_to_date += 1
+            else:
+                self.summary.no_tags += 1
         if outcome.action == "fallback-sidecar" and outcome.message:
             self.summary.notes.append(outcome.message)
         if self.record is not None and res.path is not None:

@@ -746,13 +746,14 @@ class XmpSidecarWriter:
             )
         tags = tuple(names)
         extra = f" ({note})" if note else ""
+        if new is None:  # the same in a dry run: "dry-run" announces only writes a real run makes
+            why = "no tag above threshold, no sidecar written" if data is None else "up to date"
+            return WriteOutcome(image, sidecar, "unchanged", f"{sidecar}: {why}{extra}", tags)
         if self.dry_run:
-            what = "no change" if new is None else f"would write {len(names)} tags"
+            what = f"would write {len(names)} tags"
             if backup is not None:
                 what += f"; would keep the malformed sidecar as {backup.name}"
             return WriteOutcome(image, sidecar, "dry-run", f"{sidecar}: {what}{extra}", tags)
-        if new is None:
-            return WriteOutcome(image, sidecar, "unchanged", f"{sidecar}: up to date{extra}", tags)
         if backup is not None:
             shutil.copy2(sidecar, backup)
             log.warning("%s was not valid XML; kept it as %s and wrote a new sidecar", sidecar, backup)

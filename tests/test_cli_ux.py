@@ -1,0 +1,159 @@
+"""Issue 13 through the `ramtag` command: early checks, progress and summary, dry runs, Ctrl-C."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from test_cli import photos, run_cli, tiny_weights  # noqa: F401  (fixtures)
+
+from ramtag import api
+from ramtag.cli import progress
+
+TAG = ["--precision", "fp32", "--batch-size", "4"]
+
+
+@pytest.fixture
+def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading the model fails the test: these checks must come first."""
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(api, "load_tagger", fail)
+
+
+# ------------------------------------------------------------------- 2: checked before the model loads
+
+
+def test_bad_path_fails_before_the_model_loads(
+    tiny_weights: str,
+    photos: Path,
+    no_model: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    t0 = time.perf_counter()
+    code, _, err = run_cli(
+        ["tag", str(photos), str(photos / "typo"), "--weights", tiny_weights], monkeypatch, capsys
+    )
+    assert code == 2 and "typo: no such file or folder" in err and len(err.strip().splitlines()) == 1
+    assert time.perf_counter() - t0 < 5  # no model; in practice well under a second
+
+
+def test_empty_selection_says_what_was_there(
+    tiny_weights: str,
+    tmp_path: Path,
+    no_model: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name in ("a.txt", "b.txt", "clip.mov", "photo.jpg.xmp"):
+        (folder / name).write_text("x")
+    code, _, err = run_cli(["tag", str(folder), "--weights", tiny_weights], monkeypatch, capsys)
+    assert code == 1 and "no images to tag" in err
+    assert "3 files that are not images (.txt, .mov)" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected", "exit_code"),
+    [
+        (["--state-db", "/nonexistent-dir/state.sqlite"], "no such folder for the state database", 1),
+        (["--json", "/nonexistent-dir/tags.jsonl"], "no such folder for the JSON Lines file", 1),
+        (["--open-set", "corgi=2"], "outside [0, 1]", 2),
+        (["--weights", "no-such-weights"], "unknown weights 'no-such-weights'", 2),
+    ],
+)
+def test_bad_options_fail_before_the_model_loads(
+    tiny_weights: str,
+    photos: Path,
+    no_model: None,
+    extra: list[str],
+    expected: str,
+    exit_code: int,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["tag", str(photos), "--weights", tiny_weights, *extra]
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == exit_code and expected in err, err
+
+
+# --------------------------------------------------------------------------- 3: progress and summary
+
+
+def test_summary_explains_written_no_tags_and_not_images(
+    tiny_weights: str, photos: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (photos / "notes.txt").write_text("x")
+    (photos / "clip.mov").write_bytes(b"x")
+    monkeypatch.setattr(progress, "PLAIN_EVERY", 0.0)  # stderr is not a terminal here: plain lines
+    code, _, err = run_cli(
+        ["tag", str(photos), "--weights", tiny_weights, "--threshold", "1.0", *TAG], monkeypatch, capsys
+    )
+    assert code == 0, err
+    assert "12 images found, 12 tagged" in err
+    assert "0 written, 12 with no tag above threshold (nothing written, no sidecar)" in err
+    assert "skipped 2 files that are not images (.mov, .txt)" in err
+    assert "tagging: 12/12 images" in err and "images/s, ETA" in err
+    assert not list(photos.glob("*.xmp"))
+    code, _, err = run_cli(["tag", str(photos), "--weights", tiny_weights, *TAG], monkeypatch, capsys)
+    assert code == 0 and "12 images found, 12 tagged" in err
+    written = len(list(photos.glob("*.xmp")))
+    assert f"{written} written" in err
+
+
+def test_ctrl_c_writes_what_is_done_and_a_rerun_resumes(
+    tiny_weights: str, photos: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_tag = api.Tagger.tag
+
+    def interrupted_after_five(self: api.Tagger, items: object, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        for i, res in enumerate(real_tag(self, items, *args, **kwargs)):  # type: ignore[arg-type]
+            if i == 5:
+                raise KeyboardInterrupt
+            yield res
+
+    with monkeypatch.context() as m:
+        m.setattr(api.Tagger, "tag", interrupted_after_five)
+        code, _, err = run_cli(["tag", str(photos), "--weights", tiny_weights, *TAG], monkeypatch, capsys)
+    assert code == 130
+    assert "interrupted: 5 done, 7 left; what was done is saved, re-run the same command to resume" in err
+    assert "Traceback" not in err
+    code, _, err = run_cli(["tag", str(photos), "--weights", tiny_weights, *TAG], monkeypatch, capsys)
+    assert code == 0 and "7 tagged" in err and "5 unchanged since the last run" in err
+
+
+def test_plain_progress_line_has_rate_and_labelled_eta() -> None:
+    p = progress.PlainProgress("tagging", every=3600)
+    p.start -= 10
+    p.update(20, 120)
+    assert p.line().startswith("tagging: 20/120 images, 2.0 images/s, ETA 0:50")
+
+
+# --------------------------------------------------------------------------------------- 4: dry run
+
+
+def test_dry_run_lists_each_image_once_and_only_real_writes(
+    tiny_weights: str, photos: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = sorted(p.name for p in photos.iterdir())
+    code, out, err = run_cli(
+        ["tag", str(photos), "--weights", tiny_weights, "--dry-run", *TAG], monkeypatch, capsys
+    )
+    assert code == 0, err
+    assert not list(photos.glob("*.xmp"))
+    for name in images:
+        assert sum(name in line for line in out.splitlines()) == 1, (name, out)
+    would = {line.split()[2].rstrip(":") for line in out.splitlines() if line.startswith("would write")}
+    code, _, err = run_cli(["tag", str(photos), "--weights", tiny_weights, *TAG], monkeypatch, capsys)
+    assert code == 0
+    assert would == {str(p) for p in photos.glob("*.xmp")}  # exactly what the real run wrote
+    code, out, err = run_cli(
+        ["tag", str(photos), "--weights", tiny_weights, "--dry-run", "--force", *TAG], monkeypatch, capsys
+    )
+    assert code == 0 and "would write" not in out
+    assert all(line.startswith("would not write") for line in out.splitlines() if line.strip())
