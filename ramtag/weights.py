@@ -30,7 +30,17 @@ from .errors import (
     VocabularyError,
     WeightsError,
 )
-from .registry import DEFAULT_WEIGHTS, WEIGHTS, UrlFile, WeightsSpec, get_weights_spec
+from .registry import (
+    DEFAULT_SETUP,
+    DEFAULT_WEIGHTS,
+    TEXT_ENCODERS,
+    WEIGHTS,
+    HubFile,
+    TextEncoderSpec,
+    UrlFile,
+    WeightsSpec,
+    get_weights_spec,
+)
 from .tags.vocab import Vocabulary
 from .weights_format import META_FILE, OFFICIAL_PREPROCESSING, Preprocessing, sha256_file
 
@@ -115,6 +125,14 @@ def list_weights() -> list[WeightsInfo]:
             num_tags=(meta.get("architecture") or {}).get("num_tags"), license=spec.license,
             description=spec.description, source=f"hf://{hub_file.repo_id}/{hub_file.filename}",
         ))
+    for name, enc in TEXT_ENCODERS.items():
+        cached = hub.is_cached(enc.file)
+        out.append(WeightsInfo(
+            name=name, installed=cached is not None, path=cached,
+            size=cached.stat().st_size if cached is not None else enc.file.size or enc.approx_bytes,
+            registered=True, default=False, arch="CLIP text encoder", num_tags=None, license=enc.license,
+            description=enc.description, source=f"hf://{enc.file.repo_id}/{enc.file.filename}",
+        ))
     root = paths.weights_dir()
     imported = sorted(p for p in root.iterdir() if p.name not in WEIGHTS and _NAME.fullmatch(p.name)
                       and is_weights_dir(p)) if root.is_dir() else []
@@ -195,6 +213,8 @@ def download_weights(name: str = DEFAULT_WEIGHTS, *, force: bool = False, keep_d
     records their sources, revision and sha256s in ``ramtag.json`` (``provenance``). The raw download is
     deleted after a successful conversion unless ``keep_download`` (the converted copy is all ramtag uses).
     """
+    if name in TEXT_ENCODERS:
+        return download_text_encoder(name, force=force, progress=progress)
     spec = get_weights_spec(validate_name(name))
     target = paths.weights_dir() / name
     if is_weights_dir(target) and not force:
@@ -228,6 +248,45 @@ def download_weights(name: str = DEFAULT_WEIGHTS, *, force: bool = False, keep_d
         hub.remove_cached_hub_file(spec.checkpoint)
     log.info("weights %s ready in %s", name, out)
     return out
+
+
+def download_text_encoder(name: str, *, force: bool = False,
+                          progress: bool | hub.ProgressFactory = True) -> Path:
+    """Download a registered CLIP text encoder (open-set tags) into the download cache; its path."""
+    enc = TEXT_ENCODERS[name]
+    if force:
+        hub.remove_cached_hub_file(enc.file)
+    try:
+        return hub.fetch_hub_file(enc.file, progress=progress)
+    except OfflineError:
+        raise OfflineError(offline_help(name)) from None
+
+
+def download_all(*, force: bool = False, progress: bool | hub.ProgressFactory = True) -> list[Path]:
+    """Everything the default setup uses (``registry.DEFAULT_SETUP``): the default weights and CLIP."""
+    return [download_weights(name, force=force, progress=progress) for name in DEFAULT_SETUP]
+
+
+def offline_help(name: str) -> str:
+    """One line for weights or a text encoder that are missing while downloads are off: the exact files
+    and URLs to bring, the command that installs them, ``--clip`` and ``HF_ENDPOINT``."""
+    mirror = "HF_ENDPOINT=https://MIRROR for a Hub mirror"
+    off = "downloads are off (HF_HUB_OFFLINE / RAMTAG_OFFLINE)"
+    if name in TEXT_ENCODERS:
+        enc: TextEncoderSpec = TEXT_ENCODERS[name]
+        return (f"{name} (needed for open-set tags) is not downloaded and {off}; bring "
+                f"{enc.file.filename} from {hub.file_url(enc.file)} and pass it with --clip FILE, or run "
+                f"`ramtag weights download {name}` once while online ({mirror})")
+    spec = WEIGHTS[name]
+    files: list[HubFile | UrlFile] = [spec.checkpoint, spec.tag_list, spec.thresholds]
+    files += [spec.tag_list_zh] if spec.tag_list_zh else []
+    brought = ", ".join(f"{f.filename} ({hub.file_url(f)})" for f in files)
+    zh = f" --tag-list-zh {spec.tag_list_zh.filename}" if spec.tag_list_zh else ""
+    return (f"weights {name!r} are not downloaded and {off}; bring {brought}, then `ramtag weights import "
+            f"{spec.checkpoint.filename} --name {name} --tag-list {spec.tag_list.filename} --thresholds "
+            f"{spec.thresholds.filename}{zh}`; or run `ramtag weights download --all` once while online "
+            f"({mirror}); open-set tags also need CLIP ViT-B/16 (`ramtag weights download "
+            f"{DEFAULT_SETUP[-1]}` or --clip FILE)")
 
 
 def _file_provenance(path: Path | None) -> dict[str, Any] | None:
@@ -326,6 +385,12 @@ def _import_weights_dir(source: Path, target: Path, vocabulary: Vocabulary | Non
 
 def remove_weights(name: str) -> Path:
     """Delete installed weights ``name`` and any raw download of that registry entry; returns the path."""
+    if name in TEXT_ENCODERS:
+        enc_file = TEXT_ENCODERS[name].file
+        cached = hub.is_cached(enc_file)
+        if cached is None or not hub.remove_cached_hub_file(enc_file):
+            raise WeightsError(f"{name} is not downloaded; see `ramtag weights list`")
+        return cached
     target = weights_path(name)
     spec = WEIGHTS.get(name)
     had_download = spec is not None and hub.remove_cached_hub_file(spec.checkpoint)
@@ -364,10 +429,13 @@ def resolve_weights(spec: str | Path | None = None, *, download: bool = True) ->
     target = paths.weights_dir() / name
     if is_weights_dir(target):
         return target
+    if name in TEXT_ENCODERS:
+        raise UsageError(f"{name} is a CLIP text encoder (for open-set tags), not tagging weights; "
+                         "pass a RAM++ name to --weights (see `ramtag weights list`)")
     if name not in WEIGHTS and as_path.exists():
         return _resolve_path(as_path)
     if name not in WEIGHTS:
-        known = ", ".join(info.name for info in list_weights())
+        known = ", ".join(info.name for info in list_weights() if info.name not in TEXT_ENCODERS)
         raise UnknownWeightsError(
             f"unknown weights {name!r}; known: {known}; or pass a ramtag weights folder, "
             "or `ramtag weights import` a checkpoint"
@@ -377,9 +445,7 @@ def resolve_weights(spec: str | Path | None = None, *, download: bool = True) ->
         raise WeightsError(f"weights {name!r} are not downloaded; run `ramtag weights download {name}` "
                            "or `ramtag weights import` a checkpoint you have")
     if paths.offline():
-        raise OfflineError(f"weights {name!r} are not downloaded and downloads are off (HF_HUB_OFFLINE / "
-                           f"RAMTAG_OFFLINE); run `ramtag weights download {name}` once online, or "
-                           f"`ramtag weights import CHECKPOINT --name {name}`")
+        raise OfflineError(offline_help(name))
     which = "default weights" if name == DEFAULT_WEIGHTS else "weights"
     log.warning("downloading %s %s from %s (%s, once)", which, name, entry.checkpoint.repo_id,
                 _human(entry.checkpoint.size))

@@ -16,14 +16,15 @@ app = typer.Typer(
     no_args_is_help=True,
     epilog=examples(
         "ramtag weights list",
-        "ramtag weights download                      # ram-plus-swin-l-14m",
+        "ramtag weights download --all                # RAM++ weights and CLIP ViT-B/16",
         "ramtag weights import ram_plus.pth --name my-ram --tag-list tags.txt --thresholds th.txt",
     ),
 )
 
 LIST_EXAMPLES = examples("ramtag weights list", "ramtag weights list | grep installed")
 DOWNLOAD_EXAMPLES = examples(
-    "ramtag weights download",
+    "ramtag weights download --all                # RAM++ weights and CLIP (open-set tags)",
+    "ramtag weights download clip-vit-b-16",
     "HF_ENDPOINT=https://hf-mirror.com ramtag weights download ram-plus-swin-l-14m",
 )
 IMPORT_EXAMPLES = examples(
@@ -35,11 +36,15 @@ REMOVE_EXAMPLES = examples("ramtag weights remove my-ram", "ramtag weights remov
 
 
 def weights_list() -> None:
-    """Show the known weights and which are installed."""
-    from ..weights import list_weights
+    """Show the known weights and CLIP text encoder, which are installed, and their sizes."""
+    from ..weights import _human, list_weights
 
     for info in list_weights():
-        mark = "[green]installed[/]" if info.installed else "[dim]not downloaded[/]"
+        if info.installed:
+            mark = f"[green]installed[/] ({_human(info.size)})"
+        else:
+            size = f"{'about ' if info.registered and info.size else ''}{_human(info.size)}"
+            mark = f"[dim]not downloaded ({size})[/]"
         default = " [cyan](default)[/]" if info.default else ""
         out.print(f"[bold]{escape(info.name)}[/]{default}  {mark}  {escape(info.description or '')}")
         details = [
@@ -56,10 +61,17 @@ def weights_download(
         str | None,
         typer.Argument(
             metavar="NAME",
-            help="Registry name (see `ramtag weights list`).",
+            help="Registry name (see `ramtag weights list`): RAM++ weights or clip-vit-b-16.",
             show_default="ram-plus-swin-l-14m",
         ),
     ] = None,
+    all_: Annotated[
+        bool,
+        typer.Option(
+            "--all/--no-all",
+            help="Everything the default setup uses: the default weights and CLIP ViT-B/16 (open-set tags).",
+        ),
+    ] = False,
     force: Annotated[bool, typer.Option("--force/--no-force", help="Download and convert again.")] = False,
     keep_download: Annotated[
         bool,
@@ -68,12 +80,17 @@ def weights_download(
         ),
     ] = False,
 ) -> None:
-    """Download weights from Hugging Face into the cache and convert them once."""
-    from ..registry import DEFAULT_WEIGHTS
+    """Download weights (or the CLIP text encoder) from Hugging Face into the cache; weights are
+    converted once. HF_ENDPOINT selects a Hub mirror."""
+    from ..errors import UsageError
+    from ..registry import DEFAULT_SETUP, DEFAULT_WEIGHTS
     from ..weights import download_weights
 
-    path = download_weights(name or DEFAULT_WEIGHTS, force=force, keep_download=keep_download)
-    err.print(f"[green]ready:[/] {escape(str(path))}", highlight=False)
+    if all_ and name is not None:
+        raise UsageError("pass a NAME or --all, not both")
+    for item in DEFAULT_SETUP if all_ else (name or DEFAULT_WEIGHTS,):
+        path = download_weights(item, force=force, keep_download=keep_download)
+        err.print(f"[green]ready:[/] {escape(item)} -> {escape(str(path))}", highlight=False)
 
 
 def weights_import(

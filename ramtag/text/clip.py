@@ -202,11 +202,21 @@ class ClipModel:
 
 
 def fetch_default_clip() -> Path:
-    """The registry's default CLIP text encoder file (downloaded once through ``ramtag.hub``)."""
+    """The registry's default CLIP text encoder file (downloaded once through ``ramtag.hub``).
+
+    Missing while offline: :class:`OfflineError` naming the file, its URL, ``--clip`` and ``HF_ENDPOINT``.
+    """
+    from ..errors import DownloadError, OfflineError
     from ..hub import fetch_hub_file
     from ..registry import DEFAULT_TEXT_ENCODER, get_text_encoder
+    from ..weights import offline_help
 
-    return Path(fetch_hub_file(get_text_encoder(DEFAULT_TEXT_ENCODER)))
+    try:
+        return Path(fetch_hub_file(get_text_encoder(DEFAULT_TEXT_ENCODER)))
+    except OfflineError:
+        raise OfflineError(offline_help(DEFAULT_TEXT_ENCODER)) from None
+    except DownloadError as e:
+        raise DownloadError(f"{e}; or pass a local CLIP ViT-B/16 with --clip FILE") from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -248,6 +258,16 @@ class ClipTextEncoder:
         if self._id is None:
             self._id = clip_encoder_id(self.clip_file)
         return self._id
+
+    def ensure_available(self) -> None:
+        """Make sure the weights are at hand (the registry's are downloaded now), without loading them:
+        called before the first LLM request, so a missing CLIP fails before any LLM call is spent."""
+        if self._model is not None:
+            return
+        if self.clip_file is None:
+            fetch_default_clip()  # cached from now on; the encoder id stays the registry's
+        elif not self.clip_file.is_file():
+            raise InputError(f"{self.clip_file}: CLIP weights file not found; check --clip")
 
     @property
     def model(self) -> ClipModel:
