@@ -380,6 +380,30 @@ def _import_weights_dir(source: Path, target: Path, vocabulary: Vocabulary | Non
         preprocessing=loaded.preprocessing, provenance=provenance))
 
 
+# ---------------------------------------------------------------------------------------------- vocabulary
+
+
+def read_vocabulary(spec: str | Path | None = None) -> Vocabulary:
+    """The built-in vocabulary of weights ``spec`` (as :func:`resolve_weights` takes it), without torch
+    and without loading the model: ``ramtag.json`` of installed weights, else the registry entry's pinned
+    tag files (downloaded once, a few hundred KB; the checkpoint itself is not)."""
+    name = DEFAULT_WEIGHTS if spec is None else str(spec)
+    if name in TEXT_ENCODERS:
+        raise UsageError(f"{name} is a CLIP text encoder and has no tag vocabulary; pass RAM++ weights")
+    if name in WEIGHTS and not is_weights_dir(paths.weights_dir() / name):
+        entry = WEIGHTS[name]
+        zh = hub.fetch_url(entry.tag_list_zh, progress=False) if entry.tag_list_zh else None
+        return Vocabulary.from_files(hub.fetch_url(entry.tag_list, progress=False),
+                                     hub.fetch_url(entry.thresholds, progress=False), zh)
+    directory = resolve_weights(spec, download=False)
+    meta = _read_meta(directory)
+    try:
+        return Vocabulary.from_dict(meta["vocabulary"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise VocabularyError(f"{directory / META_FILE}: no readable vocabulary ({type(e).__name__}); "
+                              "re-import these weights with `ramtag weights import`") from None
+
+
 # ---------------------------------------------------------------------------------------------- remove
 
 

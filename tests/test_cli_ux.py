@@ -157,3 +157,54 @@ def test_dry_run_lists_each_image_once_and_only_real_writes(
     )
     assert code == 0 and "would write" not in out
     assert all(line.startswith("would not write") for line in out.splitlines() if line.strip())
+
+
+# ------------------------------------------------------------------------------- 7: ramtag tags
+
+
+def test_tags_lists_and_searches_the_vocabulary(
+    tiny_weights: str, parity_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = (parity_dir / "tag_list.txt").read_text(encoding="utf-8").splitlines()
+    code, out, _ = run_cli(["tags", "--weights", tiny_weights], monkeypatch, capsys)
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "# 40 tags" and lines[1] == "name\tChinese\tthreshold"
+    assert [line.split("\t")[0] for line in lines[2:]] == names
+    assert "accessory\t附件\t0.80" in lines
+    code, out, _ = run_cli(["tags", "ABA", "--weights", tiny_weights], monkeypatch, capsys)
+    assert [line.split("\t")[0] for line in out.splitlines()[2:]] == ["abacus", "abalone"]
+    code, out, _ = run_cli(["tags", "算盘", "--weights", tiny_weights], monkeypatch, capsys)
+    assert out.splitlines()[2].startswith("abacus\t")
+    code, out, _ = run_cli(["tags", "accesory", "--weights", tiny_weights], monkeypatch, capsys)
+    assert "close spellings" in out and out.splitlines()[2].startswith("accessory\t")
+    code, out, _ = run_cli(["tags", "zzzzqqq", "--weights", tiny_weights], monkeypatch, capsys)
+    assert code == 1 and "none is spelled close" in out
+
+
+def test_tags_says_which_open_set_names_are_built_in(
+    tiny_weights: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(
+        ["tags", "--weights", tiny_weights, "--open-set", "Accessory, corgi=0.6, acessory"],
+        monkeypatch,
+        capsys,
+    )
+    rows = {line.split("\t")[0]: line.split("\t")[1:] for line in out.splitlines()[2:]}
+    assert code == 0
+    assert rows["Accessory"][:2] == ["yes: uses the built-in tag", "0.80"]
+    assert rows["corgi"][0].startswith("no")
+    assert rows["acessory"][0].startswith("no") and rows["acessory"][2] == "accessory"
+
+
+def test_tags_needs_no_torch(tiny_weights: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = "import sys; sys.modules['torch'] = None; from ramtag.cli.app import main; main(['tags', 'abalone', '--weights', 'tiny-official'])"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "abalone\t鲍鱼\t0.65" in res.stdout

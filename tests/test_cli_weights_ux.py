@@ -101,3 +101,13 @@ def test_open_set_checks_clip_before_any_llm_call(
     code, _, err = run_cli([*args, "--llm-base-url", fake_llm.url, "--llm-model", "m"], monkeypatch, capsys)
     assert code == 1 and "clip-vit-b-16" in err and "--clip" in err, err
     assert fake_llm.hits == 0
+
+
+def test_tags_of_registry_weights_need_only_the_tag_files(
+    hub_with_clip: FakeHub, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(["tags", "abacus"], monkeypatch, capsys)
+    assert code == 0, err
+    assert out.splitlines()[2].startswith("abacus\t算盘\t")
+    fetched = {r.path for r in hub_with_clip.requests}
+    assert not [p for p in fetched if p.endswith(".pth")]  # the checkpoint was not downloaded

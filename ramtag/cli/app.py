@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import RamtagError
-from . import bench, describe, evaluate, tag, train, untag, weights
+from . import bench, describe, evaluate, tag, tags, train, untag, weights
 from .common import Command, Group, NoArgsIsHelp, UsageErrors, err, examples, out, state
 
 app = typer.Typer(
@@ -47,6 +47,7 @@ def _root(
 
 app.command("tag", cls=Command, epilog=tag.EXAMPLES)(tag.tag)
 app.command("untag", cls=Command, epilog=untag.EXAMPLES)(untag.untag)
+app.command("tags", cls=Command, epilog=tags.EXAMPLES)(tags.tags)
 app.command("describe", cls=Command, epilog=describe.EXAMPLES)(describe.describe)
 app.command("bench", cls=Command, epilog=bench.EXAMPLES)(bench.bench)
 app.command("train", cls=Command, epilog=train.EXAMPLES)(train.train)
