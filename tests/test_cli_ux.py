@@ -203,7 +203,10 @@ def test_tags_needs_no_torch(tiny_weights: str) -> None:
 
     from conftest import REPO
 
-    code = "import sys; sys.modules['torch'] = None; from ramtag.cli.app import main; main(['tags', 'abalone', '--weights', 'tiny-official'])"
+    code = (
+        "import sys; sys.modules['torch'] = None; from ramtag.cli.app import main;"
+        "main(['tags', 'abalone', '--weights', 'tiny-official'])"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr

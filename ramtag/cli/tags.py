@@ -1,4 +1,5 @@
-"""``ramtag tags``: the built-in vocabulary of the chosen weights, searched (``ramtag.weights.read_vocabulary``)."""
+"""``ramtag tags``: the built-in vocabulary of the chosen weights, searched
+(``ramtag.weights.read_vocabulary``)."""
 
 from __future__ import annotations
 
