@@ -162,11 +162,12 @@ def describe(
     return describe_tags(names, llm, use_cache=use_cache)
 
 
-def benchmark(**options: Any) -> dict[str, Any]:
+def benchmark(*, progress: Any = None, **options: Any) -> dict[str, Any]:
     """Run the speed benchmark (``ramtag bench``); keyword arguments are ``ramtag.bench.BenchOptions`` fields.
 
-    Returns the report dict that is also written as JSON (its path under ``"out"``).
+    Returns the report dict that is also written as JSON (its path under ``"out"``). ``progress``: called
+    with each phase's name as it starts.
     """
     from .bench import BenchOptions, run_benchmark
 
-    return run_benchmark(BenchOptions(**options))
+    return run_benchmark(BenchOptions(**options), progress=progress)

@@ -211,3 +211,27 @@ def test_tags_needs_no_torch(tiny_weights: str) -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "abalone\t鲍鱼\t0.65" in res.stdout
+
+
+def test_bench_tells_its_phases_when_not_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(progress, "PLAIN_EVERY", 0.2)
+    args = [
+        "bench",
+        "--arch",
+        "tiny",
+        "--images",
+        "2",
+        "--size",
+        "384",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+    ]
+    args += ["--no-reference", "--no-decode-check", "--out", str(tmp_path / "bench.json")]
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 0, err
+    assert "bench: preparing 2 images (" in err
+    assert "bench: ramtag end to end (" in err and "bench: stages one by one (" in err

@@ -219,6 +219,51 @@ def print_summary(summary: RunSummary) -> None:
             err.print(f"  ... and {len(summary.failed) - 50} more")
 
 
+class Phases:
+    """A long run told in phases (``ramtag bench``): a spinner with the phase on a terminal; else a
+    line when each phase starts and one every 30 s while it runs, with the time elapsed."""
+
+    def __init__(self, what: str, every: float | None = None) -> None:
+        import threading
+        import time
+
+        self.what, self.every = what, PLAIN_EVERY if every is None else every
+        self.name, self.start = "starting", time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="ramtag-progress", daemon=True)
+        self._status: Any = None
+
+    def __call__(self, name: str) -> None:
+        self.name = name
+        if self._status is not None:
+            self._status.update(f"{self.what}: {escape(name)}")
+        else:
+            err.print(self.line(), highlight=False, markup=False)
+
+    def line(self) -> str:
+        import time
+
+        s = int(time.monotonic() - self.start)
+        return f"{self.what}: {self.name} ({s // 60}:{s % 60:02d} elapsed)"
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            err.print(self.line(), highlight=False, markup=False)
+
+    def __enter__(self) -> Phases:
+        if err.is_terminal:
+            self._status = err.status(f"{self.what}: {self.name}")
+            self._status.start()
+        else:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.stop()
+        self._stop.set()
+
+
 class TrainBar:
     """``ramtag train``'s progress (``training.TrainProgress``): a bar with the losses, learning rate
     and ETA on a terminal; a plain line every 30 s when stderr is a log file or pipe."""
