@@ -12,6 +12,7 @@ from test_cli import photos, run_cli, tiny_weights  # noqa: F401  (fixtures)
 from test_weights import FILES, NAME, REPO, _tiny_spec
 
 from ramtag import registry, weights
+from ramtag.cli import progress
 from ramtag.registry import DEFAULT_TEXT_ENCODER
 
 CLIP = registry.TEXT_ENCODERS[DEFAULT_TEXT_ENCODER].file
@@ -42,8 +43,11 @@ def test_download_list_and_remove_clip(
 ) -> None:
     code, out, err = run_cli(["weights", "list"], monkeypatch, capsys)
     assert code == 0 and "clip-vit-b-16  not downloaded (about 600.0 MB)" in out
+    monkeypatch.setattr(progress, "PLAIN_EVERY", 0.0)  # stderr is not a terminal here: plain lines
     code, _, err = run_cli(["weights", "download", "clip-vit-b-16"], monkeypatch, capsys)
     assert code == 0, err
+    assert "downloading open_clip_model.safetensors (6.9 MB)" in err, err
+    assert "MB/s, ETA" in err and "downloaded open_clip_model.safetensors (6.9 MB)" in err
     assert f"/{CLIP.repo_id}/resolve/main/{CLIP.filename}" in {r.path for r in hub_with_clip.requests}
     size = (parity_dir / "clip_tiny_openai_format.pt").stat().st_size
     code, out, _ = run_cli(["weights", "list"], monkeypatch, capsys)

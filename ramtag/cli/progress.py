@@ -371,6 +371,7 @@ class _PlainDownloadBar:
 
 def download_bar(description: str, total: int | None, initial: int) -> Any:
     """A rich download bar when stderr is a terminal; else a plain line every 30 s."""
+    description = description.rsplit("/", 1)[-1]  # huggingface_hub's "(…)resolve/main/NAME": the file name
     if err.is_terminal:
         return _DownloadBar(description, total, initial)
     return _PlainDownloadBar(description, total, initial)
