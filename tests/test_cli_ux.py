@@ -235,3 +235,22 @@ def test_bench_tells_its_phases_when_not_on_a_terminal(
     assert code == 0, err
     assert "bench: preparing 2 images (" in err
     assert "bench: ramtag end to end (" in err and "bench: stages one by one (" in err
+
+
+def test_terminal_bar_has_rate_and_eta_and_lines_above_it(
+    tiny_weights: str, photos: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    screen = io.StringIO()
+    term = Console(file=screen, force_terminal=True, width=100)
+    stdout = Console(file=screen, force_terminal=True, width=100, highlight=False)
+    monkeypatch.setattr(progress, "err", term)
+    monkeypatch.setattr(progress, "out", stdout)
+    code, _, err = run_cli(["tag", str(photos), "--weights", tiny_weights, *TAG], monkeypatch, capsys)
+    assert code == 0, err
+    text = screen.getvalue()
+    assert "images/s" in text and "ETA" in text and "tagging" in text
+    assert "hubble_deep_field.jpg" in text  # the per-image line went through the bar's console
