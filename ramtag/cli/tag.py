@@ -87,7 +87,7 @@ def tag(
         bool,
         typer.Option(
             "--dry-run/--no-dry-run",
-            help="Show what would be written; write nothing.",
+            help="Show, once per image, what would be written (or why nothing would); write nothing.",
             rich_help_panel=OUTPUT,
         ),
     ] = False,
@@ -177,7 +177,7 @@ def tag(
             "--clip",
             metavar="FILE",
             help="Local CLIP ViT-B/16 weights (OpenAI state-dict format) for open-set text embeddings.",
-            show_default="downloaded once",
+            show_default="clip-vit-b-16, downloaded once",
             rich_help_panel=OPEN,
         ),
     ] = None,
@@ -288,7 +288,8 @@ def tag(
     ] = False,
     verbose: Verbose = False,
 ) -> None:
-    """Tag images and write the tags (XMP sidecars by default)."""
+    """Tag images and write the tags (XMP sidecars by default). A re-run tags only new or changed
+    images; after Ctrl-C, what was written is kept and a re-run resumes."""
     from .. import api
     from ..device import tune_cpu_allocator
     from .progress import print_summary, run_with_progress

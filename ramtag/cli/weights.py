@@ -12,7 +12,7 @@ from .common import Command, Group, err, examples, out
 
 app = typer.Typer(
     cls=Group,
-    help="List, download, import and remove tagging weights.",
+    help="List, download, import and remove tagging weights and the CLIP text encoder (open-set tags).",
     no_args_is_help=True,
     epilog=examples(
         "ramtag weights list",
