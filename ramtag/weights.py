@@ -126,7 +126,7 @@ def list_weights() -> list[WeightsInfo]:
             description=spec.description, source=f"hf://{hub_file.repo_id}/{hub_file.filename}",
         ))
     for name, enc in TEXT_ENCODERS.items():
-        cached = hub.is_cached(enc.file)
+        cached = text_encoder_path(name)
         out.append(WeightsInfo(
             name=name, installed=cached is not None, path=cached,
             size=cached.stat().st_size if cached is not None else enc.file.size or enc.approx_bytes,
@@ -250,12 +250,67 @@ def download_weights(name: str = DEFAULT_WEIGHTS, *, force: bool = False, keep_d
     return out
 
 
+TEXT_ENCODER_META = "text_encoder.json"  # beside an imported text encoder: its source and sha256
+
+
+def text_encoder_path(name: str) -> Path | None:
+    """The local file of text encoder ``name``: one the user imported, else the downloaded one, else None."""
+    folder = paths.weights_dir() / name
+    meta = _read_json(folder / TEXT_ENCODER_META)
+    imported = folder / str(meta.get("file", ""))
+    if meta.get("file") and imported.is_file():
+        return imported
+    return hub.is_cached(TEXT_ENCODERS[name].file)
+
+
+def text_encoder_id(name: str) -> str | None:
+    """``file-sha256:<hex>`` of an imported text encoder (its embedding-cache identity), else None."""
+    meta = _read_json(paths.weights_dir() / name / TEXT_ENCODER_META)
+    return f"file-sha256:{meta['sha256']}" if meta.get("sha256") and text_encoder_path(name) else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def import_text_encoder(source: Path, *, name: str, force: bool = False) -> Path:
+    """Install a CLIP file the user brought (e.g. ``open_clip_model.safetensors`` copied from a machine
+    that is online) as text encoder ``name``; checked by reading it, then copied into the cache."""
+    from .text.clip import infer_clip_config, read_clip_state_dict
+
+    target = paths.weights_dir() / name
+    if (target / TEXT_ENCODER_META).is_file() and not force:
+        raise WeightsError(f"{name} is already imported in {target}; `ramtag weights remove {name}` first "
+                           "or pass --force")
+    if not source.is_file():
+        raise WeightsError(f"{source}: not found; pass the CLIP weights file "
+                           f"({TEXT_ENCODERS[name].file.filename})")
+    config = infer_clip_config(read_clip_state_dict(source))  # InputError naming the file when it is not CLIP
+    if config["embed_dim"] != 512:
+        raise WeightsError(f"{source}: a CLIP with {config['embed_dim']}-wide text features; RAM++ label "
+                           "embeddings need ViT-B/16's 512")
+
+    def write(tmp: Path) -> None:
+        shutil.copyfile(source, tmp / source.name)
+        meta = {"name": name, "file": source.name, "sha256": sha256_file(tmp / source.name),
+                "source": str(source.resolve()), "imported_at": _now()}
+        (tmp / TEXT_ENCODER_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+    return _install(target, write) / source.name
+
+
 def download_text_encoder(name: str, *, force: bool = False,
                           progress: bool | hub.ProgressFactory = True) -> Path:
     """Download a registered CLIP text encoder (open-set tags) into the download cache; its path."""
     enc = TEXT_ENCODERS[name]
     if force:
         hub.remove_cached_hub_file(enc.file)
+    elif (found := text_encoder_path(name)) is not None:
+        return found
     try:
         return hub.fetch_hub_file(enc.file, progress=progress)
     except OfflineError:
@@ -275,7 +330,8 @@ def offline_help(name: str) -> str:
     if name in TEXT_ENCODERS:
         enc: TextEncoderSpec = TEXT_ENCODERS[name]
         return (f"{name} (needed for open-set tags) is not downloaded and {off}; bring "
-                f"{enc.file.filename} from {hub.file_url(enc.file)} and pass it with --clip FILE, or run "
+                f"{enc.file.filename} from {hub.file_url(enc.file)}, then `ramtag weights import "
+                f"{enc.file.filename} --name {name}` (or pass it with --clip FILE), or run "
                 f"`ramtag weights download {name}` once while online ({mirror})")
     spec = WEIGHTS[name]
     files: list[HubFile | UrlFile] = [spec.checkpoint, spec.tag_list, spec.thresholds]
@@ -309,6 +365,8 @@ def import_checkpoint(checkpoint: str | Path, *, tag_list: str | Path | None = N
     """
     validate_name(name)
     source = Path(checkpoint).expanduser()
+    if name in TEXT_ENCODERS:
+        return import_text_encoder(source, name=name, force=force)
     target = paths.weights_dir() / name
     if is_weights_dir(target) and not force:
         raise WeightsError(f"weights {name!r} are already installed in {target}; "
@@ -338,9 +396,12 @@ def import_checkpoint(checkpoint: str | Path, *, tag_list: str | Path | None = N
         if spec is None:
             raise UsageError(f"{source}: an official checkpoint needs --tag-list and --thresholds "
                              f"(or --name one of: {', '.join(WEIGHTS)} to use the registry's tag files)")
-        tl = hub.fetch_url(spec.tag_list)
-        th = hub.fetch_url(spec.thresholds)
-        zh = hub.fetch_url(spec.tag_list_zh) if spec.tag_list_zh else None
+        try:
+            tl = hub.fetch_url(spec.tag_list)
+            th = hub.fetch_url(spec.thresholds)
+            zh = hub.fetch_url(spec.tag_list_zh) if spec.tag_list_zh else None
+        except OfflineError:
+            raise OfflineError(offline_help(name)) from None
         vocabulary = Vocabulary.from_files(tl, th, zh)
         vocab_files = f"{tl} / {th}"
         files = {"tag_list": _url_provenance(spec.tag_list), "thresholds": _url_provenance(spec.thresholds),
@@ -392,9 +453,12 @@ def read_vocabulary(spec: str | Path | None = None) -> Vocabulary:
         raise UsageError(f"{name} is a CLIP text encoder and has no tag vocabulary; pass RAM++ weights")
     if name in WEIGHTS and not is_weights_dir(paths.weights_dir() / name):
         entry = WEIGHTS[name]
-        zh = hub.fetch_url(entry.tag_list_zh, progress=False) if entry.tag_list_zh else None
-        return Vocabulary.from_files(hub.fetch_url(entry.tag_list, progress=False),
-                                     hub.fetch_url(entry.thresholds, progress=False), zh)
+        try:
+            zh = hub.fetch_url(entry.tag_list_zh, progress=False) if entry.tag_list_zh else None
+            return Vocabulary.from_files(hub.fetch_url(entry.tag_list, progress=False),
+                                         hub.fetch_url(entry.thresholds, progress=False), zh)
+        except OfflineError:
+            raise OfflineError(offline_help(name)) from None
     directory = resolve_weights(spec, download=False)
     meta = _read_meta(directory)
     try:
@@ -410,11 +474,14 @@ def read_vocabulary(spec: str | Path | None = None) -> Vocabulary:
 def remove_weights(name: str) -> Path:
     """Delete installed weights ``name`` and any raw download of that registry entry; returns the path."""
     if name in TEXT_ENCODERS:
-        enc_file = TEXT_ENCODERS[name].file
-        cached = hub.is_cached(enc_file)
-        if cached is None or not hub.remove_cached_hub_file(enc_file):
-            raise WeightsError(f"{name} is not downloaded; see `ramtag weights list`")
-        return cached
+        found = text_encoder_path(name)
+        downloaded = hub.remove_cached_hub_file(TEXT_ENCODERS[name].file)
+        imported = paths.weights_dir() / name
+        if imported.is_dir():
+            shutil.rmtree(imported)
+        if found is None and not downloaded:
+            raise WeightsError(f"{name} is not installed; see `ramtag weights list`")
+        return found or imported
     target = weights_path(name)
     spec = WEIGHTS.get(name)
     had_download = spec is not None and hub.remove_cached_hub_file(spec.checkpoint)

@@ -115,3 +115,44 @@ def test_tags_of_registry_weights_need_only_the_tag_files(
     assert out.splitlines()[2].startswith("abacus\t算盘\t")
     fetched = {r.path for r in hub_with_clip.requests}
     assert not [p for p in fetched if p.endswith(".pth")]  # the checkpoint was not downloaded
+
+
+def test_import_clip_offline_then_open_set_uses_it(
+    tiny_weights: str,
+    photos: Path,
+    parity_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Offline: bring the CLIP file, `weights import` it under the registry name, tag open-set without --clip."""
+    import shutil
+
+    monkeypatch.setenv("RAMTAG_OFFLINE", "1")
+    brought = tmp_path / "open_clip_model.pt"
+    shutil.copy(parity_dir / "clip_tiny_openai_format.pt", brought)
+    code, _, err = run_cli(
+        ["weights", "import", str(brought), "--name", "clip-vit-b-16"], monkeypatch, capsys
+    )
+    assert code == 0, err
+    code, out, _ = run_cli(["weights", "list"], monkeypatch, capsys)
+    assert "clip-vit-b-16  installed (6.9 MB)" in out
+    desc = parity_dir / "openset_descriptions.json"
+    args = [
+        "tag",
+        str(photos / "hubble_deep_field.jpg"),
+        "--weights",
+        tiny_weights,
+        "--descriptions",
+        str(desc),
+    ]
+    code, _, err = run_cli([*args, "--write", "none", "--precision", "fp32"], monkeypatch, capsys)
+    assert code == 0, err
+    code, _, err = run_cli(
+        ["weights", "import", str(tmp_path / "x.pt"), "--name", "clip-vit-b-16"], monkeypatch, capsys
+    )
+    assert code == 1 and "already imported" in err
+    code, _, err = run_cli(["weights", "remove", "clip-vit-b-16"], monkeypatch, capsys)
+    assert code == 0, err
+    code, _, err = run_cli([*args, "--write", "none"], monkeypatch, capsys)
+    assert code == 1 and "weights import open_clip_model.safetensors --name clip-vit-b-16" in err, err

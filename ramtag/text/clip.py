@@ -209,8 +209,11 @@ def fetch_default_clip() -> Path:
     from ..errors import DownloadError, OfflineError
     from ..hub import fetch_hub_file
     from ..registry import DEFAULT_TEXT_ENCODER, get_text_encoder
-    from ..weights import offline_help
+    from ..weights import offline_help, text_encoder_path
 
+    imported = text_encoder_path(DEFAULT_TEXT_ENCODER)  # `ramtag weights import FILE --name clip-vit-b-16`
+    if imported is not None:
+        return imported
     try:
         return Path(fetch_hub_file(get_text_encoder(DEFAULT_TEXT_ENCODER)))
     except OfflineError:
@@ -232,7 +235,11 @@ def clip_encoder_id(clip_file: str | Path | None = None) -> str:
     ``file-sha256:<hex>`` for a local file, ``hub:<repo>@<revision>/<file>`` for the registry default."""
     if clip_file is None:
         from ..registry import DEFAULT_TEXT_ENCODER, get_text_encoder
+        from ..weights import text_encoder_id
 
+        imported = text_encoder_id(DEFAULT_TEXT_ENCODER)  # a file the user imported: its own sha256
+        if imported is not None:
+            return imported
         f = get_text_encoder(DEFAULT_TEXT_ENCODER)
         return f"hub:{f.repo_id}@{f.revision}/{f.filename}" + (f"#{f.sha256}" if f.sha256 else "")
     p = Path(clip_file)
