@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -397,10 +398,10 @@ def select_or_fail(paths: list[Path], opts: TagOptions) -> Selection:
     from ..errors import InputError, UsageError
     from .progress import _suffixes
 
-    selection = api.select_files(paths, opts)
-    missing = [p for p, reason in selection.skipped if reason == "no such file or folder"]
+    missing = [p for p in paths if not os.path.lexists(p)]  # a typo; broken links are reported per file
     if missing:
         raise UsageError(f"{missing[0]}: no such file or folder; check the path")
+    selection = api.select_files(paths, opts)
     if not selection.files:
         what = [f"{p}: {r}" for p, r in selection.skipped[:3]]
         n = sum(selection.not_images.values())

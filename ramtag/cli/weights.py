@@ -31,6 +31,7 @@ IMPORT_EXAMPLES = examples(
     "ramtag weights import ram_plus_swin_large_14m.pth --name ram-plus --tag-list ram_tag_list.txt \\",
     "    --thresholds ram_tag_list_threshold.txt --tag-list-zh ram_tag_list_chinese.txt",
     "ramtag weights import runs/my-ram --name my-ram      # a ramtag weights folder",
+    "ramtag weights import open_clip_model.safetensors --name clip-vit-b-16   # CLIP, brought by hand",
 )
 REMOVE_EXAMPLES = examples("ramtag weights remove my-ram", "ramtag weights remove ram-plus-swin-l-14m")
 
@@ -97,10 +98,14 @@ def weights_import(
     checkpoint: Annotated[
         Path,
         typer.Argument(
-            metavar="CHECKPOINT", help="An official RAM++ .pth checkpoint, or a ramtag weights folder."
+            metavar="CHECKPOINT",
+            help="An official RAM++ .pth checkpoint, a ramtag weights folder, or with --name clip-vit-b-16 "
+            "a CLIP ViT-B/16 file (open_clip_model.safetensors).",
         ),
     ],
-    name: Annotated[str, typer.Option("--name", help="Name to use with --weights.")],
+    name: Annotated[
+        str, typer.Option("--name", help="Name to use with --weights (clip-vit-b-16 for a CLIP file).")
+    ],
     tag_list: Annotated[
         Path | None,
         typer.Option(
@@ -132,7 +137,7 @@ def weights_import(
         bool, typer.Option("--force/--no-force", help="Replace installed weights of the same name.")
     ] = False,
 ) -> None:
-    """Import a checkpoint you already have (converted once to ramtag's format)."""
+    """Import a checkpoint you already have (converted once to ramtag's format), or a CLIP file."""
     from ..weights import import_checkpoint
 
     path = import_checkpoint(
