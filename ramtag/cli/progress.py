@@ -178,7 +178,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
     first = [f"{s.found} images found", f"{s.tagged} tagged"]
     if s.unchanged:
         first.append(f"{s.unchanged} unchanged since the last run (skipped; --force re-tags them)")
-    lines.append(", ".join(first) + f" ({s.images_per_second:.1f} images/s)")
+    lines.append(", ".join(first) + (f" ({s.images_per_second:.1f} images/s)" if s.tagged else ""))
     if s.tagged:
         if s.write_mode == "none":
             lines.append("  nothing written (--write none)")

@@ -747,7 +747,7 @@ class XmpSidecarWriter:
         tags = tuple(names)
         extra = f" ({note})" if note else ""
         if new is None:  # the same in a dry run: "dry-run" announces only writes a real run makes
-            why = "no tag above threshold, no sidecar written" if data is None else "up to date"
+            why = "no tag above threshold (no sidecar)" if data is None else "up to date"
             return WriteOutcome(image, sidecar, "unchanged", f"{sidecar}: {why}{extra}", tags)
         if self.dry_run:
             what = f"would write {len(names)} tags"
