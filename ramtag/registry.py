@@ -127,7 +127,7 @@ TEXT_ENCODERS: dict[str, TextEncoderSpec] = {
             sha256=None,
         ),
         approx_bytes=600_000_000,  # ~150M float32 parameters
-        license="Apache-2.0",  # as the timm repository's card states (OpenAI released CLIP under MIT)
+        license="MIT",  # OpenAI's CLIP release (the timm Hub repository is tagged Apache-2.0)
         description="CLIP ViT-B/16 (OpenAI) text encoder, needed for open-set tags (--open-set)",
         paper="https://arxiv.org/abs/2103.00020",
     ),
