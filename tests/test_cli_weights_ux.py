@@ -105,6 +105,14 @@ def test_open_set_checks_clip_before_any_llm_call(
     code, _, err = run_cli([*args, "--llm-base-url", fake_llm.url, "--llm-model", "m"], monkeypatch, capsys)
     assert code == 1 and "clip-vit-b-16" in err and "--clip" in err, err
     assert fake_llm.hits == 0
+    monkeypatch.delenv("RAMTAG_OFFLINE")
+    code, _, err = run_cli(
+        [*args, "--clip", str(photos / "no-clip.pt"), "--llm-base-url", fake_llm.url, "--llm-model", "m"],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 1 and "no-clip.pt: CLIP weights file not found; check --clip" in err, err
+    assert fake_llm.hits == 0
 
 
 def test_tags_of_registry_weights_need_only_the_tag_files(
