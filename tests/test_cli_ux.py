@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_cli import photos, run_cli, tiny_weights  # noqa: F401  (fixtures)
@@ -111,8 +113,10 @@ def test_ctrl_c_writes_what_is_done_and_a_rerun_resumes(
 ) -> None:
     real_tag = api.Tagger.tag
 
-    def interrupted_after_five(self: api.Tagger, items: object, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
-        for i, res in enumerate(real_tag(self, items, *args, **kwargs)):  # type: ignore[arg-type]
+    def interrupted_after_five(
+        self: api.Tagger, items: Any, *args: Any, **kwargs: Any
+    ) -> Iterator[api.ImageTags]:
+        for i, res in enumerate(real_tag(self, items, *args, **kwargs)):
             if i == 5:
                 raise KeyboardInterrupt
             yield res

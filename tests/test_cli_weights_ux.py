@@ -133,7 +133,7 @@ def test_import_clip_offline_then_open_set_uses_it(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Offline: bring the CLIP file, `weights import` it under the registry name, tag open-set without --clip."""
+    """Offline: bring the CLIP file, `weights import` it under the registry name, tag without --clip."""
     import shutil
 
     monkeypatch.setenv("RAMTAG_OFFLINE", "1")

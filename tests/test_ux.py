@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ramtag.results import ImageTags, TagScore
-from ramtag.writers import make_writer
+from ramtag.writers.exiftool import ExiftoolWriter
 from ramtag.writers.xmp import XmpPacket, XmpSidecarWriter
 
 needs_exiftool = pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed")
@@ -74,7 +74,7 @@ def test_embed_leaves_images_without_keyword_changes_alone(tmp_path: Path, share
     shutil.copy(shared_photos / "bee_with_existing_keywords.jpg", bee)
     bee.chmod(0o644)
     before = sha(bee)
-    w = make_writer("embed", backup=True)
+    w = ExiftoolWriter(backup=True, model="m")
     try:
         out = w.write(result(bee))  # no tag above threshold, nothing of ramtag's embedded yet
         assert out.action == "unchanged"
