@@ -11,17 +11,23 @@ works on the previous batch, in one of two ways (:func:`make_batches`):
   cores: +2.5 s per run, +60 % on the first batches) and the decoded batches are pickled between
   processes for nothing.
 
+``decode="gpu"`` (:mod:`ramtag.gpu_decode`): the workers or threads only read each JPEG's bytes and
+header; a producer thread decodes each batch with nvJPEG and resizes it on the device, ahead of the
+model; everything else (PNG, HEIC, CMYK, files nvJPEG fails on, in-memory images) takes the CPU path
+per image. Its batches are already on the device.
+
 Batches come out in input order. A file that fails (decode error, or any other exception while
 decoding) becomes a failure record in its batch; it never stops the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -35,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ramtag.decode import decode_image, to_rgb
 from ramtag.errors import ImageDecodeError, UsageError
+from ramtag.gpu_decode import Encoded, GpuDecoder, RawSample, decode_raw, read_encoded
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,8 @@ class Batch:
 
     def pin_memory(self) -> Batch:
         """Called by the DataLoader when ``pin_memory=True``: page-locked images for faster H2D copies."""
+        if self.images.device.type != "cpu":  # decoded on the GPU already
+            return self
         return replace(self, images=self.images.pin_memory())
 
 
@@ -118,6 +127,48 @@ class ImageDataset(Dataset[Sample]):
             log.debug("unexpected error on %s", name, exc_info=True)
             detail = " ".join(str(err).split()) or "no message"
             return None, index, f"{name}: unexpected {type(err).__name__} while decoding ({detail})"
+
+
+class EncodedDataset(Dataset[RawSample]):
+    """``decode="gpu"``'s CPU side: ``dataset[i]`` is the file's bytes and header (an
+    :class:`~ramtag.gpu_decode.Encoded`) when nvJPEG can take it, else ``cpu[i]``, the CPU path's sample."""
+
+    def __init__(self, cpu: ImageDataset) -> None:
+        self.cpu = cpu
+
+    def __len__(self) -> int:
+        return len(self.cpu)
+
+    def __getitem__(self, index: int) -> RawSample:
+        item = self.cpu.items[index]
+        if not isinstance(item, Image.Image):
+            encoded = read_encoded(item, exif_orientation=self.cpu.exif_orientation)
+            if encoded is not None:
+                return encoded, index, None
+        return self.cpu[index]
+
+
+def _pack(samples: list[RawSample]) -> tuple[Tensor, list[tuple[int, int]], list[RawSample]]:
+    """In a worker: the batch's JPEG bytes concatenated into ONE tensor (one shared-memory segment and
+    file descriptor per batch instead of one per image: 128 per batch x workers x prefetch would
+    exhaust the descriptor limit), with each image's (start, end) span; the samples keep empty data."""
+    jpegs = [s[0] for s in samples if isinstance(s[0], Encoded)]
+    blob = torch.cat([e.data for e in jpegs]) if jpegs else torch.empty(0, dtype=torch.uint8)
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for e in jpegs:
+        spans.append((start, start + e.data.numel()))
+        start += e.data.numel()
+        e.data = blob[:0]
+    return blob, spans, samples
+
+
+def _unpack(packed: tuple[Tensor, list[tuple[int, int]], list[RawSample]]) -> list[RawSample]:
+    blob, spans, samples = packed
+    jpegs = [s[0] for s in samples if isinstance(s[0], Encoded)]
+    for e, (a, b) in zip(jpegs, spans, strict=True):
+        e.data = blob[a:b]  # (n,) contiguous view
+    return samples
 
 
 def default_workers(device_type: str = "cuda") -> int:
@@ -221,14 +272,29 @@ def make_batches(
     exif_orientation: bool = True,
     draft_size: int | None = None,
     ahead: int = 2,
+    decode: str = "cpu",
+    device: torch.device | str | None = None,
 ) -> Iterator[Batch]:
     """:class:`Batch` objects over ``items`` in order, decoded ahead of the caller.
 
     ``workers > 0``: :func:`make_loader`'s worker processes. ``workers == 0``: ``threads`` decoder
     threads (default :func:`default_threads`) keep up to ``ahead`` batches ready. Other arguments as in
     :func:`make_loader`.
+
+    ``decode``: ``"cpu"`` (Pillow) or ``"gpu"`` (nvJPEG on ``device``, see the module doc; the
+    ``transform`` must be a :class:`ramtag.preprocess.Transform`). Resolve ``"auto"`` first with
+    :func:`ramtag.gpu_decode.resolve_decode`.
     """
     _check(batch_size, workers, draft_size)
+    if decode not in ("cpu", "gpu"):
+        raise UsageError(f"decode must be 'cpu' or 'gpu' here, got {decode!r}")
+    if decode == "gpu":
+        yield from _gpu_batches(
+            items, transform, batch_size=batch_size, workers=workers, threads=threads,
+            exif_orientation=exif_orientation, draft_size=draft_size, ahead=ahead,
+            device=torch.device(device if device is not None else "cuda"),
+        )
+        return
     if workers > 0:
         yield from make_loader(
             items, transform, batch_size=batch_size, workers=workers, pin_memory=pin_memory,
@@ -238,6 +304,72 @@ def make_batches(
     items = list(items)
     dataset = ImageDataset(items, transform, exif_orientation=exif_orientation, draft_size=draft_size)
     starts = range(0, len(items), batch_size)
+
+    def batches() -> Generator[Batch, None, None]:
+        with ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="ramtag-decode") as pool:
+            for start in starts:
+                indices = range(start, min(start + batch_size, len(items)))
+                batch = collate(list(pool.map(dataset.__getitem__, indices)), items)
+                if pin_memory and len(batch):
+                    batch = batch.pin_memory()
+                yield batch
+
+    yield from _ahead(batches, len(starts), ahead)
+
+
+def _gpu_batches(
+    items: Sequence[Item],
+    transform: Transform,
+    *,
+    batch_size: int,
+    workers: int,
+    threads: int | None,
+    exif_orientation: bool,
+    draft_size: int | None,
+    ahead: int,
+    device: torch.device,
+) -> Iterator[Batch]:
+    """``decode="gpu"``: bytes read by workers/threads, each batch decoded on ``device`` by a producer
+    thread on its own CUDA stream (so decoding overlaps the model's work on the default stream)."""
+    items = list(items)
+    decoder = GpuDecoder.from_transform(transform, device)
+    cpu = ImageDataset(items, transform, exif_orientation=exif_orientation, draft_size=draft_size)
+    dataset = EncodedDataset(cpu)
+    starts = range(0, len(items), batch_size)
+
+    def fallback(index: int) -> tuple[Tensor | None, str | None]:
+        image, _, error = cpu[index]
+        return image, error
+
+    def raw_batches() -> Iterator[list[RawSample]]:
+        if workers > 0:
+            loader = DataLoader(
+                dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                collate_fn=_pack, prefetch_factor=2, persistent_workers=False, in_order=True,
+            )
+            for packed in loader:
+                yield _unpack(packed)
+            return
+        with ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="ramtag-read") as pool:
+            for start in starts:
+                yield list(pool.map(dataset.__getitem__, range(start, min(start + batch_size, len(items)))))
+
+    def batches() -> Generator[Batch, None, None]:
+        stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        for raw in raw_batches():
+            with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+                batch = collate(decode_raw(raw, decoder, fallback), items)
+            if stream is not None:
+                if len(batch):  # the consumer uses it on the default stream: keep its memory until then
+                    batch.images.record_stream(torch.cuda.default_stream(device))
+                stream.synchronize()
+            yield batch
+
+    yield from _ahead(batches, len(starts), ahead)
+
+
+def _ahead(batches: Callable[[], Generator[Batch, None, None]], count: int, ahead: int) -> Iterator[Batch]:
+    """Run ``batches()`` on a producer thread that keeps up to ``ahead`` batches ready; yields ``count``."""
     ready: queue.Queue[Batch | BaseException] = queue.Queue(maxsize=max(1, ahead))
     stop = threading.Event()
 
@@ -251,22 +383,20 @@ def make_batches(
         return False
 
     def produce() -> None:
+        source = batches()
         try:
-            with ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="ramtag-decode") as pool:
-                for start in starts:
-                    indices = range(start, min(start + batch_size, len(items)))
-                    batch = collate(list(pool.map(dataset.__getitem__, indices)), items)
-                    if pin_memory and len(batch):
-                        batch = batch.pin_memory()
-                    if not offer(batch):
-                        return
+            for batch in source:
+                if not offer(batch):
+                    return
         except BaseException as err:  # a bug here must reach the consumer, not hang it
             offer(err)
+        finally:
+            source.close()  # shuts its decoder pool down now, also when the consumer stopped early
 
     thread = threading.Thread(target=produce, name="ramtag-batches", daemon=True)
     thread.start()
     try:
-        for _ in starts:
+        for _ in range(count):
             got = ready.get()
             if isinstance(got, BaseException):
                 raise got

@@ -5,6 +5,10 @@ every path the user named (or a link found while walking) that cannot be tagged,
 non-image files inside folders (``notes.txt``, ramtag's own ``.xmp``/``.json``/``.jsonl`` outputs) are
 left out silently: reporting each would drown the real problems.
 
+This is the one folder walker: tagging, ``untag`` (``accept`` also takes ``.xmp``) and training data all
+use it, so hidden files, links, loops and optional formats are treated alike everywhere. Which
+extensions are images is :mod:`ramtag.formats`' business.
+
 Rules:
 
 - Files named explicitly are taken when their extension is an image extension (case-insensitive, see
@@ -21,23 +25,23 @@ Rules:
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
+
+from .formats import OUTPUT_EXTENSIONS, is_image_name, supported_extensions, unsupported_reason
+
+__all__ = ["NamePredicate", "Skipped", "discover", "is_image_name", "supported_extensions"]
 
 log = logging.getLogger(__name__)
 
-# Always decodable by Pillow (with its bundled libjpeg, libpng, libwebp, libtiff).
-_BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
-# ramtag's own outputs: sidecars and JSON Lines, never images.
-_OUTPUT_EXTENSIONS = frozenset({".xmp", ".json", ".jsonl"})
-
 _FILE_ATTRIBUTE_HIDDEN = 0x2  # Windows stat.FILE_ATTRIBUTE_HIDDEN (not defined on other platforms)
+
+# Which file names a walk yields (``is_image_name`` for tagging and training; untag also takes ``.xmp``).
+NamePredicate = Callable[[str], bool]
 
 
 @dataclass(frozen=True)
@@ -55,48 +59,6 @@ class Skipped:
         return f"{self.path}: {self.reason}"
 
 
-def _module_available(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-@lru_cache(maxsize=1)
-def supported_extensions() -> frozenset[str]:
-    """Lower-case image extensions, with the dot, that this installation can decode.
-
-    ``.heic``/``.heif`` need pillow-heif (``pip install 'ramtag[heif]'``); ``.avif`` needs Pillow's own AVIF
-    support (Pillow >= 11.2 wheels) or a pillow-heif that still reads AVIF.
-    """
-    extensions = set(_BASE_EXTENSIONS)
-    heif = _module_available("pillow_heif")
-    if heif:
-        extensions |= {".heic", ".heif"}
-    try:
-        from PIL import features
-
-        avif = bool(features.check("avif"))
-    except (ImportError, ValueError):
-        avif = False
-    if avif or (heif and _pillow_heif_reads_avif()):
-        extensions.add(".avif")
-    return frozenset(extensions)
-
-
-def _pillow_heif_reads_avif() -> bool:
-    try:
-        import pillow_heif
-    except Exception:  # a broken optional plugin must not break discovery
-        return False
-    return hasattr(pillow_heif, "register_avif_opener")
-
-
-def is_image_name(path: str | Path) -> bool:
-    """True when ``path``'s extension is a supported image extension (case-insensitive)."""
-    return os.path.splitext(str(path))[1].lower() in supported_extensions()
-
-
 def _is_hidden(name: str, st: os.stat_result | None) -> bool:
     if name.startswith("."):
         return True
@@ -111,24 +73,23 @@ def _file_key(path: Path, st: os.stat_result) -> tuple[int, int] | str:
     return str(path.resolve())
 
 
-def _extension_reason(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in _OUTPUT_EXTENSIONS:
-        return "a sidecar or ramtag output (.xmp/.json/.jsonl), not an image"
-    if suffix in {".heic", ".heif"}:
-        return "HEIC/HEIF needs pillow-heif; install it with: pip install 'ramtag[heif]'"
-    if suffix == ".avif":
-        return "AVIF needs a Pillow with AVIF support (pip install -U pillow) or pillow-heif"
-    return (
-        "not an image file extension (supported: "
-        + ", ".join(sorted(e.lstrip(".") for e in supported_extensions()))
-        + ")"
-    )
+def _is_output(path: Path) -> bool:
+    """ramtag's own sidecars and JSON Lines: never reported as "not an image"."""
+    return path.suffix.lower() in OUTPUT_EXTENSIONS
 
 
 def _os_reason(err: OSError) -> str:
     """One line for an OSError, without repeating the path (the Skipped record carries it)."""
     return err.strerror or type(err).__name__
+
+
+@dataclass(frozen=True)
+class _Rules:
+    recursive: bool
+    include_hidden: bool
+    follow_symlinks: bool
+    accept: NamePredicate
+    on_other: Callable[[Path], None] | None = None  # told of each regular file left out silently
 
 
 def discover(
@@ -137,6 +98,8 @@ def discover(
     recursive: bool = True,
     include_hidden: bool = False,
     follow_symlinks: bool = True,
+    accept: NamePredicate = is_image_name,
+    explain: Callable[[Path], str] = unsupported_reason,
     on_other: Callable[[Path], None] | None = None,
 ) -> Iterator[Path | Skipped]:
     """Yield the image files under ``paths`` (files and folders), and a :class:`Skipped` for each problem.
@@ -147,13 +110,17 @@ def discover(
         include_hidden: also take dot-files and dot-folders found while walking.
         follow_symlinks: follow links found while walking (links named explicitly are always followed).
             Each real folder is walked once, so loops end.
-        on_other: called with each regular file inside a folder that is left out silently because it
-            is not an image (ramtag's own outputs excepted), so a caller can say what was not tagged.
+        accept: which file names to take (default: images this installation decodes). Files named
+            explicitly that it refuses become ``Skipped(path, explain(path))``; others are left out.
+        explain: the reason given for a named file that ``accept`` refuses.
+        on_other: called with each regular file inside a folder that is left out silently because
+            ``accept`` refuses it (ramtag's own outputs excepted), so a caller can say what was not tagged.
 
     Yields:
-        ``Path`` of each image file (as reached: the argument joined with the names below it, never
+        ``Path`` of each file taken (as reached: the argument joined with the names below it, never
         resolved), or ``Skipped(path, reason)``.
     """
+    rules = _Rules(recursive, include_hidden, follow_symlinks, accept, on_other)
     seen_files: set[tuple[int, int] | str] = set()
     seen_dirs: set[tuple[int, int] | str] = set()
 
@@ -172,13 +139,11 @@ def discover(
             continue
 
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk(
-                path, st, recursive, include_hidden, follow_symlinks, seen_files, seen_dirs, on_other
-            )
+            yield from _walk(path, st, rules, seen_files, seen_dirs)
         elif not stat.S_ISREG(st.st_mode):
             yield Skipped(path, "not a regular file (device, pipe or socket)")
-        elif not is_image_name(path):
-            yield Skipped(path, _extension_reason(path))
+        elif not accept(path.name):
+            yield Skipped(path, explain(path))
         else:
             key = _file_key(path, st)
             if key not in seen_files:
@@ -189,12 +154,9 @@ def discover(
 def _walk(
     top: Path,
     top_st: os.stat_result,
-    recursive: bool,
-    include_hidden: bool,
-    follow_symlinks: bool,
+    rules: _Rules,
     seen_files: set[tuple[int, int] | str],
     seen_dirs: set[tuple[int, int] | str],
-    on_other: Callable[[Path], None] | None = None,
 ) -> Iterator[Path | Skipped]:
     """Depth-first walk with an explicit stack (deep trees cannot hit the recursion limit)."""
     top_key = _file_key(top, top_st)
@@ -203,9 +165,7 @@ def _walk(
     seen_dirs.add(top_key)
     # Each stack entry is an iterator over one folder's sorted entries; a sub-folder's entries are
     # pushed on top and walked before the parent's next entry.
-    stack: list[Iterator[Path | Skipped | tuple[Path, os.stat_result]]] = [
-        _list_folder(top, include_hidden, follow_symlinks, on_other)
-    ]
+    stack: list[Iterator[Path | Skipped | tuple[Path, os.stat_result]]] = [_list_folder(top, rules)]
     while stack:
         item = next(stack[-1], None)
         if item is None:
@@ -216,14 +176,14 @@ def _walk(
             continue
         path, st = item
         if stat.S_ISDIR(st.st_mode):
-            if not recursive:
+            if not rules.recursive:
                 continue
             key = _file_key(path, st)
             if key in seen_dirs:
                 log.debug("not walking %s again (already walked via another path or a link loop)", path)
                 continue
             seen_dirs.add(key)
-            stack.append(_list_folder(path, include_hidden, follow_symlinks, on_other))
+            stack.append(_list_folder(path, rules))
         else:
             key = _file_key(path, st)
             if key not in seen_files:
@@ -231,10 +191,8 @@ def _walk(
                 yield path
 
 
-def _list_folder(
-    folder: Path, include_hidden: bool, follow_symlinks: bool, on_other: Callable[[Path], None] | None = None
-) -> Iterator[Path | Skipped | tuple[Path, os.stat_result]]:
-    """One folder's entries in name order: ``(path, stat)`` for sub-folders and image files to take,
+def _list_folder(folder: Path, rules: _Rules) -> Iterator[Path | Skipped | tuple[Path, os.stat_result]]:
+    """One folder's entries in name order: ``(path, stat)`` for sub-folders and files to take,
     ``Skipped`` for problems worth reporting. Other files are dropped silently."""
     try:
         with os.scandir(folder) as it:
@@ -245,24 +203,25 @@ def _list_folder(
 
     for entry in entries:
         path = folder / entry.name
+        wanted = rules.accept(entry.name)
         try:
             is_link = entry.is_symlink()
             lst = entry.stat(follow_symlinks=False)
         except OSError as err:
-            if is_image_name(entry.name):
+            if wanted:
                 yield Skipped(path, f"cannot access: {_os_reason(err)}")
             continue
-        if not include_hidden and _is_hidden(entry.name, lst):
+        if not rules.include_hidden and _is_hidden(entry.name, lst):
             continue
         if is_link:
-            if not follow_symlinks:
-                if is_image_name(entry.name):
+            if not rules.follow_symlinks:
+                if wanted:
                     yield Skipped(path, "symbolic link not followed (follow_symlinks is off)")
                 continue
             try:
                 st = entry.stat(follow_symlinks=True)
             except OSError:
-                if is_image_name(entry.name):
+                if wanted:
                     yield Skipped(path, "broken symbolic link (its target does not exist)")
                 continue
         else:
@@ -270,14 +229,10 @@ def _list_folder(
 
         if stat.S_ISDIR(st.st_mode):
             yield (path, st)
-        elif is_image_name(entry.name):
+        elif wanted:
             if stat.S_ISREG(st.st_mode):
                 yield (path, st)
             else:
                 yield Skipped(path, "not a regular file (device, pipe or socket)")
-        elif (
-            on_other is not None
-            and stat.S_ISREG(st.st_mode)
-            and path.suffix.lower() not in _OUTPUT_EXTENSIONS
-        ):
-            on_other(path)
+        elif rules.on_other is not None and stat.S_ISREG(st.st_mode) and not _is_output(path):
+            rules.on_other(path)

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import torch
 
 from .errors import UsageError
+from .fsutil import AtomicFile
 
 log = logging.getLogger(__name__)
 P = TypeVar("P")
@@ -133,14 +134,14 @@ def merge_jsonl(
                 key = _order_key(path) if path is not None else ()
                 records.append((path is None, key, len(records), line))
     records.sort()
-    tmp = out.with_name(f".{out.name}.merge-tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with AtomicFile(out) as f:
         if append and out.exists():
             existing = out.read_text(encoding="utf-8")
-            f.write(existing if not existing or existing.endswith("\n") else existing + "\n")
+            f.write(
+                (existing if not existing or existing.endswith("\n") else existing + "\n").encode("utf-8")
+            )
         for *_, line in records:
-            f.write(line + "\n")
-    os.replace(tmp, out)
+            f.write((line + "\n").encode("utf-8"))
     if remove:
         for part in parts:
             Path(part).unlink(missing_ok=True)

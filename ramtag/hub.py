@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from . import paths
 from .errors import DownloadError, OfflineError
+from .fsutil import durable_replace
 from .registry import GITHUB_RAW, HubFile, UrlFile
 from .weights_format import sha256_file
 
@@ -404,5 +405,5 @@ def fetch_url(
         raise DownloadError(
             f"{url}: sha256 {actual} does not match the expected {f.sha256}; deleted it, {_FIX}"
         )
-    os.replace(part, dest)
+    durable_replace(part, dest)
     return dest

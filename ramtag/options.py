@@ -59,6 +59,7 @@ class TagOptions:
     recursive: bool = True  # walk folders recursively
     include_hidden: bool = False  # also take dot-files and dot-folders
     draft: bool = False  # JPEG draft-mode decoding (faster, not bit-exact)
+    decode: str = "auto"  # JPEG decoding: "gpu" (nvJPEG), "cpu" (Pillow), "auto" (gpu on CUDA when available)
 
 
 @dataclass

@@ -119,10 +119,18 @@ class Tagger:
             "lang": options.lang,
             "exif_orientation": options.exif_orientation,
             "draft": options.draft,
+            # GPU decoding moves pixels by a few levels; keyed only when used, so CPU keys stay as they were.
+            **({"decode": "gpu"} if self.decode_mode(options) == "gpu" else {}),
             "preprocessing": repr(self.preprocessing),
             # fp32 and bf16-checked decide the same tags; plain bf16/fp16 may differ near thresholds.
             "decisions": "exact" if self.runner.precision in EXACT_PRECISIONS else self.runner.precision,
         }
+
+    def decode_mode(self, options: TagOptions) -> str:
+        """``options.decode`` resolved on this tagger's device: "cpu" or "gpu"."""
+        from .gpu_decode import resolve_decode
+
+        return resolve_decode(options.decode, self.runner.device)
 
     # ------------------------------------------------------------------ tagging
     def scores(self, images: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
@@ -186,6 +194,8 @@ class Tagger:
             pin_memory=self.runner.pin_memory,
             exif_orientation=opts.exif_orientation,
             draft_size=self.preprocessing.image_size if opts.draft else None,
+            decode=self.decode_mode(opts),
+            device=self.runner.device,
         )
         for batch in loader:
             results = [ImageTags(path=path, error=reason, index=idx) for idx, path, reason in batch.failures]

@@ -30,6 +30,7 @@ from .errors import (
     VocabularyError,
     WeightsError,
 )
+from .fsutil import fsync_dir
 from .registry import (
     DEFAULT_SETUP,
     DEFAULT_WEIGHTS,
@@ -172,6 +173,7 @@ def _install(target: Path, write: Any) -> Path:
             shutil.rmtree(old, ignore_errors=True)
             os.replace(target, old)
         os.replace(tmp, target)
+        fsync_dir(target.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
@@ -279,9 +281,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def import_text_encoder(source: Path, *, name: str, force: bool = False) -> Path:
     """Install a CLIP file the user brought (e.g. ``open_clip_model.safetensors`` copied from a machine
-    that is online) as text encoder ``name``; checked by reading it, then copied into the cache."""
-    from .text.clip import infer_clip_config, read_clip_state_dict
-
+    that is online) as text encoder ``name``: copied into the cache with its sha256. The file is not read
+    here (weights never import the text stage): :func:`ramtag.text.clip.import_clip` checks it first,
+    and loading it reports a bad file by name."""
     target = paths.weights_dir() / name
     if (target / TEXT_ENCODER_META).is_file() and not force:
         raise WeightsError(f"{name} is already imported in {target}; `ramtag weights remove {name}` first "
@@ -289,10 +291,6 @@ def import_text_encoder(source: Path, *, name: str, force: bool = False) -> Path
     if not source.is_file():
         raise WeightsError(f"{source}: not found; pass the CLIP weights file "
                            f"({TEXT_ENCODERS[name].file.filename})")
-    config = infer_clip_config(read_clip_state_dict(source))  # InputError naming the file when it is not CLIP
-    if config["embed_dim"] != 512:
-        raise WeightsError(f"{source}: a CLIP with {config['embed_dim']}-wide text features; RAM++ label "
-                           "embeddings need ViT-B/16's 512")
 
     def write(tmp: Path) -> None:
         shutil.copyfile(source, tmp / source.name)

@@ -16,17 +16,15 @@ Both files are written atomically; ``ramtag.json`` is written last, so a directo
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CheckpointError, VocabularyError, WeightsError
+from .fsutil import atomic_path
 from .model.config import RamPlusConfig
 from .tags.vocab import Vocabulary
 
@@ -104,7 +102,7 @@ def save_weights(directory: str | Path, *, state_dict: Mapping[str, Tensor], con
     meta_path.unlink(missing_ok=True)  # never leave an old ramtag.json beside new tensors
 
     model_path = out / MODEL_FILE
-    with _atomic_path(model_path) as tmp:
+    with atomic_path(model_path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
     meta = {
         "format": FORMAT,
@@ -115,7 +113,7 @@ def save_weights(directory: str | Path, *, state_dict: Mapping[str, Tensor], con
         "provenance": dict(provenance),
         "files": {MODEL_FILE: {"bytes": model_path.stat().st_size, "sha256": sha256_file(model_path)}},
     }
-    with _atomic_path(meta_path) as tmp:
+    with atomic_path(meta_path) as tmp:
         tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return out
 
@@ -225,16 +223,3 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-@contextlib.contextmanager
-def _atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temp path beside ``target``; on success move it onto ``target`` (os.replace), else delete."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PARITY, REPO
+from conftest import MULTIPROCESS_TIMEOUT_S, PARITY, REPO
 
 from ramtag import cli
 
@@ -292,6 +292,7 @@ def test_usage_error_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
     assert code == 2
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_split_the_library_and_merge_json(
     tiny_weights: str, photos: Path, tmp_path: Path
 ) -> None:
@@ -321,7 +322,7 @@ def test_torchrun_two_ranks_split_the_library_and_merge_json(
         "fp32",
         "--quiet",
     ]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=MULTIPROCESS_TIMEOUT_S)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = read_jsonl(out)
     assert sorted(Path(r["path"]).name for r in rows) == sorted(

@@ -21,7 +21,7 @@ CAPTIONS = {
 
 
 @pytest.fixture
-def captioned(tmp_path: Path) -> Path:
+def captioned(tmp_path: Path, parity_dir: Path) -> Path:
     folder = tmp_path / "captioned"
     folder.mkdir()
     for name, caption in CAPTIONS.items():

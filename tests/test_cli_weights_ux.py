@@ -137,6 +137,9 @@ def test_import_clip_offline_then_open_set_uses_it(
     import shutil
 
     monkeypatch.setenv("RAMTAG_OFFLINE", "1")
+    wrong = parity_dir / "ram_plus_tiny_official.pth"
+    code, _, err = run_cli(["weights", "import", str(wrong), "--name", "clip-vit-b-16"], monkeypatch, capsys)
+    assert code == 1 and "ram_plus_tiny_official.pth: not an OpenAI-format CLIP" in err, err
     brought = tmp_path / "open_clip_model.pt"
     shutil.copy(parity_dir / "clip_tiny_openai_format.pt", brought)
     code, _, err = run_cli(

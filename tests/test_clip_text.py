@@ -102,7 +102,10 @@ def test_safetensors_file_gives_the_same_embeddings(
     save_file({k: v.float().contiguous() for k, v in sd.items()}, str(path))
     other = ClipModel.load(path)
     texts = all_descriptions[:10]
-    assert torch.equal(other.encode_text(texts), tiny_clip.encode_text(texts))
+    ours, ref = other.model.state_dict(), tiny_clip.model.state_dict()  # loading is exact ...
+    assert ours.keys() == ref.keys() and all(torch.equal(ours[k], v) for k, v in ref.items())
+    # ... the two instances' embeddings agree to fp32 rounding (kernels may differ with memory layout)
+    torch.testing.assert_close(other.encode_text(texts), tiny_clip.encode_text(texts), rtol=1e-4, atol=1e-6)
 
 
 def test_encode_image(tiny_clip: ClipModel) -> None:

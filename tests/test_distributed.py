@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import MULTIPROCESS_TIMEOUT_S
 
 from ramtag.distributed import dist_info, init_if_needed, merge_jsonl, rank_path, shard
 from ramtag.errors import UsageError
@@ -108,7 +109,7 @@ def test_two_gloo_ranks_shard_and_merge(tmp_path: Path) -> None:
         env.pop(k, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            str(script), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=MULTIPROCESS_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     done = [json.loads((tmp_path / f"done{r}.json").read_text()) for r in (0, 1)]
     assert [d["world"] for d in done] == [2, 2] and [d["local"] for d in done] == [0, 1]

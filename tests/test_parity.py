@@ -133,10 +133,12 @@ def test_saved_weights_give_identical_scores(official, batches, tmp_path, parity
     loaded = load_weights(directory, verify=True)
     assert loaded.vocabulary == vocab and loaded.preprocessing == OFFICIAL_PREPROCESSING
     rebuilt = build_model(loaded)
+    ours, ref = rebuilt.state_dict(), model.state_dict()  # loading is exact ...
+    assert ours.keys() == ref.keys() and all(torch.equal(ours[k], v) for k, v in ref.items())
     _, x = batches["images_exif_transposed"]
     x = x[:4]
-    with torch.no_grad():
-        assert torch.equal(rebuilt(x), model(x))
+    with torch.no_grad():  # ... two instances' outputs agree to fp32 rounding (kernels vary with layout)
+        torch.testing.assert_close(rebuilt(x), model(x), rtol=1e-4, atol=1e-5)
 
 
 def test_wrong_vocabulary_length_fails_clearly(official, tmp_path):

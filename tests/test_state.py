@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import MULTIPROCESS_TIMEOUT_S
 
 from ramtag.errors import InputError
 from ramtag.state import StateDB, content_digest, default_state_path, settings_key
@@ -198,6 +200,7 @@ def _open_at_once(path: str, image: str, start: Any, errors: Any) -> None:
         errors.put(repr(e))
 
 
+@pytest.mark.slow
 def test_processes_opening_a_new_database_at_once(tmp_path: Path) -> None:
     """torchrun ranks create the same state.sqlite at the same moment: none may fail with 'locked'."""
     import multiprocessing as mp
@@ -205,6 +208,7 @@ def test_processes_opening_a_new_database_at_once(tmp_path: Path) -> None:
     ctx = mp.get_context("fork")
     image = tmp_path / "a.jpg"
     image.write_bytes(b"x")
+    deadline = time.monotonic() + MULTIPROCESS_TIMEOUT_S  # for all 30 rounds: only a hang reaches it
     for round_ in range(30):
         start, errors = ctx.Barrier(6), ctx.Queue()
         db = tmp_path / f"state{round_}.sqlite"
@@ -213,7 +217,7 @@ def test_processes_opening_a_new_database_at_once(tmp_path: Path) -> None:
         for p in procs:
             p.start()
         for p in procs:
-            p.join(60)
+            p.join(max(0.0, deadline - time.monotonic()))
         failures = [errors.get() for _ in range(errors.qsize())] if not errors.empty() else []
         assert not failures, failures
         assert all(p.exitcode == 0 for p in procs)

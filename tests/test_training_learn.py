@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PARITY
+from conftest import MULTIPROCESS_TIMEOUT_S, PARITY
 from PIL import Image, ImageDraw
 
 from ramtag.errors import TrainingError
@@ -112,7 +112,7 @@ def _options(shapes: dict[str, Path], out: Path, **kw: object) -> TrainOptions:
 
 @pytest.fixture(scope="module")
 def trained(
-    shapes: dict[str, Path], home: Path, tmp_path_factory: pytest.TempPathFactory
+    shapes: dict[str, Path], home: Path, tmp_path_factory: pytest.TempPathFactory, parity_dir: Path
 ) -> tuple[Path, object]:
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("run") / "out"
@@ -303,7 +303,7 @@ DDP_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_ddp_two_cpu_processes(shapes: dict[str, Path], tmp_path: Path) -> None:
+def test_ddp_two_cpu_processes(shapes: dict[str, Path], tmp_path: Path, parity_dir: Path) -> None:
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
     out = tmp_path / "out"
@@ -322,7 +322,7 @@ def test_ddp_two_cpu_processes(shapes: dict[str, Path], tmp_path: Path) -> None:
         str(shapes["descriptions"]),
         str(CLIP),
     ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=MULTIPROCESS_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rank0, rank1 = ((tmp_path / f"rank{r}.sha").read_text().split() for r in (0, 1))
     assert rank0 == rank1 and rank0[1] == "4"  # gradients were all-reduced: identical weights on both ranks

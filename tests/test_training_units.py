@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from ramtag.errors import InputError, TrainingError
+from ramtag.model.swin_checkpoint import resize_rel_pos_table
 from ramtag.tags.vocab import read_tag_list
 from ramtag.training.data import (
     Record,
@@ -26,7 +27,7 @@ from ramtag.training.data import (
 from ramtag.training.losses import asymmetric_loss
 from ramtag.training.metrics import average_precision, best_f1_thresholds, split_metrics
 from ramtag.training.parse import TagParser, count_tags, plural_forms, tokenize, verb_forms
-from ramtag.training.trainer import _lr_at, _resize_rel_pos_table
+from ramtag.training.trainer import _lr_at
 
 NAMES = [
     "meteor shower",
@@ -265,9 +266,9 @@ def test_lr_schedule_warmup_then_cosine() -> None:
 
 def test_relative_position_table_resize() -> None:
     table = torch.randn(23 * 23, 4)  # window 12, 4 heads
-    out = _resize_rel_pos_table(table, 7)
+    out = resize_rel_pos_table(table, 7)
     assert out.shape == (13 * 13, 4)
-    assert _resize_rel_pos_table(table, 12) is table
+    assert resize_rel_pos_table(table, 12) is table
 
 
 @pytest.mark.parametrize("recipe", sorted((Path(__file__).resolve().parents[1] / "train").glob("*.toml")))

@@ -73,9 +73,14 @@ def test_built_model_equals_the_original(saved, model):
     assert dict(built.named_buffers()).keys() == dict(model.named_buffers()).keys()
     for (name, a), (_, b) in zip(built.named_buffers(), model.named_buffers(), strict=True):
         assert torch.equal(a, b), name
+    # loading is exact: every tensor equal; the outputs of two instances are only equal to fp32 rounding
+    # (kernels may take other paths for other memory layouts, e.g. on AMD Zen 4)
+    ours, ref = built.state_dict(), model.state_dict()
+    assert ours.keys() == ref.keys()
+    assert all(torch.equal(ours[k], v) for k, v in ref.items())
     x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.equal(built(x), model(x))
+        torch.testing.assert_close(built(x), model(x), rtol=1e-4, atol=1e-5)
 
 
 def test_save_twice_replaces_the_files(saved, model):

@@ -50,6 +50,7 @@ class BenchOptions:
     precision: str = "auto"  # [--precision]
     compile: bool = False  # torch.compile the model [--compile]
     draft: bool = False  # JPEG draft decoding in the end-to-end run [--draft]
+    decode: str = "auto"  # JPEG decoding in the end-to-end run: gpu | cpu | auto [--decode]
     reference: bool = True  # also run the official-style loop [--no-reference]
     decode_check: bool = True  # compare decode options' speed and scores [--no-decode-check]
     threshold: float | None = None  # one threshold for every tag; None: the reference scores' 99th
@@ -198,7 +199,9 @@ def _end_to_end(
     )
     runner = tagger.runner
     batch_size = opts.batch_size or runner.suggest_batch_size()
-    tag_opts = TagOptions(batch_size=batch_size, workers=opts.workers, draft=opts.draft, all_scores=True)
+    tag_opts = TagOptions(
+        batch_size=batch_size, workers=opts.workers, draft=opts.draft, all_scores=True, decode=opts.decode
+    )
     if opts.compile:  # compile outside the timed run
         tagger.scores(torch.zeros(batch_size, 3, pre.image_size, pre.image_size))
     results: dict[str, np.ndarray] = {}
@@ -225,6 +228,7 @@ def _end_to_end(
         "workers": default_workers(runner.device.type) if tag_opts.workers is None else tag_opts.workers,
         "decode_threads": default_threads(),
         "draft": opts.draft,
+        "decode": tagger.decode_mode(tag_opts),
         "written": summary.written,
     }
     if runner.checked:

@@ -88,6 +88,14 @@ def bench(
             "--draft/--no-draft", rich_help_panel="Images", help="JPEG draft decoding in the end-to-end run."
         ),
     ] = False,
+    decode: Annotated[
+        str,
+        typer.Option(
+            "--decode",
+            rich_help_panel="Images",
+            help="JPEG decoding in the end-to-end run: gpu, cpu, auto.",
+        ),
+    ] = "auto",
     reference: Annotated[
         bool,
         typer.Option(
@@ -155,6 +163,7 @@ def bench(
             precision=precision.value,
             compile=compile_model,
             draft=draft,
+            decode=decode,
             reference=reference,
             decode_check=decode_check,
             threshold=threshold,

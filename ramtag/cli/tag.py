@@ -248,6 +248,14 @@ def tag(
             rich_help_panel=MODEL,
         ),
     ] = False,
+    decode: Annotated[
+        str,
+        typer.Option(
+            "--decode",
+            help="JPEG decoding: gpu (nvJPEG), cpu (Pillow), auto (gpu on CUDA when available).",
+            rich_help_panel=MODEL,
+        ),
+    ] = "auto",
     exif_orientation: Annotated[
         bool,
         typer.Option(
@@ -324,6 +332,7 @@ def tag(
         recursive=recursive,
         include_hidden=hidden,
         draft=draft,
+        decode=decode,
     )
     selection = select_or_fail(paths, opts)
     tagger = api.load_tagger(

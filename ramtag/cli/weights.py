@@ -138,8 +138,15 @@ def weights_import(
     ] = False,
 ) -> None:
     """Import a checkpoint you already have (converted once to ramtag's format), or a CLIP file."""
+    from ..registry import TEXT_ENCODERS
     from ..weights import import_checkpoint
 
+    if name in TEXT_ENCODERS:  # a CLIP file: checked by the text stage, then copied
+        from ..text.clip import import_clip
+
+        path = import_clip(checkpoint, name=name, force=force)
+        err.print(f"[green]imported:[/] {escape(name)} -> {escape(str(path))}", highlight=False)
+        return
     path = import_checkpoint(
         checkpoint, tag_list=tag_list, thresholds=thresholds, tag_list_zh=tag_list_zh, name=name, force=force
     )

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import paths
-from ..writers.atomic import atomic_write_bytes
+from ..fsutil import atomic_write_bytes
 from .describe import DESCRIPTIONS_PER_TAG, PROMPT_SET_VERSION
 
 log = logging.getLogger(__name__)

@@ -201,6 +201,23 @@ class ClipModel:
         )
 
 
+def import_clip(source: str | Path, *, name: str | None = None, force: bool = False) -> Path:
+    """Check a CLIP file the user brought (readable, OpenAI key layout, 512-wide text features as RAM++
+    needs) and install it as the registry's text encoder (``ramtag weights import FILE --name NAME``)."""
+    from ..registry import DEFAULT_TEXT_ENCODER
+    from ..weights import import_text_encoder
+
+    path = Path(source).expanduser()
+    if path.is_file():
+        config = infer_clip_config(read_clip_state_dict(path))  # InputError naming the file if not CLIP
+        if config["embed_dim"] != 512:
+            raise InputError(
+                f"{path}: a CLIP with {config['embed_dim']}-wide text features; RAM++ label embeddings "
+                "need ViT-B/16's 512"
+            )
+    return import_text_encoder(path, name=name or DEFAULT_TEXT_ENCODER, force=force)
+
+
 def fetch_default_clip() -> Path:
     """The registry's default CLIP text encoder file (downloaded once through ``ramtag.hub``).
 

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import InputError, LLMError
-from ..writers.atomic import atomic_write_bytes
+from ..fsutil import atomic_write_bytes
 from .llm import LLMClient
 
 log = logging.getLogger(__name__)

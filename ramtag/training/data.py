@@ -39,14 +39,15 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler
 
+from ..discover import Skipped, discover
 from ..errors import ImageDecodeError, InputError, TrainingError
+from ..formats import supported_extensions
+from ..preprocess import Transform
+from ..weights_format import Preprocessing
 from .parse import TagParser
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif"}
-)
 SPLIT_NAMES = {
     "train": "train",
     "training": "train",
@@ -265,13 +266,12 @@ def _read_json(path: Path, root: Path) -> RecordSet:
 
 def _read_folder(folder: Path) -> RecordSet:
     out = RecordSet()
-    images = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    images: list[Path] = []
+    for item in discover([folder]):  # the walker tagging uses: same hidden files, links, formats
+        if isinstance(item, Skipped):
+            out.problems.append(f"{item}; skipped")
+        else:
+            images.append(item)
     for image in images:
         rel = image.relative_to(folder)
         captions: list[str] = []
@@ -287,7 +287,9 @@ def _read_folder(folder: Path) -> RecordSet:
         split = SPLIT_NAMES.get(rel.parts[0].lower()) if len(rel.parts) > 1 else None
         out.records.append(Record(image, tuple(captions), tuple(tags), (), split, str(rel)))
     if not images:
-        raise InputError(f"{folder}: no images found (extensions: {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise InputError(
+            f"{folder}: no images found (extensions: {', '.join(sorted(supported_extensions()))})"
+        )
     return out
 
 
@@ -386,19 +388,6 @@ def build_targets(
 
 # -- transforms ------------------------------------------------------------------------------------
 
-_RESAMPLE = {
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "nearest": Image.Resampling.NEAREST,
-}
-
-
-def _to_tensor(image: Image.Image, mean: Tensor, std: Tensor) -> Tensor:
-    import numpy as np
-
-    x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
-    return x.sub_(mean).div_(std)  # (3, S, S) float32
-
 
 class _RandomAugment:
     """RandAugment with the official RAM op list (no colour-changing ops): 2 ops, magnitude 5 of 10."""
@@ -474,15 +463,27 @@ class ViewTransform:
     clip_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP statistics
     clip_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     augment: str = "none"  # one of AUGMENTS
+    resize: str = "squash"  # the weights' Preprocessing.resize (only "squash" is supported, as in tagging)
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTS:
             raise TrainingError(f"augment={self.augment!r} is unknown; choose one of {', '.join(AUGMENTS)}")
-        self._mean = torch.tensor(self.mean).view(3, 1, 1)
-        self._std = torch.tensor(self.std).view(3, 1, 1)
-        self._cmean = torch.tensor(self.clip_mean).view(3, 1, 1)
-        self._cstd = torch.tensor(self.clip_std).view(3, 1, 1)
+        # The tagging transform itself (ramtag.preprocess), so training and tagging cannot drift apart;
+        # it raises WeightsError for a resize or interpolation tagging does not support.
+        self._model_view = Transform(
+            Preprocessing(self.image_size, self.mean, self.std, self.interpolation, self.resize)
+        )
+        self._clip_view = (
+            Transform(Preprocessing(self.clip_size, self.clip_mean, self.clip_std, "bicubic"))
+            if self.clip_size
+            else None
+        )
         self._randaug = _RandomAugment()
+
+    @classmethod
+    def for_weights(cls, pre: Preprocessing, **kwargs: Any) -> ViewTransform:
+        """The views for weights with preprocessing ``pre`` (``kwargs``: clip_size, augment)."""
+        return cls(pre.image_size, pre.mean, pre.std, pre.interpolation, resize=pre.resize, **kwargs)
 
     def __call__(self, image: Image.Image, rng: random.Random | None = None) -> tuple[Tensor, Tensor | None]:
         rng = rng or random.Random()
@@ -492,15 +493,9 @@ class ViewTransform:
             image = _random_resized_crop(image, rng, scale=(0.2, 1.0))
         if self.augment in ("flip", "standard") and rng.random() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        clip_view = None
-        if self.clip_size:
-            small = image.resize((self.clip_size, self.clip_size), Image.Resampling.BICUBIC)
-            clip_view = _to_tensor(small, self._cmean, self._cstd)  # (3, C, C)
+        clip_view = self._clip_view(image) if self._clip_view is not None else None  # (3, C, C)
         main = self._randaug(image, rng) if self.augment == "standard" else image
-        size = (self.image_size, self.image_size)
-        if main.size != size:
-            main = main.resize(size, _RESAMPLE.get(self.interpolation, Image.Resampling.BILINEAR))
-        return _to_tensor(main, self._mean, self._std), clip_view  # (3, S, S), (3, C, C) | None
+        return self._model_view(main), clip_view  # (3, S, S), (3, C, C) | None
 
 
 def _random_resized_crop(

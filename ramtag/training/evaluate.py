@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..batch import default_workers
 from ..errors import UsageError
-from ..writers.atomic import atomic_write_bytes
+from ..fsutil import atomic_write_bytes
 from .data import Record, TaggingDataset, collate, load_data
 from .metrics import SplitMetrics, best_f1_thresholds, split_metrics
 

@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import time
@@ -37,22 +36,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..batch import default_workers
 from ..errors import InputError, TrainingError, UsageError
+from ..fsutil import atomic_path, atomic_write_bytes
 from ..model.config import CONFIGS, RamPlusConfig, SwinConfig, get_config
+from ..model.swin_checkpoint import resize_rel_pos_tables, timm_backbone_state_dict
 from ..tags.vocab import OPEN_SET_THRESHOLD, Vocabulary
 from ..weights_format import OFFICIAL_PREPROCESSING, Preprocessing
 from .data import (
     AUGMENTS,
+    Batch,
     Record,
     RecordSet,
     ResumableSampler,
     TaggingDataset,
     ViewTransform,
     build_targets,
+    collate,
     load_data,
 )
 from .distributed import (
@@ -336,33 +338,6 @@ def _target_config(base: _Base, options: TrainOptions, num_tags: int) -> tuple[R
     return config, pre
 
 
-def _resize_rel_pos_table(table: Tensor, window: int) -> Tensor:
-    """((2w-1)^2, heads) relative position bias table -> ((2*window-1)^2, heads).
-
-    Bicubic interpolation of the table as a (heads, 2w-1, 2w-1) image, as the official loader does."""
-    rows, heads = table.shape
-    old = math.isqrt(rows)
-    new = 2 * window - 1
-    if old == new:
-        return table
-    grid = table.t().reshape(1, heads, old, old).float()
-    grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
-    return grid.reshape(heads, new * new).t().to(table.dtype).contiguous()
-
-
-def _adapt_swin(sd: dict[str, Tensor], model: nn.Module, prefix: str) -> dict[str, Tensor]:
-    """Resize the relative position tables in ``sd`` to ``model``'s windows (a different --image-size)."""
-    expected = model.state_dict()
-    out = dict(sd)
-    for key, value in sd.items():
-        if key.endswith("relative_position_bias_table") and prefix + key.removeprefix(prefix) in expected:
-            target = expected[key]
-            if value.shape != target.shape:
-                window = (math.isqrt(target.shape[0]) + 1) // 2
-                out[key] = _resize_rel_pos_table(value, window)
-    return out
-
-
 def _build_model(
     base: _Base, config: RamPlusConfig, plan: _VocabPlan, new_embed: Tensor | None, options: TrainOptions
 ) -> RamPlus:
@@ -390,7 +365,7 @@ def _build_model(
     if base.state_dict is not None:
         sd = dict(base.state_dict)
         sd["label_embed"] = label_embed
-        sd = _adapt_swin(sd, model, "visual_encoder.")
+        sd = resize_rel_pos_tables(sd, model.state_dict())
         load_state_dict_strict(model, sd, source=base.source)
     else:
         with torch.no_grad():
@@ -421,21 +396,18 @@ def _load_timm_backbone(model: RamPlus, name: str) -> None:
             f"({type(e).__name__}: {e}); use a Swin v1 name like swin_large_patch4_window12_384"
         ) from None
     encoder: nn.Module = model.visual_encoder
-    sd = {k: v for k, v in source.state_dict().items() if not k.startswith("head")}
-    sd = _adapt_swin(sd, encoder, "")
-    expected = encoder.state_dict()
-    bad = [k for k, v in sd.items() if k in expected and v.shape != expected[k].shape]
+    sd, bad, missing = timm_backbone_state_dict(source.state_dict(), encoder.state_dict())
     if bad:
         raise TrainingError(
             f"--init timm:{name}: does not match the {model.config.name} backbone "
             f"({', '.join(bad[:5])}); pick the Swin of the same size as --arch"
         )
-    result = encoder.load_state_dict(sd, strict=False)
-    if result.missing_keys:
+    if missing:
         raise TrainingError(
-            f"--init timm:{name}: missing backbone tensors ({', '.join(result.missing_keys[:5])}); "
+            f"--init timm:{name}: missing backbone tensors ({', '.join(missing[:5])}); "
             "pick the Swin of the same size as --arch"
         )
+    encoder.load_state_dict(sd, strict=False)  # extra source tensors (not in our backbone) are ignored
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -476,12 +448,6 @@ def _checkpoint_dirs(out: Path) -> list[Path]:
     )
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -509,9 +475,7 @@ class _MetricsLog:
 
                 self.tb = SummaryWriter(str(out / "tensorboard"))
             except ImportError:
-                log.warning(
-                    "--tensorboard ignored: tensorboard is not installed (pip install tensorboard)"
-                )
+                log.warning("--tensorboard ignored: tensorboard is not installed (pip install tensorboard)")
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
@@ -593,11 +557,113 @@ def _check_options(options: TrainOptions) -> None:
         raise UsageError(f"--augment {options.augment!r} is unknown; choose one of {', '.join(AUGMENTS)}")
 
 
+@dataclass
+class _Run:
+    """What a training run is made of (built once by :func:`_setup`, read by every later stage)."""
+
+    options: TrainOptions
+    ctx: DistContext
+    out: Path  # the result folder
+    resume_from: Path | None  # the checkpoint resumed, or None
+    model: RamPlus
+    config: RamPlusConfig
+    preprocessing: Preprocessing
+    plan: _VocabPlan
+    clip_model: Any  # the frozen CLIP (text + image towers) or None when no loss needs it
+    train_records: list[Record]
+    val_records: list[Record]
+    id_names: list[str] | None  # the official tag list union_label_id indexes, when the vocabulary has it
+    dataset: TaggingDataset
+    sampler: ResumableSampler
+    loader_kwargs: dict[str, Any]  # DataLoader arguments besides the dataset
+    batches_per_epoch: int
+    total_steps: int
+    warmup: int
+    peak_lr: float
+    wrapped: nn.Module  # the losses module, DDP-wrapped under torchrun
+    optimizer: torch.optim.Optimizer
+    amp_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler
+    provenance: dict[str, Any]  # recorded in every saved ramtag.json
+    metrics: _MetricsLog | None  # rank 0 only, opened by _open_outputs
+    progress: _Progress | None  # set by _train once the start step is known; displays on rank 0 only
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.plan.vocabulary.names)
+
+
+@dataclass
+class _State:
+    """Where a run is and what it has seen (changes every step; saved in checkpoints)."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    batch_in_epoch: int = 0  # micro-batches of this epoch done (resume skips them)
+    micro: int = 0  # micro-batches done by this process since it started
+    skipped: int = 0  # unreadable images
+    first_batch: bool = True
+    window: dict[str, float] = field(default_factory=dict)  # summed losses since the last metrics line
+    window_n: int = 0
+    window_images: int = 0
+    window_start: float = field(default_factory=time.time)
+    last_losses: dict[str, float] = field(default_factory=dict)
+    val_result: dict[str, Any] | None = None
+    checkpoints: list[Path] = field(default_factory=list)
+
+    def epochs_done(self, batches_per_epoch: int) -> float:
+        return round(self.epoch + self.batch_in_epoch / batches_per_epoch, 4)
+
+
 def _train(options: TrainOptions, ctx: DistContext) -> TrainResult:
     started = time.time()
-    _check_options(options)
-    out = Path(options.out).expanduser()
-    resume_from: Path | None = None
+    run = _setup(options, ctx)
+    state = _restore(run)
+    _open_outputs(run)
+    run.progress = _Progress(options.progress and ctx.is_main, run.total_steps, state.step)
+    try:
+        return _train_loop(run, state, started)
+    finally:
+        run.progress.close()
+
+
+def _train_loop(run: _Run, state: _State, started: float) -> TrainResult:
+    """Epochs until the step budget is spent, the final checkpoints, the result."""
+    ctx = run.ctx
+    run.optimizer.zero_grad(set_to_none=True)
+    while state.step < run.total_steps:
+        if _train_one_epoch(run, state):
+            break
+        state.epoch += 1
+        state.batch_in_epoch = 0
+    if ctx.is_main:
+        _save(run, state, run.out, with_state=False)
+        # a final resumable checkpoint, so --resume with more --max-steps / --epochs can continue
+        _checkpoint(run, state)
+        if run.metrics is not None:
+            run.metrics.close()
+    barrier(ctx)
+    skipped = all_reduce_sum_int(ctx, state.skipped)
+    return TrainResult(
+        out=run.out,
+        steps=state.step,
+        epochs=state.epochs_done(run.batches_per_epoch),
+        images=len(run.train_records),
+        skipped=skipped,
+        num_tags=len(run.plan.vocabulary),
+        new_tags=list(run.plan.new),
+        losses=state.last_losses,
+        val=state.val_result,
+        seconds=round(time.time() - started, 2),
+        checkpoints=[c for c in state.checkpoints if c.exists()],
+    )
+
+
+# -- setup -----------------------------------------------------------------------------------------
+
+
+def _resume_dir(options: TrainOptions, out: Path) -> Path | None:
+    """The checkpoint to resume from (``--resume``), or None; refuses to overwrite a finished run."""
     if options.resume:
         found = _checkpoint_dirs(out)
         if not found:
@@ -605,32 +671,146 @@ def _train(options: TrainOptions, ctx: DistContext) -> TrainResult:
                 f"{out}: no checkpoint to resume from (expected {CHECKPOINTS}/step-*/{STATE_FILE}); "
                 "drop --resume to start a new run"
             )
-        resume_from = found[-1]
-    elif (out / "ramtag.json").exists() or _checkpoint_dirs(out):
+        return found[-1]
+    if (out / "ramtag.json").exists() or _checkpoint_dirs(out):
         raise TrainingError(
             f"{out}: already holds a training run; pass --resume to continue it or choose a new --out"
         )
+    return None
+
+
+def _setup(options: TrainOptions, ctx: DistContext) -> _Run:
+    """Model, data, optimizer and bookkeeping of a run (nothing trained yet)."""
+    _check_options(options)
+    out = Path(options.out).expanduser()
+    resume_from = _resume_dir(options, out)
     torch.manual_seed(options.seed + ctx.rank)
     random.seed(options.seed + ctx.rank)
+    model, config, preprocessing, plan, clip_model, provenance = _setup_model(options, ctx, resume_from)
+    train_records, val_records, id_names, dataset = _setup_data(options, ctx, plan, preprocessing, clip_model)
+    sampler, loader_kwargs, batches_per_epoch = _setup_loader(options, ctx, dataset)
+    total_steps, warmup, peak_lr = _schedule(options, batches_per_epoch, resume_from)
+    wrapped, optimizer, amp_dtype, scaler = _setup_optimizer(options, ctx, model, peak_lr)
+    provenance["images"] = len(train_records)
+    return _Run(
+        options=options,
+        ctx=ctx,
+        out=out,
+        resume_from=resume_from,
+        model=model,
+        config=config,
+        preprocessing=preprocessing,
+        plan=plan,
+        clip_model=clip_model,
+        train_records=train_records,
+        val_records=val_records,
+        id_names=id_names,
+        dataset=dataset,
+        sampler=sampler,
+        loader_kwargs=loader_kwargs,
+        batches_per_epoch=batches_per_epoch,
+        total_steps=total_steps,
+        warmup=warmup,
+        peak_lr=peak_lr,
+        wrapped=wrapped,
+        optimizer=optimizer,
+        amp_dtype=amp_dtype,
+        scaler=scaler,
+        provenance=provenance,
+        metrics=None,
+        progress=None,
+    )
 
-    # Model and vocabulary. On resume the checkpoint is the base (same vocabulary, trained tensors).
+
+def _setup_loader(
+    options: TrainOptions, ctx: DistContext, dataset: TaggingDataset
+) -> tuple[ResumableSampler, dict[str, Any], int]:
+    """This rank's sampler, the DataLoader arguments (besides the dataset) and micro-batches per epoch."""
+    per_step = options.batch_size * ctx.world_size
+    drop_last = len(dataset) >= per_step
+    sampler = ResumableSampler(
+        dataset,
+        num_replicas=ctx.world_size,
+        rank=ctx.rank,
+        shuffle=True,
+        seed=options.seed,
+        drop_last=drop_last,
+    )
+    loader_kwargs = {
+        "batch_size": options.batch_size,
+        "sampler": sampler,
+        "num_workers": options.num_workers if options.num_workers is not None else default_workers(),
+        "collate_fn": collate,
+        "drop_last": drop_last,
+        "pin_memory": ctx.device.type == "cuda",
+        "persistent_workers": False,
+    }
+    full_batches = len(dataset) // per_step if drop_last else math.ceil(len(dataset) / per_step)
+    batches_per_epoch = max(1, full_batches)
+    return sampler, loader_kwargs, batches_per_epoch
+
+
+def _schedule(
+    options: TrainOptions, batches_per_epoch: int, resume_from: Path | None
+) -> tuple[int, int, float]:
+    """(total optimizer steps, warm-up steps, peak learning rate)."""
+    if options.max_steps is not None:
+        total_steps = options.max_steps
+    else:
+        total_steps = max(1, math.ceil((options.epochs or 2.0) * batches_per_epoch / options.grad_accum))
+    warmup = (
+        options.warmup_steps if options.warmup_steps is not None else min(3000, round(0.05 * total_steps))
+    )
+    peak_lr = options.lr if options.lr is not None else (5e-6 if _is_finetune(options, resume_from) else 1e-4)
+    return total_steps, warmup, peak_lr
+
+
+def _setup_model(
+    options: TrainOptions, ctx: DistContext, resume_from: Path | None
+) -> tuple[RamPlus, RamPlusConfig, Preprocessing, _VocabPlan, Any, dict[str, Any]]:
+    """The model to train, its vocabulary plan, the frozen CLIP (or None) and the run's provenance."""
+    # On resume the checkpoint is the base (same vocabulary, trained tensors).
+    init_provenance: dict[str, Any] = {}
     if resume_from is not None:
         base = _load_base(replace(options, init=str(resume_from)))
         assert base.vocabulary is not None
         plan = _VocabPlan(base.vocabulary, list(range(len(base.vocabulary))), [])
-        init_provenance: dict[str, Any] = {}
         with contextlib.suppress(Exception):
             meta = json.loads((resume_from / "ramtag.json").read_text(encoding="utf-8"))
             init_provenance = meta.get("provenance", {})
     else:
         base = _load_base(options)
         plan = _plan_vocabulary(base.vocabulary, options)
-        init_provenance = {}
     config, preprocessing = _target_config(base, options, len(plan.vocabulary))
+    new_embed, sources, clip_model = _setup_clip(options, ctx, plan, config)
+    model = _build_model(base, config, plan, new_embed, options)
+    del base
+    model.label_embed.requires_grad_(options.train_label_embed)
+    if options.grad_checkpointing:
+        model.visual_encoder.set_grad_checkpointing(True)  # timm: recompute activations in backward
+    model.to(ctx.device)
+    model.train()
+    fresh = resume_from is None
+    provenance = {
+        **({} if fresh else {"resumed_from": str(resume_from)}),
+        "source": "ramtag train",
+        "init": options.init if fresh else init_provenance.get("init", options.init),
+        "data": [str(d) for d in options.data],
+        "images": 0,  # set once the data is read
+        "new_tags": plan.new if fresh else init_provenance.get("new_tags", []),
+        "new_tag_descriptions": sources if fresh else init_provenance.get("new_tag_descriptions", {}),
+        "options": {k: v for k, v in options.to_dict().items() if k not in ("llm_base_url",)},
+    }
+    return model, config, preprocessing, plan, clip_model, provenance
 
-    # The frozen CLIP (text tower for captions and new tags; image tower for distillation).
+
+def _setup_clip(
+    options: TrainOptions, ctx: DistContext, plan: _VocabPlan, config: RamPlusConfig
+) -> tuple[Tensor | None, dict[str, str], Any]:
+    """The frozen CLIP (text tower for captions and new tags; image tower for distillation): the new
+    tags' label embeddings (None when there are none), where they came from, and the CLIP model for the
+    losses (None when no loss needs it)."""
     need_clip = options.align_loss_weight > 0 or options.distill_loss_weight > 0 or bool(plan.new)
-    clip_model = None
     encoder = None
     if need_clip:
         from ..text.clip import ClipTextEncoder
@@ -649,11 +829,9 @@ def _train(options: TrainOptions, ctx: DistContext) -> TrainResult:
                     "--clip must be a CLIP with 512-wide text features (ViT-B/16)"
                 )
         new_embed = broadcast_tensor(ctx, local, shape)
-        log.info(
-            "new tags (%d): %s",
-            len(plan.new),
-            ", ".join(plan.new[:20]) + (" ..." if len(plan.new) > 20 else ""),
-        )
+        shown = ", ".join(plan.new[:20]) + (" ..." if len(plan.new) > 20 else "")
+        log.info("new tags (%d): %s", len(plan.new), shown)
+    clip_model = None
     if options.align_loss_weight > 0 or options.distill_loss_weight > 0:
         assert encoder is not None
         clip_model = encoder.model
@@ -662,16 +840,13 @@ def _train(options: TrainOptions, ctx: DistContext) -> TrainResult:
                 f"{options.clip}: CLIP features are {clip_model.embed_dim} wide but RAM++ needs "
                 f"{config.embed_dim}; use CLIP ViT-B/16"
             )
+    return new_embed, sources, clip_model
 
-    model = _build_model(base, config, plan, new_embed, options)
-    del base
-    model.label_embed.requires_grad_(options.train_label_embed)
-    if options.grad_checkpointing:
-        model.visual_encoder.set_grad_checkpointing(True)  # timm: recompute activations in backward
-    model.to(ctx.device)
-    model.train()
 
-    # Data.
+def _setup_data(
+    options: TrainOptions, ctx: DistContext, plan: _VocabPlan, preprocessing: Preprocessing, clip_model: Any
+) -> tuple[list[Record], list[Record], list[str] | None, TaggingDataset]:
+    """Records (train and val), the official id list and the training dataset."""
     records = load_data(options.data, image_root=options.image_root)
     if ctx.is_main:
         for p in records.problems[:20]:
@@ -700,17 +875,9 @@ def _train(options: TrainOptions, ctx: DistContext) -> TrainResult:
                 targets.untagged,
                 len(train_records),
             )
-
-    clip_size = (
-        clip_model.image_size if (clip_model is not None and options.distill_loss_weight > 0) else None
-    )
-    transform = ViewTransform(
-        image_size=preprocessing.image_size,
-        mean=preprocessing.mean,
-        std=preprocessing.std,
-        interpolation=preprocessing.interpolation,
-        clip_size=clip_size,
-        augment=options.augment,
+    distill = clip_model is not None and options.distill_loss_weight > 0
+    transform = ViewTransform.for_weights(
+        preprocessing, clip_size=clip_model.image_size if distill else None, augment=options.augment
     )
     dataset = TaggingDataset(
         train_records,
@@ -720,45 +887,13 @@ def _train(options: TrainOptions, ctx: DistContext) -> TrainResult:
         seed=options.seed,
         exif_orientation=options.exif_orientation,
     )
-    per_step = options.batch_size * ctx.world_size
-    drop_last = len(dataset) >= per_step
-    sampler = ResumableSampler(
-        dataset,
-        num_replicas=ctx.world_size,
-        rank=ctx.rank,
-        shuffle=True,
-        seed=options.seed,
-        drop_last=drop_last,
-    )
-    workers = options.num_workers if options.num_workers is not None else default_workers()
-    from torch.utils.data import DataLoader
+    return train_records, val_records, id_names, dataset
 
-    from .data import collate
 
-    def make_loader() -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=options.batch_size,
-            sampler=sampler,
-            num_workers=workers,
-            collate_fn=collate,
-            drop_last=drop_last,
-            pin_memory=ctx.device.type == "cuda",
-            persistent_workers=False,
-        )
-
-    full_batches = len(dataset) // per_step if drop_last else math.ceil(len(dataset) / per_step)
-    batches_per_epoch = max(1, full_batches)
-    if options.max_steps is not None:
-        total_steps = options.max_steps
-    else:
-        total_steps = max(1, math.ceil((options.epochs or 2.0) * batches_per_epoch / options.grad_accum))
-    warmup = (
-        options.warmup_steps if options.warmup_steps is not None else min(3000, round(0.05 * total_steps))
-    )
-    peak_lr = options.lr if options.lr is not None else (5e-6 if _is_finetune(options, resume_from) else 1e-4)
-
-    # Optimisation.
+def _setup_optimizer(
+    options: TrainOptions, ctx: DistContext, model: RamPlus, peak_lr: float
+) -> tuple[nn.Module, torch.optim.Optimizer, torch.dtype | None, torch.amp.GradScaler]:
+    """The losses module (DDP-wrapped under torchrun), AdamW, the autocast dtype and the fp16 scaler."""
     losses_module = RamPlusLosses(
         model,
         tag_weight=options.tag_loss_weight,
@@ -779,225 +914,217 @@ def _train(options: TrainOptions, ctx: DistContext) -> TrainResult:
     )
     amp_dtype = _amp_dtype(options.precision, ctx.device)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp_dtype == torch.float16)
+    return wrapped, optimizer, amp_dtype, scaler
 
-    step, epoch, batch_in_epoch, micro = 0, 0, 0, 0
-    if resume_from is not None:
-        state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        step, epoch, batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
-        _set_rng_state(state.get("rng", {}))
-        if ctx.is_main:
-            log.info("resuming from %s (step %d, epoch %d)", resume_from, step, epoch)
-        if step >= total_steps:
-            raise TrainingError(
-                f"{resume_from}: already at step {step} of {total_steps}; raise --max-steps / --epochs "
-                "to train longer"
-            )
 
-    metrics = _MetricsLog(out, options.tensorboard) if ctx.is_main else None
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / OPTIONS_FILE).write_text(json.dumps(options.to_dict(), indent=2) + "\n", encoding="utf-8")
-    provenance = {
-        **({"resumed_from": str(resume_from)} if resume_from is not None else {}),
-        "source": "ramtag train",
-        "init": options.init if resume_from is None else init_provenance.get("init", options.init),
-        "data": [str(d) for d in options.data],
-        "images": len(train_records),
-        "new_tags": plan.new if resume_from is None else init_provenance.get("new_tags", []),
-        "new_tag_descriptions": sources
-        if resume_from is None
-        else init_provenance.get("new_tag_descriptions", {}),
-        "options": {k: v for k, v in options.to_dict().items() if k not in ("llm_base_url",)},
-    }
+def _open_outputs(run: _Run) -> None:
+    """Rank 0: the result folder, its ``train_options.json`` and the metrics log."""
+    if run.ctx.is_main:
+        run.metrics = _MetricsLog(run.out, run.options.tensorboard)
+        run.out.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(run.options.to_dict(), indent=2) + "\n"
+        atomic_write_bytes(run.out / OPTIONS_FILE, text.encode("utf-8"))
 
-    def save(target: Path, *, with_state: bool) -> None:
-        from ..weights_format import save_weights
 
-        sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        prov = {
-            **provenance,
-            "steps": step,
-            "epoch": round(epoch + batch_in_epoch / batches_per_epoch, 4),
-            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        save_weights(
-            target,
-            state_dict=sd,
-            config=config,
-            vocabulary=plan.vocabulary,
-            preprocessing=preprocessing,
-            provenance=prov,
+def _restore(run: _Run) -> _State:
+    """A fresh :class:`_State`, or the resumed checkpoint's (optimizer, scaler and RNG restored too)."""
+    state = _State()
+    if run.resume_from is None:
+        return state
+    saved = torch.load(run.resume_from / STATE_FILE, map_location="cpu", weights_only=True)
+    run.optimizer.load_state_dict(saved["optimizer"])
+    if saved.get("scaler"):
+        run.scaler.load_state_dict(saved["scaler"])
+    state.step, state.epoch = int(saved["step"]), int(saved["epoch"])
+    state.batch_in_epoch = int(saved["batch_in_epoch"])
+    _set_rng_state(saved.get("rng", {}))
+    if run.ctx.is_main:
+        log.info("resuming from %s (step %d, epoch %d)", run.resume_from, state.step, state.epoch)
+    if state.step >= run.total_steps:
+        raise TrainingError(
+            f"{run.resume_from}: already at step {state.step} of {run.total_steps}; raise --max-steps / "
+            "--epochs to train longer"
         )
-        if with_state:
-            _atomic_torch_save(
-                {
-                    "step": step,
-                    "epoch": epoch,
-                    "batch_in_epoch": batch_in_epoch,
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                    "rng": _rng_state(),
-                    "options": json.dumps(options.to_dict()),
-                },
-                target / STATE_FILE,
+    return state
+
+
+# -- one epoch -------------------------------------------------------------------------------------
+
+
+def _train_one_epoch(run: _Run, state: _State) -> bool:
+    """Train from ``state.batch_in_epoch`` to the end of the epoch; True when the run reached its last
+    step (the epoch may be unfinished)."""
+    from torch.utils.data import DataLoader
+
+    options, ctx = run.options, run.ctx
+    run.sampler.set_epoch(state.epoch)
+    run.dataset.epoch = state.epoch
+    run.sampler.skip = state.batch_in_epoch * options.batch_size
+    for batch in DataLoader(run.dataset, **run.loader_kwargs):
+        state.batch_in_epoch += 1
+        state.skipped += len(batch.failures)
+        if ctx.is_main:
+            for f in batch.failures:
+                log.warning("skipped unreadable image: %s", f.reason)
+        usable = all_reduce_sum_int(ctx, int(len(batch) > 0)) if ctx.distributed else int(len(batch) > 0)
+        if usable < ctx.world_size:  # some rank has nothing to train on: everyone skips this micro-batch
+            if state.first_batch and not len(batch):
+                reason = batch.failures[0].reason if batch.failures else "empty batch"
+                raise TrainingError(f"the first batch has no readable image ({reason}); check --data")
+            continue
+        state.first_batch = False
+        state.micro += 1
+        last_micro = state.micro % options.grad_accum == 0
+        _forward_backward(run, state, batch, sync=last_micro or not ctx.distributed)
+        if not last_micro:
+            continue
+        lr = _optimizer_step(run, state)
+        _log_step(run, state, lr)
+        if run.val_records and _due(run.options.eval_every, options.save_every, state.step, run.total_steps):
+            state.val_result = _evaluate(run)
+            if run.metrics is not None and state.val_result is not None:
+                run.metrics.write({"step": state.step, "split": "val", **state.val_result})
+        if options.save_every and state.step % options.save_every == 0 and state.step < run.total_steps:
+            if ctx.is_main:
+                _checkpoint(run, state)
+            barrier(ctx)
+        if state.step >= run.total_steps:
+            return True
+    return False
+
+
+def _due(eval_every: int | None, save_every: int, step: int, total: int) -> bool:
+    """Whether to evaluate after ``step`` (every ``eval_every`` steps, default ``save_every``, and last)."""
+    every = eval_every if eval_every is not None else save_every
+    return bool(every) and (step % every == 0 or step == total)
+
+
+def _forward_backward(run: _Run, state: _State, batch: Batch, *, sync: bool) -> None:
+    """Losses of one micro-batch and their gradients (scaled by 1/grad_accum); the losses are summed
+    into ``state.window`` for the next metrics line."""
+    options, ctx, clip_model = run.options, run.ctx, run.clip_model
+    images = batch.images.to(ctx.device, non_blocking=True)  # (B, 3, S, S)
+    target = batch.targets.to(ctx.device, non_blocking=True)  # (B, T)
+    # DDP all-reduces gradients only on the last micro-batch of an accumulation
+    no_sync = contextlib.nullcontext() if sync else run.wrapped.no_sync()  # type: ignore[operator]
+    amp = run.amp_dtype
+    with no_sync:
+        with torch.autocast(ctx.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            text_embeds = clip_image = None
+            if clip_model is not None and options.align_loss_weight > 0:
+                text_embeds = clip_model.encode_text(batch.captions).to(ctx.device)  # (B, 512) unit rows
+            if clip_model is not None and batch.clip_images is not None:
+                clip_image = clip_model.encode_image(batch.clip_images, normalize=False)  # (B, 512)
+            out_losses = run.wrapped(images, target, text_embeds, clip_image)
+        loss = out_losses["loss"] / options.grad_accum
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss.item()} at step {state.step}; lower --lr or use --precision fp32"
             )
+        run.scaler.scale(loss).backward()
+    for k, v in out_losses.items():
+        state.window[k] = state.window.get(k, 0.0) + float(v.detach())
+    state.window_n += 1
+    state.window_images += len(batch)
 
-    checkpoints: list[Path] = []
-    eval_every = options.eval_every if options.eval_every is not None else options.save_every
-    last_losses: dict[str, float] = {}
-    val_result: dict[str, Any] | None = None
-    skipped = 0
-    first_batch = True
-    window: dict[str, float] = {}
-    window_n = 0
-    window_images = 0
-    window_start = time.time()
-    progress = _Progress(options.progress and ctx.is_main, total_steps, step)
-    optimizer.zero_grad(set_to_none=True)
-    try:
-        while step < total_steps:
-            sampler.set_epoch(epoch)
-            dataset.epoch = epoch
-            sampler.skip = batch_in_epoch * options.batch_size
-            for batch in make_loader():
-                batch_in_epoch += 1
-                skipped += len(batch.failures)
-                if ctx.is_main:
-                    for f in batch.failures:
-                        log.warning("skipped unreadable image: %s", f.reason)
-                usable = (
-                    all_reduce_sum_int(ctx, int(len(batch) > 0)) if ctx.distributed else int(len(batch) > 0)
-                )
-                if (
-                    usable < ctx.world_size
-                ):  # some rank has nothing to train on: everyone skips this micro-batch
-                    if first_batch and not len(batch):
-                        reason = batch.failures[0].reason if batch.failures else "empty batch"
-                        raise TrainingError(f"the first batch has no readable image ({reason}); check --data")
-                    continue
-                first_batch = False
-                images = batch.images.to(ctx.device, non_blocking=True)
-                target = batch.targets.to(ctx.device, non_blocking=True)
-                micro += 1
-                last_micro = micro % options.grad_accum == 0
-                # DDP all-reduces gradients only on the last micro-batch of an accumulation
-                sync = contextlib.nullcontext() if (last_micro or not ctx.distributed) else wrapped.no_sync()  # type: ignore[operator]
-                with sync:
-                    with torch.autocast(
-                        ctx.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-                    ):
-                        text_embeds = clip_image = None
-                        if clip_model is not None and options.align_loss_weight > 0:
-                            text_embeds = clip_model.encode_text(batch.captions).to(
-                                ctx.device
-                            )  # (B, 512) unit rows
-                        if clip_model is not None and batch.clip_images is not None:
-                            clip_image = clip_model.encode_image(
-                                batch.clip_images, normalize=False
-                            )  # (B, 512)
-                        out_losses = wrapped(images, target, text_embeds, clip_image)
-                    loss = out_losses["loss"] / options.grad_accum
-                    if not torch.isfinite(loss):
-                        raise TrainingError(
-                            f"loss became {loss.item()} at step {step}; lower --lr or use --precision fp32"
-                        )
-                    scaler.scale(loss).backward()
-                for k, v in out_losses.items():
-                    window[k] = window.get(k, 0.0) + float(v.detach())
-                window_n += 1
-                window_images += len(batch)
-                if not last_micro:
-                    continue
 
-                lr = _lr_at(step, total_steps, warmup, peak_lr, options.min_lr)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                if options.max_grad_norm:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
+def _optimizer_step(run: _Run, state: _State) -> float:
+    """One AdamW step at the scheduled learning rate (which it returns); gradients are cleared."""
+    options = run.options
+    lr = _lr_at(state.step, run.total_steps, run.warmup, run.peak_lr, options.min_lr)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    if options.max_grad_norm:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), options.max_grad_norm)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    return lr
 
-                if step % options.log_every == 0 or step == total_steps:
-                    avg = all_reduce_mean(ctx, {k: v / max(1, window_n) for k, v in window.items()})
-                    elapsed = time.time() - window_start
-                    last_losses = {k: round(v, 6) for k, v in avg.items()}
-                    if ctx.is_main and metrics is not None:
-                        metrics.write(
-                            {
-                                "step": step,
-                                "epoch": round(epoch + batch_in_epoch / batches_per_epoch, 4),
-                                "lr": lr,
-                                **last_losses,
-                                "images_per_s": round(window_images * ctx.world_size / max(elapsed, 1e-9), 2),
-                                "skipped": skipped,
-                            }
-                        )
-                    window, window_n, window_images, window_start = {}, 0, 0, time.time()
-                progress.update(step, _fmt_losses(last_losses, lr) if last_losses else f"lr {lr:.2e}")
 
-                if val_records and eval_every and (step % eval_every == 0 or step == total_steps):
-                    val_result = _validate(
-                        model,
-                        val_records,
-                        names,
-                        plan.vocabulary,
-                        preprocessing,
-                        ctx,
-                        options,
-                        amp_dtype,
-                        id_names,
-                    )
-                    if ctx.is_main and metrics is not None and val_result is not None:
-                        metrics.write({"step": step, "split": "val", **val_result})
-                if options.save_every and step % options.save_every == 0 and step < total_steps:
-                    if ctx.is_main:
-                        target_dir = out / CHECKPOINTS / f"step-{step:08d}"
-                        save(target_dir, with_state=True)
-                        checkpoints.append(target_dir)
-                        for old in _checkpoint_dirs(out)[: -max(1, options.keep_checkpoints)]:
-                            shutil.rmtree(old, ignore_errors=True)
-                    barrier(ctx)
-                if step >= total_steps:
-                    break
-            else:
-                epoch += 1
-                batch_in_epoch = 0
-                continue
-            break
-    finally:
-        progress.close()
+def _log_step(run: _Run, state: _State, lr: float) -> None:
+    """Every ``log_every`` steps (and the last): average the losses over ranks into a metrics line."""
+    step, ctx = state.step, run.ctx
+    if step % run.options.log_every == 0 or step == run.total_steps:
+        avg = all_reduce_mean(ctx, {k: v / max(1, state.window_n) for k, v in state.window.items()})
+        elapsed = time.time() - state.window_start
+        state.last_losses = {k: round(v, 6) for k, v in avg.items()}
+        record = {
+            "step": step,
+            "epoch": state.epochs_done(run.batches_per_epoch),
+            "lr": lr,
+            **state.last_losses,
+            "images_per_s": round(state.window_images * ctx.world_size / max(elapsed, 1e-9), 2),
+            "skipped": state.skipped,
+        }
+        if run.metrics is not None:
+            run.metrics.write(record)
+            log.info("step %d/%d  %s", step, run.total_steps, _fmt_losses(state.last_losses, lr))
+        state.window, state.window_n, state.window_images, state.window_start = {}, 0, 0, time.time()
+    if run.progress is not None:
+        run.progress.update(step, _fmt_losses(state.last_losses, lr) if state.last_losses else f"lr {lr:.2e}")
 
-    if ctx.is_main:
-        save(out, with_state=False)
-        # a final resumable checkpoint, so --resume with more --max-steps / --epochs can continue
-        final_dir = out / CHECKPOINTS / f"step-{step:08d}"
-        save(final_dir, with_state=True)
-        checkpoints.append(final_dir)
-        for old in _checkpoint_dirs(out)[: -max(1, options.keep_checkpoints)]:
-            shutil.rmtree(old, ignore_errors=True)
-        if metrics is not None:
-            metrics.close()
-    barrier(ctx)
-    skipped = all_reduce_sum_int(ctx, skipped)
-    return TrainResult(
-        out=out,
-        steps=step,
-        epochs=round(epoch + batch_in_epoch / batches_per_epoch, 4),
-        images=len(train_records),
-        skipped=skipped,
-        num_tags=len(names),
-        new_tags=list(plan.new),
-        losses=last_losses,
-        val=val_result,
-        seconds=round(time.time() - started, 2),
-        checkpoints=[c for c in checkpoints if c.exists()],
+
+# -- evaluation and checkpoints --------------------------------------------------------------------
+
+
+def _evaluate(run: _Run) -> dict[str, Any] | None:
+    """mAP / F1 on the val split (rank 0 runs it; the others wait)."""
+    return _validate(
+        run.model,
+        run.val_records,
+        run.names,
+        run.plan.vocabulary,
+        run.preprocessing,
+        run.ctx,
+        run.options,
+        run.amp_dtype,
+        run.id_names,
     )
+
+
+def _save(run: _Run, state: _State, target: Path, *, with_state: bool) -> None:
+    """The model as a weights folder at ``target``; with ``with_state`` also what ``--resume`` needs."""
+    from ..weights_format import save_weights
+
+    sd = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
+    prov = {
+        **run.provenance,
+        "steps": state.step,
+        "epoch": state.epochs_done(run.batches_per_epoch),
+        "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    save_weights(
+        target,
+        state_dict=sd,
+        config=run.config,
+        vocabulary=run.plan.vocabulary,
+        preprocessing=run.preprocessing,
+        provenance=prov,
+    )
+    if with_state:
+        resume = {
+            "step": state.step,
+            "epoch": state.epoch,
+            "batch_in_epoch": state.batch_in_epoch,
+            "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else {},
+            "rng": _rng_state(),
+            "options": json.dumps(run.options.to_dict()),
+        }
+        with atomic_path(target / STATE_FILE) as tmp:
+            torch.save(resume, tmp)
+
+
+def _checkpoint(run: _Run, state: _State) -> None:
+    """A resumable checkpoint at ``checkpoints/step-N``; only the newest ``keep_checkpoints`` stay."""
+    target_dir = run.out / CHECKPOINTS / f"step-{state.step:08d}"
+    _save(run, state, target_dir, with_state=True)
+    state.checkpoints.append(target_dir)
+    for old in _checkpoint_dirs(run.out)[: -max(1, run.options.keep_checkpoints)]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _is_finetune(options: TrainOptions, resume_from: Path | None) -> bool:
@@ -1028,9 +1155,7 @@ def _validate(
         from .metrics import split_metrics
 
         targets = build_targets(records, names, id_names=id_names)
-        transform = ViewTransform(
-            image_size=pre.image_size, mean=pre.mean, std=pre.std, interpolation=pre.interpolation
-        )
+        transform = ViewTransform.for_weights(pre)
         scores, y, skipped = score_records(
             model,
             records,

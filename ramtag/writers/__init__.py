@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ramtag.discover import Skipped, discover
 from ramtag.errors import ExiftoolError, RamtagError, UsageError
+from ramtag.formats import IMAGE_EXTENSIONS, extension
 from ramtag.results import ImageTags
 from ramtag.writers.base import Action, TagWriter, WriteOutcome
 from ramtag.writers.jsonl import DEFAULT_JSONL, JsonlWriter
-from ramtag.writers.xmp import IMAGE_SUFFIXES, SidecarLocator, XmpSidecarWriter, untag_sidecar
+from ramtag.writers.xmp import SidecarLocator, XmpSidecarWriter, untag_sidecar
 
 __all__ = [
     "DEFAULT_JSONL",
@@ -185,6 +187,14 @@ def make_writer(
     return MultiWriter(main, JsonlWriter(json_path, dry_run=dry_run, all_scores=all_scores))
 
 
+_UNTAG_WALK = IMAGE_EXTENSIONS | {".xmp"}
+
+
+def _untag_candidate(name: str) -> bool:
+    """A file a folder walk of ``untag`` looks at: a sidecar, or an image that may hold embedded tags."""
+    return extension(name) in _UNTAG_WALK
+
+
 def untag_paths(
     paths: Iterable[str | Path],
     *,
@@ -195,7 +205,8 @@ def untag_paths(
     """``ramtag untag PATH...``: remove exactly what ramtag wrote, one outcome per file touched.
 
     A PATH may be an image (its sidecars, and with exiftool its embedded tags), a ``.xmp`` sidecar,
-    or a folder (walked recursively, hidden entries skipped). ``embedded``: None = also embedded tags
+    or a folder (walked by :func:`ramtag.discover.discover`, as tagging walks it: hidden entries
+    skipped, links followed once). ``embedded``: None = also embedded tags
     where exiftool is installed, True = require exiftool, False = sidecars only. Problems with one
     file come back as ``"skipped"`` outcomes; the iteration goes on.
     """
@@ -223,7 +234,7 @@ def untag_paths(
             yield WriteOutcome(image or path, path, "skipped", str(e))
 
     def embeddable(path: Path) -> bool:
-        if session is None or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+        if session is None or path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
             return False
         try:
             return path.suffix.lower() in session.writable_suffixes()
@@ -243,16 +254,13 @@ def untag_paths(
         for raw in paths:
             path = Path(raw)
             if path.is_dir():
-                for root, dirs, files in os.walk(path):
-                    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                    for name in sorted(files):
-                        if name.startswith("."):
-                            continue
-                        f = Path(root) / name
-                        if f.suffix.lower() == ".xmp":
-                            yield from one(f, False)
-                        elif embeddable(f):
-                            yield from one(f, True)
+                for f in discover([path], accept=_untag_candidate):
+                    if isinstance(f, Skipped):
+                        yield WriteOutcome(f.path, None, "skipped", str(f))
+                    elif f.suffix.lower() == ".xmp":
+                        yield from one(f, False)
+                    elif embeddable(f):
+                        yield from one(f, True)
             elif path.is_file() or locator.sidecars_of(path):  # (an image may be gone, its sidecar not)
                 yield from image_file(path)
             else:

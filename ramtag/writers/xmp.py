@@ -30,6 +30,7 @@ from xml.dom import Node, expatbuilder, minidom
 from xml.parsers.expat import ExpatError
 
 from ramtag.errors import SidecarError
+from ramtag.formats import IMAGE_EXTENSIONS, RAW_EXTENSIONS
 from ramtag.results import ImageTags
 from ramtag.writers.atomic import atomic_write_bytes
 from ramtag.writers.base import (
@@ -72,12 +73,9 @@ SIDECAR_FIELDS: tuple[XmpField, ...] = (
     XmpField("LastKeywordXMP", "slash", False, NS_MSPHOTO, "LastKeywordXMP", "MicrosoftPhoto", "Bag"),
 )
 
-# Extensions of image files that can share a stem (photo.jpg + photo.CR2 -> photo.xmp).
-_RAW = "3fr ari arw bay cr2 cr3 crw dcr dng erf fff iiq k25 kdc mef mos mrw nef nrw orf ori pef raf raw rw2 "
-_RAW += "rwl sr2 srf srw x3f"
-_OTHER = "jpg jpeg jpe png tif tiff webp heic heif avif bmp gif jxl jp2 psd"
-RAW_SUFFIXES = frozenset("." + s for s in _RAW.split())
-IMAGE_SUFFIXES = RAW_SUFFIXES | frozenset("." + s for s in _OTHER.split())
+# Extensions of image files that can share a stem (photo.jpg + photo.CR2 -> photo.xmp): ramtag.formats.
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS
+RAW_SUFFIXES = RAW_EXTENSIONS
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,148 @@
+"""Durable, atomic file writes: a reader (or a killed run, or a power cut) sees the old file or the new
+one, never half of it. The one implementation; everything ramtag writes goes through it.
+
+- :class:`AtomicFile` / :func:`atomic_write_bytes`: ramtag writes the bytes itself.
+- :func:`atomic_path`: a library writes to a path (``torch.save``, safetensors).
+- :func:`durable_replace`: a finished temporary file (a download's ``.part``) is moved into place.
+
+Each writes a temporary file in the target's folder, fsyncs it, ``os.replace``-s it onto the target and
+fsyncs the folder so the rename itself is durable. Temporary names: ``.<name>.<random>.ramtag-tmp``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()  # read once at import: os.umask() is process-wide and not thread-safe
+TMP_SUFFIX = ".ramtag-tmp"  # temporary files left by a killed run end with this
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _real_target(path: Path) -> Path:
+    """Write through a symlinked target instead of replacing the link with a regular file."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _temp_beside(target: Path) -> tuple[int, Path]:
+    """A new temporary file in ``target``'s folder (same filesystem, so ``os.replace`` is atomic)."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
+    return fd, Path(tmp)
+
+
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Flush ``path``'s data to the disk (for files written by a library that only takes a path)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """fsync ``src``, move it onto ``dst`` (``os.replace``) and fsync the folder, so the new file
+    survives a power cut as a whole."""
+    fsync_file(src)
+    os.replace(src, dst)
+    fsync_dir(Path(dst).parent)
+
+
+class AtomicFile:
+    """A binary file that only appears at ``path`` when :meth:`commit` runs.
+
+    ``mode`` is the permission of a new file; an existing target keeps its own permission bits.
+    Use as a context manager: leaving the block without :meth:`commit` (an exception) discards the data.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], mode: int = 0o666) -> None:
+        self.path = _real_target(Path(path))
+        fd, self.tmp_path = _temp_beside(self.path)
+        self.file: IO[bytes] = os.fdopen(fd, "wb")
+        try:
+            perm = self.path.stat().st_mode & 0o7777
+        except OSError:
+            perm = mode & ~_UMASK
+        with contextlib.suppress(OSError):  # e.g. filesystems without permissions
+            os.chmod(self.tmp_path, perm)
+        self._done = False
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+
+    def commit(self) -> None:
+        """Flush, fsync and move the temporary file over the target."""
+        if self._done:
+            return
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self.tmp_path, self.path)
+        except BaseException:
+            self.discard()
+            raise
+        self._done = True
+        fsync_dir(self.path.parent)
+
+    def discard(self) -> None:
+        """Throw the temporary file away; the target is left as it was."""
+        if self._done:
+            return
+        self._done = True
+        self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp_path.unlink()
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o666) -> None:
+    """Replace ``path`` with ``data`` atomically (temp file in the same folder + fsync + os.replace)."""
+    with AtomicFile(path, mode) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``target`` for a writer that only takes a path (``torch.save``,
+    safetensors); when the block ends normally the file is fsync'ed and moved onto ``target``
+    (:func:`durable_replace`), else deleted."""
+    final = _real_target(Path(target))
+    fd, tmp = _temp_beside(final)
+    os.close(fd)
+    try:
+        yield tmp
+        durable_replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
