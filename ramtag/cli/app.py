@@ -83,6 +83,8 @@ def main(args: list[str] | None = None) -> None:
             err.print_exception()
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(e.exit_code)
+    finally:
+        set_default_progress(None)  # in-process callers (tests, embedders) get the library's default back
     if code == 130:  # typer turns Ctrl-C into exit code 130
         err.print("[red]interrupted[/]")
     sys.exit(code or 0)
