@@ -154,7 +154,7 @@ def weights_import(
 
 
 def weights_remove(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Installed weights name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Installed weights name, or clip-vit-b-16.")],
 ) -> None:
     """Delete installed weights from the cache."""
     from ..weights import remove_weights
