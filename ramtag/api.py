@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import RamtagError, UsageError
-from .library import ProgressFn, ResultFn, RunSummary, tag_library
+from .library import Interrupted, ProgressFn, ResultFn, RunSummary, Selection, select_files, tag_library
 from .options import EXACT_PRECISIONS, OpenSetOptions, TagOptions, WriteOptions
 from .results import ImageTags, TagScore
 from .tagger import Tagger, _with, _workers  # noqa: F401  (the private two: for old imports)
@@ -32,11 +32,13 @@ log = logging.getLogger(__name__)
 __all__ = [
     "EXACT_PRECISIONS",
     "ImageTags",
+    "Interrupted",
     "OpenSetOptions",
     "ProgressFn",
     "RamtagError",
     "ResultFn",
     "RunSummary",
+    "Selection",
     "TagOptions",
     "TagScore",
     "Tagger",
@@ -48,6 +50,7 @@ __all__ = [
     "describe",
     "effective_thresholds",
     "load_tagger",
+    "select_files",
     "tag_library",
     "tagger_source",
     "untag",
@@ -190,11 +193,12 @@ def describe(
     return describe_tags(names, llm, use_cache=use_cache)
 
 
-def benchmark(**options: Any) -> dict[str, Any]:
+def benchmark(*, progress: Any = None, **options: Any) -> dict[str, Any]:
     """Run the speed benchmark (``ramtag bench``); keyword arguments are ``ramtag.bench.BenchOptions`` fields.
 
-    Returns the report dict that is also written as JSON (its path under ``"out"``).
+    Returns the report dict that is also written as JSON (its path under ``"out"``). ``progress``: called
+    with each phase's name as it starts.
     """
     from .bench import BenchOptions, run_benchmark
 
-    return run_benchmark(BenchOptions(**options))
+    return run_benchmark(BenchOptions(**options), progress=progress)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .formats import is_image_name, supported_extensions, unsupported_reason
+from .formats import OUTPUT_EXTENSIONS, is_image_name, supported_extensions, unsupported_reason
 
 __all__ = ["NamePredicate", "Skipped", "discover", "is_image_name", "supported_extensions"]
 
@@ -73,6 +73,11 @@ def _file_key(path: Path, st: os.stat_result) -> tuple[int, int] | str:
     return str(path.resolve())
 
 
+def _is_output(path: Path) -> bool:
+    """ramtag's own sidecars and JSON Lines: never reported as "not an image"."""
+    return path.suffix.lower() in OUTPUT_EXTENSIONS
+
+
 def _os_reason(err: OSError) -> str:
     """One line for an OSError, without repeating the path (the Skipped record carries it)."""
     return err.strerror or type(err).__name__
@@ -84,6 +89,7 @@ class _Rules:
     include_hidden: bool
     follow_symlinks: bool
     accept: NamePredicate
+    on_other: Callable[[Path], None] | None = None  # told of each regular file left out silently
 
 
 def discover(
@@ -94,6 +100,7 @@ def discover(
     follow_symlinks: bool = True,
     accept: NamePredicate = is_image_name,
     explain: Callable[[Path], str] = unsupported_reason,
+    on_other: Callable[[Path], None] | None = None,
 ) -> Iterator[Path | Skipped]:
     """Yield the image files under ``paths`` (files and folders), and a :class:`Skipped` for each problem.
 
@@ -106,12 +113,14 @@ def discover(
         accept: which file names to take (default: images this installation decodes). Files named
             explicitly that it refuses become ``Skipped(path, explain(path))``; others are left out.
         explain: the reason given for a named file that ``accept`` refuses.
+        on_other: called with each regular file inside a folder that is left out silently because
+            ``accept`` refuses it (ramtag's own outputs excepted), so a caller can say what was not tagged.
 
     Yields:
         ``Path`` of each file taken (as reached: the argument joined with the names below it, never
         resolved), or ``Skipped(path, reason)``.
     """
-    rules = _Rules(recursive, include_hidden, follow_symlinks, accept)
+    rules = _Rules(recursive, include_hidden, follow_symlinks, accept, on_other)
     seen_files: set[tuple[int, int] | str] = set()
     seen_dirs: set[tuple[int, int] | str] = set()
 
@@ -225,3 +234,5 @@ def _list_folder(folder: Path, rules: _Rules) -> Iterator[Path | Skipped | tuple
                 yield (path, st)
             else:
                 yield Skipped(path, "not a regular file (device, pipe or socket)")
+        elif rules.on_other is not None and stat.S_ISREG(st.st_mode) and not _is_output(path):
+            rules.on_other(path)

@@ -39,7 +39,10 @@ log = logging.getLogger(__name__)
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20  # bytes per read when streaming and hashing
-_FIX = "retry `ramtag weights download` when online, or `ramtag weights import` files you already have"
+_FIX = (
+    "retry `ramtag weights download` when online (HF_ENDPOINT=https://MIRROR for a Hub mirror), "
+    "or `ramtag weights import` files you already have"
+)
 
 
 # ---------------------------------------------------------------------------------------------- progress
@@ -131,11 +134,27 @@ class _TqdmShim:
 # ---------------------------------------------------------------------------------------------- checks
 
 
-def _offline_error(what: str) -> OfflineError:
+def _offline_error(what: str, url: str) -> OfflineError:
     return OfflineError(
-        f"{what} is not downloaded and downloads are off (HF_HUB_OFFLINE / RAMTAG_OFFLINE); "
-        "run `ramtag weights download` once while online, or `ramtag weights import` files you already have"
+        f"{what} is not downloaded and downloads are off (HF_HUB_OFFLINE / RAMTAG_OFFLINE); bring {url} "
+        "and `ramtag weights import` it, or run `ramtag weights download` once while online "
+        "(HF_ENDPOINT=https://MIRROR for a Hub mirror)"
     )
+
+
+def file_url(f: HubFile | UrlFile) -> str:
+    """Where ``f`` is downloaded from now (``HF_ENDPOINT`` / ``RAMTAG_GITHUB_RAW`` applied)."""
+    if isinstance(f, UrlFile):
+        return resolve_url(f.url)
+    return f"{hub_endpoint()}/{f.repo_id}/resolve/{f.revision}/{f.filename}"
+
+
+def is_cached(f: HubFile | UrlFile) -> Path | None:
+    """The local copy of ``f`` when it is downloaded (no network, no hashing), else None."""
+    if isinstance(f, UrlFile):
+        dest = url_cache_path(f)
+        return dest if dest.is_file() else None
+    return _cached_hub_file(f)
 
 
 # ---------------------------------------------------------------------------------------------- Hub
@@ -234,7 +253,7 @@ def fetch_hub_file(f: HubFile, *, progress: bool | ProgressFactory = True) -> Pa
         _check_hub_file(f, cached, hash_it=False)
         return cached
     if paths.offline():
-        raise _offline_error(what)
+        raise _offline_error(what, file_url(f))
 
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
@@ -261,7 +280,7 @@ def fetch_hub_file(f: HubFile, *, progress: bool | ProgressFactory = True) -> Pa
         )
     except LocalEntryNotFoundError as e:  # the Hub could not be reached and nothing is cached
         if paths.offline():
-            raise _offline_error(what) from e
+            raise _offline_error(what, file_url(f)) from e
         cause = e.__cause__ or e
         raise DownloadError(f"cannot reach {endpoint} for {what} ({_one_line(cause)}); {_FIX}") from e
     except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError, EntryNotFoundError) as e:
@@ -363,7 +382,7 @@ def fetch_url(
         log.warning("%s: cached copy is corrupted; downloading it again", dest)
         dest.unlink()
     if paths.offline():
-        raise _offline_error(f.filename)
+        raise _offline_error(f.filename, file_url(f))
     url = resolve_url(f.url)
     if not url.startswith(("http://", "https://")):
         raise DownloadError(f"{url}: only http(s) URLs can be downloaded; check RAMTAG_GITHUB_RAW")

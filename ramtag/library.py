@@ -41,7 +41,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ProgressFn", "ResultFn", "RunBook", "RunSummary", "WriteFn", "tag_library"]
+__all__ = [
+    "Interrupted",
+    "ProgressFn",
+    "ResultFn",
+    "RunBook",
+    "RunSummary",
+    "Selection",
+    "WriteFn",
+    "select_files",
+    "tag_library",
+]
 
 ProgressFn = Callable[[str, int, int], None]  # (event, done, total); events: "discovered", "image", "written"
 ResultFn = Callable[[ImageTags], None]
@@ -57,7 +67,15 @@ class RunSummary:
     unchanged: int = 0  # images skipped: their outputs are there, as these settings would write them
     redecided: int = 0  # images whose tags were decided again from the catalog's scores (no model)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
-    written: int = 0  # sidecars / files written or updated
+    written: int = 0  # sidecars / files written or updated (dry run: that would be)
+    up_to_date: int = 0  # tagged images whose output already held these tags (nothing rewritten)
+    no_tags: int = 0  # tagged images with no tag above threshold, so nothing written (no sidecar)
+    not_images: dict[str, int] = field(default_factory=dict)  # files in folders left out: suffix -> count
+    to_tag: int = 0  # images this run set out to tag (after skipping unchanged ones)
+    processed: int = 0  # of those, how many went through the model (tagged or failed)
+    write_mode: str = "xmp"  # WriteOptions.mode of the run
+    dry_run: bool = False  # nothing was written
+    interrupted: bool = False  # stopped by Ctrl-C; what was written is recorded, a re-run resumes
     seconds: float = 0.0  # wall time of the run
     notes: list[str] = field(default_factory=list)  # one-line notes for the user
     run: str = ""  # the catalog's id of this run ("" when nothing is recorded)
@@ -70,6 +88,50 @@ class RunSummary:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    @property
+    def left(self) -> int:
+        """Images of this run not tagged yet (non-zero after an interruption)."""
+        return max(0, self.to_tag - self.processed)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`tag_library`: raised after what was tagged is written and recorded;
+    ``summary`` says what was done (a re-run resumes with the rest)."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        super().__init__("interrupted")
+        self.summary = summary
+
+
+@dataclass
+class Selection:
+    """The files a run will look at, found before any model loads (see :func:`select_files`)."""
+
+    files: list[Path]  # image files, in order
+    skipped: list[tuple[str, str]]  # (path, one-line reason): named paths that cannot be tagged
+    not_images: dict[str, int]  # files in folders that are not images: suffix ("" if none) -> count
+
+
+def select_files(paths: Sequence[str | Path], opts: TagOptions | None = None) -> Selection:
+    """Walk ``paths`` (no model needed): the images to tag, what was skipped and why."""
+    from .discover import Skipped, discover
+
+    opts = opts or TagOptions()
+    files: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    others: dict[str, int] = {}
+
+    def other(path: Path) -> None:
+        suffix = path.suffix.lower()
+        others[suffix] = others.get(suffix, 0) + 1
+
+    for item in discover(paths, recursive=opts.recursive, include_hidden=opts.include_hidden, on_other=other):
+        if isinstance(item, Skipped):
+            skipped.append((str(item.path), item.reason))
+        else:
+            files.append(item)
+    return Selection(files, skipped, others)
 
 
 def tag_library(
@@ -86,6 +148,7 @@ def tag_library(
     on_write: WriteFn | None = None,
     use_state: bool | None = None,
     state_db: Path | None = None,
+    selection: Selection | None = None,
 ) -> RunSummary:
     """Tag every image under ``paths`` and write the tags; what ``ramtag tag`` runs.
 
@@ -94,6 +157,9 @@ def tag_library(
     ramtag cache); ``use_catalog=False`` tags everything and records nothing. ``use_state`` /
     ``state_db`` are the old names of ``use_catalog`` / ``catalog``. Overlaps writing with compute
     on a writer thread, shards the files across torchrun ranks, and never stops on a bad file.
+    ``selection``: the files already found by :func:`select_files` (then ``paths`` is not walked
+    again). On Ctrl-C, what was tagged is written and recorded first, then :class:`Interrupted` is
+    raised with the summary.
     """
     from .distributed import dist_info
     from .source import TaggerSource
@@ -109,7 +175,8 @@ def tag_library(
     if world > 1:
         source.get()  # joins the process group (every rank, before any collective)
 
-    files = find_files(paths, opts, summary)
+    summary.write_mode, summary.dry_run = wopts.mode, wopts.dry_run
+    files = find_files(paths, opts, summary, selection)
     summary.found = len(files)
     files = shard_files(files, rank, world)
     if progress:
@@ -121,6 +188,7 @@ def tag_library(
         redecide = cast("list[Path]", plan.redecide) if plan is not None else []
         todo = cast("list[Path]", plan.score) if plan is not None else list(files)
         summary.unchanged = len(plan.skip) if plan is not None else 0
+        summary.to_tag = len(todo)  # images for the model (re-decided ones are counted apart)
         main_writer, jsonl = make_run_writers(source, opts, wopts, json_path)
         writer = BackgroundWriter(
             main_writer, summary, book, jsonl=jsonl, on_write=on_write, progress=progress
@@ -158,6 +226,8 @@ def tag_library(
                     progress=progress,
                     transform=keep_scores,
                 )
+        except KeyboardInterrupt:  # write and record what is done (below), then say so
+            summary.interrupted = True
         finally:
             writer.close()
         summary.failed.extend(writer.errors)
@@ -168,23 +238,23 @@ def tag_library(
         if book is not None:
             book.close()
     finish(summary, source, wopts, world, t0)
+    if summary.interrupted:
+        raise Interrupted(summary)
     return summary
 
 
 # ---------------------------------------------------------------------------------- the steps
 
 
-def find_files(paths: Sequence[str | Path], opts: TagOptions, summary: RunSummary) -> list[Path]:
-    """The image files under ``paths``; what cannot be walked goes to ``summary.failed``."""
-    from .discover import Skipped, discover
-
-    files: list[Path] = []
-    for item in discover(paths, recursive=opts.recursive, include_hidden=opts.include_hidden):
-        if isinstance(item, Skipped):
-            summary.failed.append((str(item.path), item.reason))
-        else:
-            files.append(item)
-    return files
+def find_files(
+    paths: Sequence[str | Path], opts: TagOptions, summary: RunSummary, selection: Selection | None = None
+) -> list[Path]:
+    """The image files under ``paths``; what cannot be walked goes to ``summary.failed``, files that
+    are not images to ``summary.not_images``."""
+    selection = selection or select_files(paths, opts)
+    summary.failed.extend(selection.skipped)
+    summary.not_images = dict(selection.not_images)
+    return list(selection.files)
 
 
 def shard_files(files: list[Path], rank: int, world: int) -> list[Path]:
@@ -272,6 +342,7 @@ def tag_files(
     for done, res in enumerate(tagger.tag(files, opts), 1):
         if transform is not None:
             res = transform(res)
+        summary.processed = done
         if res.ok:
             summary.tagged += 1
         else:
@@ -650,7 +721,12 @@ class BackgroundWriter:
         if outcome.action == "skipped":
             self.errors.append((str(res.path), outcome.message))
             return
-        self.summary.written += outcome.action in ("written", "fallback-sidecar")
+        self.summary.written += outcome.action in ("written", "fallback-sidecar", "dry-run")
+        if outcome.action == "unchanged":
+            if res.tags:
+                self.summary.up_to_date += 1
+            else:
+                self.summary.no_tags += 1
         if outcome.action == "fallback-sidecar" and outcome.message:
             self.summary.notes.append(outcome.message)
         if book is None or res.path is None:

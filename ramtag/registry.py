@@ -98,20 +98,43 @@ WEIGHTS: dict[str, WeightsSpec] = {
     ),
 }
 
-# CLIP text encoders for open-set tags (label embeddings of LLM descriptions), in open_clip's format.
-DEFAULT_TEXT_ENCODER = "clip-vit-b-16-openai"
 
-TEXT_ENCODERS: dict[str, HubFile] = {
+@dataclass(frozen=True)
+class TextEncoderSpec:
+    """A downloadable CLIP text encoder for open-set tags (label embeddings of tag descriptions)."""
+
+    name: str  # the registry key (`ramtag weights download NAME`)
+    file: HubFile  # the weights file, in OpenAI's state-dict key layout
+    approx_bytes: int  # rough download size for messages before the download (the exact size is the Hub's)
+    license: str  # SPDX identifier of the weights' licence
+    description: str  # one line for `ramtag weights list`
+    paper: str  # citation URL
+
+
+# CLIP text encoders for open-set tags (label embeddings of LLM descriptions), in open_clip's format.
+DEFAULT_TEXT_ENCODER = "clip-vit-b-16"
+
+TEXT_ENCODERS: dict[str, TextEncoderSpec] = {
     # OpenAI CLIP ViT-B/16 as open_clip publishes it (open_clip "ViT-B-16", pretrained "openai", QuickGELU):
     # the text tower RAM++'s label embeddings were computed with.
-    DEFAULT_TEXT_ENCODER: HubFile(
-        repo_id="timm/vit_base_patch16_clip_224.openai",
-        filename="open_clip_model.safetensors",
-        revision="main",
-        size=None,
-        sha256=None,  # the Hub's LFS sha256 is verified
+    DEFAULT_TEXT_ENCODER: TextEncoderSpec(
+        name=DEFAULT_TEXT_ENCODER,
+        file=HubFile(
+            repo_id="timm/vit_base_patch16_clip_224.openai",
+            filename="open_clip_model.safetensors",
+            revision="main",
+            size=None,  # not pinned: the size and sha256 the Hub reports for the LFS object are checked
+            sha256=None,
+        ),
+        approx_bytes=600_000_000,  # ~150M float32 parameters
+        license="MIT",  # OpenAI's CLIP release (the timm Hub repository is tagged Apache-2.0)
+        description="CLIP ViT-B/16 (OpenAI) text encoder, needed for open-set tags (--open-set)",
+        paper="https://arxiv.org/abs/2103.00020",
     ),
 }
+
+# What `ramtag weights download --all` fetches: everything the default setup uses.
+DEFAULT_SETUP = (DEFAULT_WEIGHTS, DEFAULT_TEXT_ENCODER)
 
 
 def get_weights_spec(name: str) -> WeightsSpec:
@@ -125,10 +148,15 @@ def get_weights_spec(name: str) -> WeightsSpec:
         ) from None
 
 
-def get_text_encoder(name: str = DEFAULT_TEXT_ENCODER) -> HubFile:
-    """The registered text-encoder file called ``name``; raises :class:`WeightsError` listing the names."""
+def get_text_encoder_spec(name: str = DEFAULT_TEXT_ENCODER) -> TextEncoderSpec:
+    """The registered text encoder called ``name``; raises :class:`WeightsError` listing the names."""
     try:
         return TEXT_ENCODERS[name]
     except KeyError:
         known = ", ".join(sorted(TEXT_ENCODERS))
         raise UnknownWeightsError(f"unknown text encoder {name!r}; registered: {known}") from None
+
+
+def get_text_encoder(name: str = DEFAULT_TEXT_ENCODER) -> HubFile:
+    """The weights file of the registered text encoder called ``name``."""
+    return get_text_encoder_spec(name).file

@@ -31,7 +31,17 @@ from .errors import (
     WeightsError,
 )
 from .fsutil import fsync_dir
-from .registry import DEFAULT_WEIGHTS, WEIGHTS, UrlFile, WeightsSpec, get_weights_spec
+from .registry import (
+    DEFAULT_SETUP,
+    DEFAULT_WEIGHTS,
+    TEXT_ENCODERS,
+    WEIGHTS,
+    HubFile,
+    TextEncoderSpec,
+    UrlFile,
+    WeightsSpec,
+    get_weights_spec,
+)
 from .tags.vocab import Vocabulary
 from .weights_format import META_FILE, OFFICIAL_PREPROCESSING, Preprocessing, sha256_file
 
@@ -116,6 +126,14 @@ def list_weights() -> list[WeightsInfo]:
             num_tags=(meta.get("architecture") or {}).get("num_tags"), license=spec.license,
             description=spec.description, source=f"hf://{hub_file.repo_id}/{hub_file.filename}",
         ))
+    for name, enc in TEXT_ENCODERS.items():
+        cached = text_encoder_path(name)
+        out.append(WeightsInfo(
+            name=name, installed=cached is not None, path=cached,
+            size=cached.stat().st_size if cached is not None else enc.file.size or enc.approx_bytes,
+            registered=True, default=False, arch="CLIP text encoder", num_tags=None, license=enc.license,
+            description=enc.description, source=f"hf://{enc.file.repo_id}/{enc.file.filename}",
+        ))
     root = paths.weights_dir()
     imported = sorted(p for p in root.iterdir() if p.name not in WEIGHTS and _NAME.fullmatch(p.name)
                       and is_weights_dir(p)) if root.is_dir() else []
@@ -197,6 +215,8 @@ def download_weights(name: str = DEFAULT_WEIGHTS, *, force: bool = False, keep_d
     records their sources, revision and sha256s in ``ramtag.json`` (``provenance``). The raw download is
     deleted after a successful conversion unless ``keep_download`` (the converted copy is all ramtag uses).
     """
+    if name in TEXT_ENCODERS:
+        return download_text_encoder(name, force=force, progress=progress)
     spec = get_weights_spec(validate_name(name))
     target = paths.weights_dir() / name
     if is_weights_dir(target) and not force:
@@ -232,6 +252,97 @@ def download_weights(name: str = DEFAULT_WEIGHTS, *, force: bool = False, keep_d
     return out
 
 
+TEXT_ENCODER_META = "text_encoder.json"  # beside an imported text encoder: its source and sha256
+
+
+def text_encoder_path(name: str) -> Path | None:
+    """The local file of text encoder ``name``: one the user imported, else the downloaded one, else None."""
+    folder = paths.weights_dir() / name
+    meta = _read_json(folder / TEXT_ENCODER_META)
+    imported = folder / str(meta.get("file", ""))
+    if meta.get("file") and imported.is_file():
+        return imported
+    return hub.is_cached(TEXT_ENCODERS[name].file)
+
+
+def text_encoder_id(name: str) -> str | None:
+    """``file-sha256:<hex>`` of an imported text encoder (its embedding-cache identity), else None."""
+    meta = _read_json(paths.weights_dir() / name / TEXT_ENCODER_META)
+    return f"file-sha256:{meta['sha256']}" if meta.get("sha256") and text_encoder_path(name) else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def import_text_encoder(source: Path, *, name: str, force: bool = False) -> Path:
+    """Install a CLIP file the user brought (e.g. ``open_clip_model.safetensors`` copied from a machine
+    that is online) as text encoder ``name``: copied into the cache with its sha256. The file is not read
+    here (weights never import the text stage): :func:`ramtag.text.clip.import_clip` checks it first,
+    and loading it reports a bad file by name."""
+    target = paths.weights_dir() / name
+    if (target / TEXT_ENCODER_META).is_file() and not force:
+        raise WeightsError(f"{name} is already imported in {target}; `ramtag weights remove {name}` first "
+                           "or pass --force")
+    if not source.is_file():
+        raise WeightsError(f"{source}: not found; pass the CLIP weights file "
+                           f"({TEXT_ENCODERS[name].file.filename})")
+
+    def write(tmp: Path) -> None:
+        shutil.copyfile(source, tmp / source.name)
+        meta = {"name": name, "file": source.name, "sha256": sha256_file(tmp / source.name),
+                "source": str(source.resolve()), "imported_at": _now()}
+        (tmp / TEXT_ENCODER_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+    return _install(target, write) / source.name
+
+
+def download_text_encoder(name: str, *, force: bool = False,
+                          progress: bool | hub.ProgressFactory = True) -> Path:
+    """Download a registered CLIP text encoder (open-set tags) into the download cache; its path."""
+    enc = TEXT_ENCODERS[name]
+    if force:
+        hub.remove_cached_hub_file(enc.file)
+    elif (found := text_encoder_path(name)) is not None:
+        return found
+    try:
+        return hub.fetch_hub_file(enc.file, progress=progress)
+    except OfflineError:
+        raise OfflineError(offline_help(name)) from None
+
+
+def download_all(*, force: bool = False, progress: bool | hub.ProgressFactory = True) -> list[Path]:
+    """Everything the default setup uses (``registry.DEFAULT_SETUP``): the default weights and CLIP."""
+    return [download_weights(name, force=force, progress=progress) for name in DEFAULT_SETUP]
+
+
+def offline_help(name: str) -> str:
+    """One line for weights or a text encoder that are missing while downloads are off: the exact files
+    and URLs to bring, the command that installs them, ``--clip`` and ``HF_ENDPOINT``."""
+    mirror = "HF_ENDPOINT=https://MIRROR for a Hub mirror"
+    off = "downloads are off (HF_HUB_OFFLINE / RAMTAG_OFFLINE)"
+    if name in TEXT_ENCODERS:
+        enc: TextEncoderSpec = TEXT_ENCODERS[name]
+        return (f"{name} (needed for open-set tags) is not downloaded and {off}; bring "
+                f"{enc.file.filename} from {hub.file_url(enc.file)}, then `ramtag weights import "
+                f"{enc.file.filename} --name {name}` (or pass it with --clip FILE), or run "
+                f"`ramtag weights download {name}` once while online ({mirror})")
+    spec = WEIGHTS[name]
+    files: list[HubFile | UrlFile] = [spec.checkpoint, spec.tag_list, spec.thresholds]
+    files += [spec.tag_list_zh] if spec.tag_list_zh else []
+    brought = ", ".join(f"{f.filename} ({hub.file_url(f)})" for f in files)
+    zh = f" --tag-list-zh {spec.tag_list_zh.filename}" if spec.tag_list_zh else ""
+    return (f"weights {name!r} are not downloaded and {off}; bring {brought}, then `ramtag weights import "
+            f"{spec.checkpoint.filename} --name {name} --tag-list {spec.tag_list.filename} --thresholds "
+            f"{spec.thresholds.filename}{zh}`; or run `ramtag weights download --all` once while online "
+            f"({mirror}); open-set tags also need CLIP ViT-B/16 (`ramtag weights download "
+            f"{DEFAULT_SETUP[-1]}` or --clip FILE)")
+
+
 def _file_provenance(path: Path | None) -> dict[str, Any] | None:
     if path is None:
         return None
@@ -252,6 +363,8 @@ def import_checkpoint(checkpoint: str | Path, *, tag_list: str | Path | None = N
     """
     validate_name(name)
     source = Path(checkpoint).expanduser()
+    if name in TEXT_ENCODERS:
+        return import_text_encoder(source, name=name, force=force)
     target = paths.weights_dir() / name
     if is_weights_dir(target) and not force:
         raise WeightsError(f"weights {name!r} are already installed in {target}; "
@@ -281,9 +394,12 @@ def import_checkpoint(checkpoint: str | Path, *, tag_list: str | Path | None = N
         if spec is None:
             raise UsageError(f"{source}: an official checkpoint needs --tag-list and --thresholds "
                              f"(or --name one of: {', '.join(WEIGHTS)} to use the registry's tag files)")
-        tl = hub.fetch_url(spec.tag_list)
-        th = hub.fetch_url(spec.thresholds)
-        zh = hub.fetch_url(spec.tag_list_zh) if spec.tag_list_zh else None
+        try:
+            tl = hub.fetch_url(spec.tag_list)
+            th = hub.fetch_url(spec.thresholds)
+            zh = hub.fetch_url(spec.tag_list_zh) if spec.tag_list_zh else None
+        except OfflineError:
+            raise OfflineError(offline_help(name)) from None
         vocabulary = Vocabulary.from_files(tl, th, zh)
         vocab_files = f"{tl} / {th}"
         files = {"tag_list": _url_provenance(spec.tag_list), "thresholds": _url_provenance(spec.thresholds),
@@ -323,11 +439,47 @@ def _import_weights_dir(source: Path, target: Path, vocabulary: Vocabulary | Non
         preprocessing=loaded.preprocessing, provenance=provenance))
 
 
+# ---------------------------------------------------------------------------------------------- vocabulary
+
+
+def read_vocabulary(spec: str | Path | None = None) -> Vocabulary:
+    """The built-in vocabulary of weights ``spec`` (as :func:`resolve_weights` takes it), without torch
+    and without loading the model: ``ramtag.json`` of installed weights, else the registry entry's pinned
+    tag files (downloaded once, a few hundred KB; the checkpoint itself is not)."""
+    name = DEFAULT_WEIGHTS if spec is None else str(spec)
+    if name in TEXT_ENCODERS:
+        raise UsageError(f"{name} is a CLIP text encoder and has no tag vocabulary; pass RAM++ weights")
+    if name in WEIGHTS and not is_weights_dir(paths.weights_dir() / name):
+        entry = WEIGHTS[name]
+        try:
+            zh = hub.fetch_url(entry.tag_list_zh, progress=False) if entry.tag_list_zh else None
+            return Vocabulary.from_files(hub.fetch_url(entry.tag_list, progress=False),
+                                         hub.fetch_url(entry.thresholds, progress=False), zh)
+        except OfflineError:
+            raise OfflineError(offline_help(name)) from None
+    directory = resolve_weights(spec, download=False)
+    meta = _read_meta(directory)
+    try:
+        return Vocabulary.from_dict(meta["vocabulary"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise VocabularyError(f"{directory / META_FILE}: no readable vocabulary ({type(e).__name__}); "
+                              "re-import these weights with `ramtag weights import`") from None
+
+
 # ---------------------------------------------------------------------------------------------- remove
 
 
 def remove_weights(name: str) -> Path:
     """Delete installed weights ``name`` and any raw download of that registry entry; returns the path."""
+    if name in TEXT_ENCODERS:
+        found = text_encoder_path(name)
+        downloaded = hub.remove_cached_hub_file(TEXT_ENCODERS[name].file)
+        imported = paths.weights_dir() / name
+        if imported.is_dir():
+            shutil.rmtree(imported)
+        if found is None and not downloaded:
+            raise WeightsError(f"{name} is not installed; see `ramtag weights list`")
+        return found or imported
     target = weights_path(name)
     spec = WEIGHTS.get(name)
     had_download = spec is not None and hub.remove_cached_hub_file(spec.checkpoint)
@@ -366,10 +518,13 @@ def resolve_weights(spec: str | Path | None = None, *, download: bool = True) ->
     target = paths.weights_dir() / name
     if is_weights_dir(target):
         return target
+    if name in TEXT_ENCODERS:
+        raise UsageError(f"{name} is a CLIP text encoder (for open-set tags), not tagging weights; "
+                         "pass a RAM++ name to --weights (see `ramtag weights list`)")
     if name not in WEIGHTS and as_path.exists():
         return _resolve_path(as_path)
     if name not in WEIGHTS:
-        known = ", ".join(info.name for info in list_weights())
+        known = ", ".join(info.name for info in list_weights() if info.name not in TEXT_ENCODERS)
         raise UnknownWeightsError(
             f"unknown weights {name!r}; known: {known}; or pass a ramtag weights folder, "
             "or `ramtag weights import` a checkpoint"
@@ -379,9 +534,7 @@ def resolve_weights(spec: str | Path | None = None, *, download: bool = True) ->
         raise WeightsError(f"weights {name!r} are not downloaded; run `ramtag weights download {name}` "
                            "or `ramtag weights import` a checkpoint you have")
     if paths.offline():
-        raise OfflineError(f"weights {name!r} are not downloaded and downloads are off (HF_HUB_OFFLINE / "
-                           f"RAMTAG_OFFLINE); run `ramtag weights download {name}` once online, or "
-                           f"`ramtag weights import CHECKPOINT --name {name}`")
+        raise OfflineError(offline_help(name))
     which = "default weights" if name == DEFAULT_WEIGHTS else "weights"
     log.warning("downloading %s %s from %s (%s, once)", which, name, entry.checkpoint.repo_id,
                 _human(entry.checkpoint.size))

@@ -61,8 +61,11 @@ class BenchOptions:
     seed: int = 0  # random weights and generated images [--seed]
 
 
-def run_benchmark(options: BenchOptions) -> dict[str, Any]:
-    """Run the benchmark described in :mod:`ramtag.bench`; returns the report (also saved as JSON)."""
+def run_benchmark(options: BenchOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the benchmark described in :mod:`ramtag.bench`; returns the report (also saved as JSON).
+
+    ``progress`` is called with the name of each phase as it starts (the CLI shows it)."""
+    phase = progress or (lambda name: None)
     from ..device import select_device, tune_cpu_allocator
     from ..model.config import get_config
     from ..model.ram_plus import RamPlus
@@ -93,6 +96,7 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
 
     tmp = Path(tempfile.mkdtemp(prefix="ramtag-bench-"))
     try:
+        phase(f"preparing {opts.num_images if not opts.inputs else len(opts.inputs)} images")
         paths = _images(opts, tmp / "images", report)
         transform = make_transform(pre)
         # The official-style loop first, in a process whose allocator ramtag has not tuned yet (the
@@ -101,6 +105,7 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
         if opts.reference:
             device = select_device(opts.device)
             model.to(device)
+            phase("official-style reference loop")
             ref_scores, ref_s = reference_loop(model, paths, transform, device)
             report["reference"] = {
                 "images_per_s": len(paths) / ref_s,
@@ -112,9 +117,12 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
         vocab = Vocabulary(names=names, thresholds=tuple(float(t) for t in thresholds))
         tune_cpu_allocator(select_device(opts.device))
 
+        phase("ramtag end to end")
         tagger, ours, batch_size = _end_to_end(model, vocab, pre, paths, opts, report)
+        phase("stages one by one")
         report["stages"], x_exact = _stages(tagger, paths, transform, batch_size, ours, tmp / "write", report)
         if opts.decode_check:
+            phase("decode options")
             exact_s = report["stages"]["decode_resize_s_per_img"]
             report["decode_options"] = _decode_options(
                 tagger, paths, pre, transform, (x_exact, exact_s), thresholds, described

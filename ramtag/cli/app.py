@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import RamtagError
-from . import albums, bench, describe, evaluate, query, stats, tag, train, untag, weights
+from . import albums, bench, describe, evaluate, query, stats, tag, tags, train, untag, weights
 from .common import Command, Group, NoArgsIsHelp, UsageErrors, err, examples, out, state
 
 app = typer.Typer(
@@ -52,6 +52,7 @@ app.command("export", cls=Command, epilog=query.EXPORT_EXAMPLES)(query.export)
 app.command("albums", cls=Command, epilog=albums.EXAMPLES)(albums.albums)
 app.command("stats", cls=Command, epilog=stats.EXAMPLES)(stats.stats)
 app.command("runs", cls=Command, epilog=stats.RUNS_EXAMPLES)(stats.runs)
+app.command("tags", cls=Command, epilog=tags.EXAMPLES)(tags.tags)
 app.command("describe", cls=Command, epilog=describe.EXAMPLES)(describe.describe)
 app.command("bench", cls=Command, epilog=bench.EXAMPLES)(bench.bench)
 app.command("train", cls=Command, epilog=train.EXAMPLES)(train.train)
@@ -87,6 +88,8 @@ def main(args: list[str] | None = None) -> None:
             err.print_exception()
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(e.exit_code)
+    finally:
+        set_default_progress(None)  # in-process callers (tests, embedders) get the library's default back
     if code == 130:  # typer turns Ctrl-C into exit code 130
         err.print("[red]interrupted[/]")
     sys.exit(code or 0)

@@ -148,25 +148,28 @@ def bench(
     """Measure images/s end to end and per stage, side by side with an official-style reference loop."""
     from .. import api
     from ..bench import format_report
+    from .progress import Phases
 
     setup_logging(False)
-    report = api.benchmark(
-        arch=arch,
-        num_images=images,
-        image_size=_image_size(size),
-        inputs=tuple(inputs or ()),
-        batch_size=batch_size,
-        workers=workers,
-        device=device.value,
-        precision=precision.value,
-        compile=compile_model,
-        draft=draft,
-        decode=decode,
-        reference=reference,
-        decode_check=decode_check,
-        threshold=threshold,
-        thresholds=thresholds,
-        out=out_file,
-        seed=seed,
-    )
+    with Phases("bench") as phases:
+        report = api.benchmark(
+            arch=arch,
+            num_images=images,
+            image_size=_image_size(size),
+            inputs=tuple(inputs or ()),
+            batch_size=batch_size,
+            workers=workers,
+            device=device.value,
+            precision=precision.value,
+            compile=compile_model,
+            draft=draft,
+            decode=decode,
+            reference=reference,
+            decode_check=decode_check,
+            threshold=threshold,
+            thresholds=thresholds,
+            out=out_file,
+            seed=seed,
+            progress=phases,
+        )
     out.print(format_report(report), highlight=False, markup=False)

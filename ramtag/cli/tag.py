@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +25,9 @@ from .common import (
     setup_logging,
     value,
 )
+
+if TYPE_CHECKING:
+    from ..api import Selection, TagOptions
 
 EXAMPLES = examples(
     "ramtag tag ~/Photos                                  # XMP sidecars next to each photo",
@@ -83,7 +88,7 @@ def tag(
         bool,
         typer.Option(
             "--dry-run/--no-dry-run",
-            help="Show what would be written; write nothing.",
+            help="Show, once per image, what would be written (or why nothing would); write nothing.",
             rich_help_panel=OUTPUT,
         ),
     ] = False,
@@ -173,7 +178,7 @@ def tag(
             "--clip",
             metavar="FILE",
             help="Local CLIP ViT-B/16 weights (OpenAI state-dict format) for open-set text embeddings.",
-            show_default="downloaded once",
+            show_default="clip-vit-b-16, downloaded once",
             rich_help_panel=OPEN,
         ),
     ] = None,
@@ -293,12 +298,18 @@ def tag(
     ] = False,
     verbose: Verbose = False,
 ) -> None:
-    """Tag images and write the tags (XMP sidecars by default)."""
+    """Tag images and write the tags (XMP sidecars by default). A re-run tags only new or changed
+    images; after Ctrl-C, what was written is kept and a re-run resumes."""
     from .. import api
     from ..device import tune_cpu_allocator
     from .progress import print_summary, run_with_progress
 
     setup_logging(verbose, quiet)
+    to_stdout = json_file is not None and str(json_file) == "-"
+    # everything that can be checked without the model is checked first (a typo fails at once)
+    check_outputs(
+        weights, catalog, None if to_stdout else json_file, open_set, open_set_file, open_set_threshold
+    )
     open_opts = api.OpenSetOptions(
         tags=open_set,
         tags_file=open_set_file,
@@ -334,7 +345,7 @@ def tag(
         draft=draft,
         decode=decode,
     )
-    to_stdout = json_file is not None and str(json_file) == "-"
+    selection = select_or_fail(paths, opts)
     wopts = api.WriteOptions(
         mode=value(write),
         json_path=None if to_stdout else json_file,
@@ -344,9 +355,75 @@ def tag(
         backup=backup,
         repair_sidecars=repair_sidecars,
     )
-    summary = run_with_progress(
-        paths, source, opts, wopts, force=force, catalog=catalog, quiet=quiet, to_stdout=to_stdout
-    )
+    try:
+        summary = run_with_progress(
+            paths,
+            source,
+            opts,
+            wopts,
+            force=force,
+            catalog=catalog,
+            quiet=quiet,
+            to_stdout=to_stdout,
+            selection=selection,
+        )
+    except api.Interrupted as e:  # Ctrl-C: what was written is recorded; say so and how to go on
+        print_summary(e.summary)
+        sys.exit(130)
     print_summary(summary)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def check_outputs(
+    weights: str | None,
+    catalog: Path | None,
+    json_file: Path | None,
+    open_set: str | None,
+    open_set_file: Path | None,
+    open_set_threshold: float,
+) -> None:
+    """The checks that need no model: weights name, output and state locations, open-set tags."""
+    from ..errors import InputError, WeightsError
+    from ..registry import WEIGHTS
+    from ..text.openset import parse_open_set
+    from ..weights import resolve_weights
+
+    try:
+        resolve_weights(weights, download=False)
+    except WeightsError:
+        if weights is not None and weights not in WEIGHTS:
+            raise  # unknown names and bad folders; registry weights are downloaded when the model loads
+    for path, what, option in (
+        (catalog, "catalog", "--catalog"),
+        (json_file, "JSON Lines file", "--json"),
+    ):
+        if path is None:
+            continue
+        folder = path.expanduser().absolute().parent
+        if path.is_dir():
+            raise InputError(f"{path}: is a folder; {option} needs a file name for the {what}")
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such folder for the {what}; create it or fix {option}")
+    parse_open_set(open_set, open_set_file, open_set_threshold)
+
+
+def select_or_fail(paths: list[Path], opts: TagOptions) -> Selection:
+    """The files to tag, found before the model loads; a missing path or nothing to tag fails here."""
+    from .. import api
+    from ..errors import InputError, UsageError
+    from .progress import _suffixes
+
+    missing = [p for p in paths if not os.path.lexists(p)]  # a typo; broken links are reported per file
+    if missing:
+        raise UsageError(f"{missing[0]}: no such file or folder; check the path")
+    selection = api.select_files(paths, opts)
+    if not selection.files:
+        what = [f"{p}: {r}" for p, r in selection.skipped[:3]]
+        n = sum(selection.not_images.values())
+        if n:
+            what.append(f"{n} files that are not images ({_suffixes(selection.not_images)})")
+        hint = "" if opts.recursive else "; --recursive walks sub-folders"
+        found = "; ".join(what) or "empty"
+        raise InputError(f"no images to tag in {', '.join(map(str, paths))} ({found}){hint}")
+    return selection

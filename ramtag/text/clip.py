@@ -201,12 +201,42 @@ class ClipModel:
         )
 
 
+def import_clip(source: str | Path, *, name: str | None = None, force: bool = False) -> Path:
+    """Check a CLIP file the user brought (readable, OpenAI key layout, 512-wide text features as RAM++
+    needs) and install it as the registry's text encoder (``ramtag weights import FILE --name NAME``)."""
+    from ..registry import DEFAULT_TEXT_ENCODER
+    from ..weights import import_text_encoder
+
+    path = Path(source).expanduser()
+    if path.is_file():
+        config = infer_clip_config(read_clip_state_dict(path))  # InputError naming the file if not CLIP
+        if config["embed_dim"] != 512:
+            raise InputError(
+                f"{path}: a CLIP with {config['embed_dim']}-wide text features; RAM++ label embeddings "
+                "need ViT-B/16's 512"
+            )
+    return import_text_encoder(path, name=name or DEFAULT_TEXT_ENCODER, force=force)
+
+
 def fetch_default_clip() -> Path:
-    """The registry's default CLIP text encoder file (downloaded once through ``ramtag.hub``)."""
+    """The registry's default CLIP text encoder file (downloaded once through ``ramtag.hub``).
+
+    Missing while offline: :class:`OfflineError` naming the file, its URL, ``--clip`` and ``HF_ENDPOINT``.
+    """
+    from ..errors import DownloadError, OfflineError
     from ..hub import fetch_hub_file
     from ..registry import DEFAULT_TEXT_ENCODER, get_text_encoder
+    from ..weights import offline_help, text_encoder_path
 
-    return Path(fetch_hub_file(get_text_encoder(DEFAULT_TEXT_ENCODER)))
+    imported = text_encoder_path(DEFAULT_TEXT_ENCODER)  # `ramtag weights import FILE --name clip-vit-b-16`
+    if imported is not None:
+        return imported
+    try:
+        return Path(fetch_hub_file(get_text_encoder(DEFAULT_TEXT_ENCODER)))
+    except OfflineError:
+        raise OfflineError(offline_help(DEFAULT_TEXT_ENCODER)) from None
+    except DownloadError as e:
+        raise DownloadError(f"{e}; or pass a local CLIP ViT-B/16 with --clip FILE") from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -222,7 +252,11 @@ def clip_encoder_id(clip_file: str | Path | None = None) -> str:
     ``file-sha256:<hex>`` for a local file, ``hub:<repo>@<revision>/<file>`` for the registry default."""
     if clip_file is None:
         from ..registry import DEFAULT_TEXT_ENCODER, get_text_encoder
+        from ..weights import text_encoder_id
 
+        imported = text_encoder_id(DEFAULT_TEXT_ENCODER)  # a file the user imported: its own sha256
+        if imported is not None:
+            return imported
         f = get_text_encoder(DEFAULT_TEXT_ENCODER)
         return f"hub:{f.repo_id}@{f.revision}/{f.filename}" + (f"#{f.sha256}" if f.sha256 else "")
     p = Path(clip_file)
@@ -248,6 +282,16 @@ class ClipTextEncoder:
         if self._id is None:
             self._id = clip_encoder_id(self.clip_file)
         return self._id
+
+    def ensure_available(self) -> None:
+        """Make sure the weights are at hand (the registry's are downloaded now), without loading them:
+        called before the first LLM request, so a missing CLIP fails before any LLM call is spent."""
+        if self._model is not None:
+            return
+        if self.clip_file is None:
+            fetch_default_clip()  # cached from now on; the encoder id stays the registry's
+        elif not self.clip_file.is_file():
+            raise InputError(f"{self.clip_file}: CLIP weights file not found; check --clip")
 
     @property
     def model(self) -> ClipModel:

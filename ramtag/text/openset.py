@@ -18,7 +18,7 @@ built-in tags score the same as without the open-set tags.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -127,13 +127,20 @@ def _fallback_message(reason: str, tags: Sequence[str]) -> str:
 class _Describer:
     """Finds descriptions: cache first, then the LLM (once it fails, it is not asked again this run)."""
 
-    def __init__(self, llm: LLMSettings | LLMClient | None, cache: TextCache, use_cache: bool = True):
+    def __init__(
+        self,
+        llm: LLMSettings | LLMClient | None,
+        cache: TextCache,
+        use_cache: bool = True,
+        before_llm: Callable[[], None] | None = None,
+    ):
         settings = llm.settings if isinstance(llm, LLMClient) else (llm or LLMSettings.from_env())
         self.settings = settings
         self.client = llm if isinstance(llm, LLMClient) else LLMClient(settings)
         self.cache = cache
         self.use_cache = use_cache
         self.failure: str | None = None if settings.configured else "no LLM configured"
+        self.before_llm = before_llm  # called once before the first LLM request (CLIP check)
 
     def get(self, tag: str) -> tuple[list[str] | None, str]:
         """(51 descriptions of ``tag``, "cache" | "llm"), or (None, "") when the LLM is unavailable
@@ -146,6 +153,9 @@ class _Describer:
                 return cached, "cache"
         if self.failure is not None:
             return None, ""
+        if self.before_llm is not None:
+            check, self.before_llm = self.before_llm, None
+            check()
         try:
             descs = generate_descriptions(tag, self.client)
         except LLMError as e:
@@ -285,7 +295,8 @@ def build_open_set(
         descs = from_file_lower.get(t.name.lower())
         source = "file"
         if descs is None:
-            describer = describer or _Describer(llm, cache)
+            # CLIP is checked before the first LLM request: no LLM call is spent when it is missing
+            describer = describer or _Describer(llm, cache, before_llm=encoder.ensure_available)
             descs, source = describer.get(t.name)
         if descs is not None:
             emb = embed_descriptions(descs, encoder, cache)  # (51, 512)

@@ -61,6 +61,7 @@ class RamtagRecord:
     model: str = ""
     date: str = ""  # ISO 8601, UTC
     created: bool = False  # ramtag created the sidecar (untag may delete it when nothing else is left)
+    created_date: str = ""  # when it did (ISO 8601, UTC; written as ramtag:Created), "" if unknown
 
     def fingerprint(self) -> str:
         """Hash of what makes this record ramtag's output: the tags and the values added per property

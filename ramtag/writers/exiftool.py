@@ -265,6 +265,14 @@ def _record_from(meta: dict[str, Any]) -> RamtagRecord | None:
     )
 
 
+def _same_keywords(old: RamtagRecord | None, new: RamtagRecord) -> bool:
+    """True when ``new`` would leave ramtag's embedded keywords as they are: the same tags and additions
+    as last time, or no tags and no earlier record (the date and model alone never rewrite an image)."""
+    if old is None:
+        return not new.tags
+    return RamtagRecord(new.tags, new.added).same_content(RamtagRecord(old.tags, old.added))
+
+
 def _record_args(record: RamtagRecord) -> list[str]:
     args: list[str] = []
     lists = {"Tags": record.tags} | {f"Added{f.key}": record.added.get(f.key, []) for f in EMBED_FIELDS}
@@ -348,8 +356,9 @@ class ExiftoolWriter:
             if field.tag == "IPTC:Keywords" and final and meta.get("IPTC:CodedCharacterSet") != "UTF8":
                 args.append("-IPTC:CodedCharacterSet=UTF8")
         tags = tuple(names)
-        if not args and record.same_content(old):
-            return WriteOutcome(path, path, "unchanged", f"{path}: up to date", tags, record.fingerprint())
+        if not args and _same_keywords(old, record):  # no keyword changes: no rewrite, no *_original
+            fp = (old or record).fingerprint()
+            return WriteOutcome(path, path, "unchanged", f"{path}: up to date", tags, fp)
         if self.dry_run:
             return WriteOutcome(path, path, "dry-run", f"{path}: would embed {len(names)} tags", tags)
         self._run_write(path, args + _record_args(record))

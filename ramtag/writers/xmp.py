@@ -142,6 +142,12 @@ def _is_blank(node: Any) -> bool:
     return node is not None and node.nodeType == Node.TEXT_NODE and not node.data.strip()
 
 
+def _date_or_empty(value: Any) -> str:
+    """``value`` when it looks like an XMP (ISO 8601) date, else "" (old sidecars wrote "True")."""
+    text = str(value or "").strip()
+    return text if text[:4].isdigit() and text[4:5] == "-" else ""
+
+
 def _text(el: Any) -> str | None:
     """The text of a simple-valued element, or None where it holds elements (a structure)."""
     parts = []
@@ -417,7 +423,9 @@ class XmpPacket:
             added={k[len("Added") :]: as_list(v) for k, v in props.items() if k.startswith("Added")},
             model=str(props.get("Model", "") or ""),
             date=str(props.get("Date", "") or ""),
-            created=str(props.get("Created", "")).lower() == "true",
+            # an XMP date since issue 13; older sidecars say "True"
+            created=str(props.get("Created", "") or "").strip().lower() not in ("", "false"),
+            created_date=_date_or_empty(props.get("Created")),
         )
 
     def remove_record(self) -> None:
@@ -452,7 +460,8 @@ class XmpPacket:
             _append(prop, bag)
             for v in values:
                 self._add_item(bag, v)
-        simple = {"Model": record.model, "Date": record.date, "Created": "True" if record.created else ""}
+        created = (record.created_date or record.date or utc_now()) if record.created else ""
+        simple = {"Model": record.model, "Date": record.date, "Created": created}
         for name, text in simple.items():
             if text:
                 prop = self.doc.createElementNS(RAMTAG_NS, _qname(p, name))
@@ -534,7 +543,9 @@ def merge_tags(
             created=(data is None) if created is None else created,
         )
         if old is not None and created is None:
-            record.created = old.created
+            record.created, record.created_date = old.created, old.created_date
+        elif record.created:
+            record.created_date = record.date
         for field in SIDECAR_FIELDS:
             current = packet.values(field.ns, field.local)
             if current is None and not field.create:
@@ -733,14 +744,15 @@ class XmpSidecarWriter:
             )
         tags = tuple(names)
         extra = f" ({note})" if note else ""
+        fp = record.fingerprint()  # what the sidecar holds of ramtag's (kept by the catalog)
+        if new is None:  # the same in a dry run: "dry-run" announces only writes a real run makes
+            why = "no tag above threshold (no sidecar)" if data is None else "up to date"
+            return WriteOutcome(image, sidecar, "unchanged", f"{sidecar}: {why}{extra}", tags, fp)
         if self.dry_run:
-            what = "no change" if new is None else f"would write {len(names)} tags"
+            what = f"would write {len(names)} tags"
             if backup is not None:
                 what += f"; would keep the malformed sidecar as {backup.name}"
             return WriteOutcome(image, sidecar, "dry-run", f"{sidecar}: {what}{extra}", tags)
-        fp = record.fingerprint()
-        if new is None:
-            return WriteOutcome(image, sidecar, "unchanged", f"{sidecar}: up to date{extra}", tags, fp)
         if backup is not None:
             shutil.copy2(sidecar, backup)
             log.warning("%s was not valid XML; kept it as %s and wrote a new sidecar", sidecar, backup)
