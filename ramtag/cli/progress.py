@@ -182,7 +182,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
     if s.unchanged:
         first.append(f"{s.unchanged} unchanged since the last run (skipped; --force re-tags them)")
     lines.append(", ".join(first) + (f" ({s.images_per_second:.1f} images/s)" if s.tagged else ""))
-    if s.tagged:
+    if s.tagged or s.redecided:
         if s.write_mode == "none":
             lines.append("  nothing written (--write none)")
         else:
