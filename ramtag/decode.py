@@ -21,6 +21,8 @@ the model a wrong picture, ramtag does better:
   Adobe's APP14 marker is stored non-inverted, so ramtag inverts it back.
 - **Multi-frame files** (animated GIF/WebP, multi-page TIFF): the first frame (as the official code).
 - Embedded ICC profiles of RGB images are *not* applied, matching the decode the model was trained with.
+- **Camera RAW** (CR2, NEF, ARW, DNG, ... see :mod:`ramtag.raw`): the embedded preview when it is at least
+  the model's input size, else a half-size libraw demosaic; upright from the RAW's own orientation.
 
 Safety: the file is fully decoded inside :func:`decode_image` (``img.load()``), so truncated files fail
 here with a clear reason; ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set. Pillow's
@@ -46,6 +48,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 
 from ramtag.errors import ImageDecodeError
+from ramtag.raw import DEFAULT_MIN_PREVIEW, decode_raw, is_raw
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +114,7 @@ def decode_image(
             does not; set False to reproduce it exactly).
         draft_size: for JPEGs only, let libjpeg decode at a reduced scale whose width and height both stay
             >= ``draft_size`` (pass the model's input size). None (default) decodes at full size, exactly.
+            For RAW files it is also the smallest embedded preview used instead of demosaicing.
 
     Raises:
         ImageDecodeError: one line naming the file and the reason (missing, folder, empty, unreadable, not
@@ -129,6 +133,16 @@ def decode_image(
         raise _fail(path, "not a regular file (device, pipe or socket)")
     if st.st_size == 0:
         raise _fail(path, "empty file (0 bytes); copy it again from the original")
+
+    if is_raw(path):
+        min_preview = draft_size or DEFAULT_MIN_PREVIEW
+        img = decode_raw(
+            path, min_preview=min_preview, exif_orientation=exif_orientation, draft_size=draft_size
+        )
+        try:
+            return _to_rgb(img, exif_orientation=False, owned=True)  # already upright
+        except _ModeError as err:
+            raise _fail(path, str(err)) from None
 
     register_optional_formats()
     try:

@@ -7,8 +7,8 @@ Two questions, answered here only:
 - :data:`IMAGE_EXTENSIONS`: is the file a photo at all, decodable here or not (sidecar ownership:
   ``photo.CR2`` and ``photo.jpg`` share ``photo.xmp``)?
 
-RAW files: :data:`RAW_EXTENSIONS` lists them; they join :func:`supported_extensions` once a RAW decoder
-is wired in through :func:`raw_decoding_available` (until then they are known images, never decoded).
+RAW files: :data:`RAW_EXTENSIONS` lists them; they join :func:`supported_extensions` when rawpy (libraw),
+which :mod:`ramtag.raw` decodes them with, is installed (it is a dependency).
 """
 
 from __future__ import annotations
@@ -24,23 +24,28 @@ BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", "
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
 # Decodable with a Pillow built with AVIF (>= 11.2 wheels) or a pillow-heif that still reads AVIF.
 AVIF_EXTENSIONS = frozenset({".avif"})
-# Camera RAW formats (the ones darktable / Lightroom pair with a same-stem JPEG).
+# Camera RAW formats libraw reads (the ones darktable / Lightroom pair with a same-stem JPEG).
 RAW_EXTENSIONS = frozenset(
     {
         ".3fr",
         ".ari",
         ".arw",
         ".bay",
+        ".cap",
         ".cr2",
         ".cr3",
         ".crw",
         ".dcr",
+        ".dcs",
         ".dng",
+        ".eip",
         ".erf",
         ".fff",
+        ".gpr",
         ".iiq",
         ".k25",
         ".kdc",
+        ".mdc",
         ".mef",
         ".mos",
         ".mrw",
@@ -85,8 +90,8 @@ def _pillow_heif_reads_avif() -> bool:
 
 
 def raw_decoding_available() -> bool:
-    """True when RAW files can be decoded (the hook a RAW decoder sets; none is wired in yet)."""
-    return False
+    """True when RAW files can be decoded: rawpy (libraw) is installed (:mod:`ramtag.raw`)."""
+    return _module_available("rawpy")
 
 
 @lru_cache(maxsize=1)
@@ -129,7 +134,7 @@ def unsupported_reason(path: str | Path) -> str:
     if suffix in AVIF_EXTENSIONS:
         return "AVIF needs a Pillow with AVIF support (pip install -U pillow) or pillow-heif"
     if suffix in RAW_EXTENSIONS:
-        return "camera RAW files are not decoded yet; tag a JPEG export of it"
+        return "camera RAW files need rawpy (libraw); install it with: pip install rawpy"
     return (
         "not an image file extension (supported: "
         + ", ".join(sorted(e.lstrip(".") for e in supported_extensions()))

@@ -99,8 +99,12 @@ def test_one_list_of_extensions() -> None:
     assert xmp.IMAGE_SUFFIXES is formats.IMAGE_EXTENSIONS and xmp.RAW_SUFFIXES is formats.RAW_EXTENSIONS
     assert formats.supported_extensions() <= formats.IMAGE_EXTENSIONS
     assert not formats.OUTPUT_EXTENSIONS & formats.IMAGE_EXTENSIONS
-    assert ".dng" in formats.RAW_EXTENSIONS and ".dng" not in formats.supported_extensions()
+    assert ".dng" in formats.RAW_EXTENSIONS
+    assert (".dng" in formats.supported_extensions()) == formats.raw_decoding_available()  # rawpy installed
     assert "RAW" in formats.unsupported_reason("IMG_1.CR2")
+    from ramtag import raw
+
+    assert raw.RAW_EXTENSIONS is formats.RAW_EXTENSIONS
 
 
 # -- the one atomic-write helper ------------------------------------------------------------------

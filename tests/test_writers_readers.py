@@ -156,7 +156,14 @@ def test_image_bytes_unchanged(tmp_path: Path, shared_photos: Path, mode: str) -
     w.close()
     if mode == "xmp":
         bee = exiftool(tmp_path / "bee_with_existing_keywords.jpg.xmp")
-        assert as_list(bee["XMP-dc:Subject"]) == ["cat", "猫"]
+        # the new sidecar starts from the photo's own keywords (issue 11.1), then ramtag's
+        user = ["bee", "insect", "flower", "Zürich", "東京"]
+        assert as_list(bee["XMP-dc:Subject"]) == [*user, "cat", "猫"]
+        assert bee["XMP-xmp:Rating"] == 4 and bee["XMP-dc:Title"] == "Bee on aster"
+        assert as_list(bee["XMP-lr:HierarchicalSubject"])[:2] == [
+            "Animals|Insects|Bee",
+            "Places|Europe|Zürich",
+        ]
         assert exiv2(tmp_path / "coffee_cup.jpg.xmp")["Xmp.dc.subject"] == "cat, 猫"
     list(untag_paths([tmp_path], embedded=False))
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in copies} == digests

@@ -191,6 +191,8 @@ def test_rerun_replaces_previous_ramtag_tags(image: Path) -> None:
     assert values(sidecar, NS_LR, "hierarchicalSubject") == [
         "darktable|format|cr2",
         "places|Zürich",
+        "vacation",  # the user's flat keywords, which darktable would not read from dc:subject
+        "cat",
         "ramtag|dog",
         "ramtag|bird",
     ]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ramtag.discover import Skipped, discover
 from ramtag.errors import ExiftoolError, RamtagError, UsageError
-from ramtag.formats import IMAGE_EXTENSIONS, extension
+from ramtag.formats import IMAGE_EXTENSIONS, RAW_EXTENSIONS, extension
 from ramtag.results import ImageTags
 from ramtag.writers.base import Action, TagWriter, WriteOutcome
 from ramtag.writers.jsonl import DEFAULT_JSONL, JsonlWriter
@@ -234,8 +234,14 @@ def untag_paths(
             yield WriteOutcome(image or path, path, "skipped", str(e))
 
     def embeddable(path: Path) -> bool:
-        if session is None or path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
-            return False
+        suffix = path.suffix.lower()
+        if (
+            session is None
+            or suffix not in IMAGE_EXTENSIONS
+            or suffix in RAW_EXTENSIONS
+            or not path.is_file()
+        ):
+            return False  # (RAW files are never written into)
         try:
             return path.suffix.lower() in session.writable_suffixes()
         except ExiftoolError:

@@ -6,7 +6,22 @@ Layout of what ramtag adds to the first ``rdf:Description`` of a packet::
     lr:hierarchicalSubject      rdf:Bag  ramtag|cat, ramtag|dog        (Lightroom, darktable, digiKam)
     digiKam:TagsList            rdf:Seq  ramtag/cat, ramtag/dog        (digiKam)
     MicrosoftPhoto:LastKeywordXMP rdf:Bag ramtag/cat ...               (only where the file already has it)
-    ramtag:Tags, ramtag:Added<Property>, ramtag:Model, ramtag:Date, ramtag:Created   (ramtag's record)
+    ramtag:Tags, ramtag:Added<Property>, ramtag:Filled<Property>, ramtag:UserRoots, ramtag:Seeded,
+    ramtag:Model, ramtag:Date, ramtag:Created                       (ramtag's record)
+
+The keyword properties are kept in agreement, because each reader trusts a different one (darktable
+reads lr:hierarchicalSubject and ignores dc:subject when both exist; digiKam and Immich read
+digiKam:TagsList first): where the user's sidecar has one of dc:subject / lr:hierarchicalSubject /
+digiKam:TagsList but not another, the missing one is filled from the present one (``|`` <-> ``/``), and
+flat keywords that appear nowhere in the hierarchy are added to it as top-level keywords, as Lightroom
+itself reads them. What was filled is recorded (``Filled<Property>``) and taken out again by ``untag``.
+
+A sidecar ramtag creates starts from the photo's embedded metadata (:mod:`ramtag.writers.embedded`):
+the keyword, rating, label, title, description, people/region and IPTC properties of its XMP packet,
+reconciled with its IPTC and EXIF fields the way the Metadata Working Group's guidance says (IPTC over
+XMP only when the IPTC digest shows the IPTC was changed without the XMP; a non-blank EXIF
+ImageDescription over both). Develop settings (darktable, Camera Raw) and file-specific properties are
+never copied: a sidecar's history would be applied to the wrong picture.
 
 Merging never clobbers: the document is parsed with a namespace-aware DOM that keeps every element,
 attribute, prefix, comment and ``<?xpacket?>`` instruction, only the keyword ``rdf:li`` items are
@@ -18,6 +33,7 @@ never overwritten (``repair_sidecars=True`` keeps it as ``*.bak`` and starts a f
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -38,10 +54,11 @@ from ramtag.writers.base import (
     KeywordField,
     RamtagRecord,
     WriteOutcome,
-    keyword_values,
-    plan_keywords,
+    clean_tag_names,
+    plan_fields,
     utc_now,
 )
+from ramtag.writers.embedded import EmbeddedMetadata, read_embedded
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +69,11 @@ NS_DC = "http://purl.org/dc/elements/1.1/"
 NS_LR = "http://ns.adobe.com/lightroom/1.0/"
 NS_DIGIKAM = "http://www.digikam.org/ns/1.0/"
 NS_MSPHOTO = "http://ns.microsoft.com/photo/1.0/"
+NS_XMP = "http://ns.adobe.com/xap/1.0/"
+NS_XML = "http://www.w3.org/XML/1998/namespace"
 
 MAX_SIDECAR_BYTES = 64 * 1024 * 1024  # larger "sidecars" are not XMP; refuse instead of parsing
+MAX_DEPTH = 100  # real XMP nests a dozen levels; deeper is hostile (and would exhaust the recursion limit)
 
 
 @dataclass(frozen=True)
@@ -73,9 +93,29 @@ SIDECAR_FIELDS: tuple[XmpField, ...] = (
     XmpField("LastKeywordXMP", "slash", False, NS_MSPHOTO, "LastKeywordXMP", "MicrosoftPhoto", "Bag"),
 )
 
+FIELDS_BY_KEY = {f.key: f for f in SIDECAR_FIELDS}
+
 # Extensions of image files that can share a stem (photo.jpg + photo.CR2 -> photo.xmp): ramtag.formats.
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 RAW_SUFFIXES = RAW_EXTENSIONS
+
+# What a new sidecar copies from the photo's embedded XMP packet: namespace -> property names (None: all).
+# Metadata photo managers read, never develop settings (darktable:, crs:) or properties describing the
+# file itself (tiff:, exif:, xmpMM:), which would be wrong for, or be applied to, the picture.
+SEED_PROPERTIES: dict[str, frozenset[str] | None] = {
+    NS_DC: None,  # subject, title, description, creator, rights
+    NS_LR: frozenset({"hierarchicalSubject"}),
+    NS_DIGIKAM: frozenset({"TagsList", "ColorLabel", "PickLabel"}),
+    NS_MSPHOTO: frozenset({"LastKeywordXMP", "Rating"}),
+    NS_XMP: frozenset({"Rating", "Label"}),
+    "http://ns.microsoft.com/photo/1.2/": None,  # MP:RegionInfo (people, Windows)
+    "http://www.metadataworkinggroup.com/schemas/regions/": None,  # mwg-rs:Regions (people)
+    "http://www.metadataworkinggroup.com/schemas/keywords/": None,  # mwg-kw:Keywords
+    "http://ns.adobe.com/photoshop/1.0/": None,  # Headline, City, Country, Credit, ...
+    "http://iptc.org/std/Iptc4xmpCore/1.0/xmlns/": None,
+    "http://iptc.org/std/Iptc4xmpExt/2008-02-29/": None,
+    "http://ns.adobe.com/xap/1.0/rights/": None,
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,6 +295,12 @@ class XmpPacket:
             doc = _SafeBuilder().parseString(body)
         except (ExpatError, _Forbidden) as e:
             raise ValueError(str(e)) from None
+        stack = [(doc.documentElement, 1)] if doc.documentElement is not None else []
+        while stack:
+            el, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                raise ValueError(f"elements nested more than {MAX_DEPTH} levels deep")
+            stack.extend((c, depth + 1) for c in _elements(el))
         return cls(doc, xml_decl=body.lstrip().startswith(b"<?xml"), bom=bom)
 
     @classmethod
@@ -397,6 +443,160 @@ class XmpPacket:
         found = self._find(NS_DC, "subject")
         return found[0] if found else self.descriptions()[0]
 
+    # -- simple and language-alternative properties (seeding a new sidecar)
+
+    def simple(self, ns: str, local: str) -> str | None:
+        """The text of a simple property (element or attribute), None where absent or a structure."""
+        found = self._find(ns, local)
+        if found is None:
+            return self._attribute_value(ns, local)
+        text = _text(found[1])
+        return None if text is None else text.strip()
+
+    def set_simple(self, ns: str, local: str, prefix: str, value: str) -> None:
+        """Add a simple property (only used where it is absent)."""
+        desc = self._home()
+        p = self._prefix(desc, ns, prefix, declare_on=desc)
+        prop = self.doc.createElementNS(ns, _qname(p, local))
+        prop.appendChild(self.doc.createTextNode(value))
+        _append(desc, prop)
+
+    def lang_default(self, ns: str, local: str) -> str | None:
+        """The x-default (else first) item of a language alternative such as dc:title."""
+        found = self._find(ns, local)
+        if found is None:
+            return self._attribute_value(ns, local)
+        container = _container(found[1])
+        if container is None:
+            text = _text(found[1])
+            return text.strip() if text and text.strip() else None
+        items = _items(container)
+        for li in items:
+            if li.getAttributeNS(NS_XML, "lang") == "x-default":
+                return _text(li)
+        return _text(items[0]) if items else None
+
+    def set_lang_default(self, ns: str, local: str, prefix: str, value: str) -> None:
+        """Set the x-default item of a language alternative (other languages stay)."""
+        found = self._find(ns, local)
+        if found is not None and _container(found[1]) is None:
+            _remove(found[1])  # a plain value where an rdf:Alt belongs: replaced
+            found = None
+        if found is None:
+            desc = self._home()
+            p = self._prefix(desc, ns, prefix, declare_on=desc)
+            prop = self.doc.createElementNS(ns, _qname(p, local))
+            _append(desc, prop)
+            rdf_p = self._prefix(desc, NS_RDF, "rdf", declare_on=None)
+            _append(prop, self.doc.createElementNS(NS_RDF, _qname(rdf_p, "Alt")))
+        else:
+            desc, prop = found
+        container = _container(prop)
+        for li in _items(container):
+            if li.getAttributeNS(NS_XML, "lang") == "x-default":
+                for c in list(li.childNodes):
+                    li.removeChild(c)
+                li.appendChild(self.doc.createTextNode(value))
+                return
+        rdf_p = self._prefix(container, NS_RDF, "rdf", declare_on=None)
+        li = self.doc.createElementNS(NS_RDF, _qname(rdf_p, "li"))
+        li.setAttributeNS(NS_XML, "xml:lang", "x-default")
+        li.appendChild(self.doc.createTextNode(value))
+        _append(container, li)
+
+    def copy_properties(self, source: XmpPacket, wanted: dict[str, frozenset[str] | None]) -> None:
+        """Copy ``source``'s properties whose namespace (and name) ``wanted`` lists, structures included,
+        into this packet's home Description; properties this packet already has are left alone."""
+        desc = self._home()
+
+        def listed(ns: str | None, local: str) -> bool:
+            names = wanted.get(ns or "", frozenset())
+            return names is None or local in names
+
+        for sdesc in source.descriptions():
+            for attr in list(sdesc.attributes.values()):
+                ns, local = attr.namespaceURI, attr.localName
+                if ns in (NS_XMLNS, NS_RDF) or not listed(ns, local) or self._has(ns, local):
+                    continue
+                if not self._declare(desc, [(attr.prefix or "", ns)]):
+                    continue
+                desc.setAttributeNS(ns, attr.name, attr.value)
+            for el in _elements(sdesc):
+                if not listed(el.namespaceURI, el.localName) or self._has(el.namespaceURI, el.localName):
+                    continue
+                if not self._declare(desc, _prefixes_used(el)):
+                    log.debug("not copying %s: its prefixes clash with the sidecar's", el.tagName)
+                    continue
+                _append(desc, self.doc.importNode(el, True))
+
+    def _has(self, ns: str, local: str) -> bool:
+        return self._find(ns, local) is not None or self._attribute_value(ns, local) is not None
+
+    def _declare(self, desc: Any, needed: list[tuple[str, str]]) -> bool:
+        """Declare each (prefix, namespace) on ``desc`` unless in scope; False on a prefix clash."""
+        scope = _in_scope(desc)
+        for prefix, ns in needed:
+            if scope.get(prefix) == ns:
+                continue
+            if prefix in scope or not prefix:
+                return False
+        for prefix, ns in needed:
+            if prefix not in scope:
+                desc.setAttributeNS(NS_XMLNS, f"xmlns:{prefix}", ns)
+                scope[prefix] = ns
+        return True
+
+    def digest(self) -> str:
+        """A digest of the packet's content apart from ramtag's record, namespace declarations,
+        prefixes and whitespace (to tell whether anything changed since ramtag seeded a sidecar)."""
+
+        def canon(node: Any) -> Any:
+            if node.nodeType == Node.ELEMENT_NODE:
+                if node.namespaceURI == RAMTAG_NS:
+                    return None
+                attrs = sorted(
+                    (a.namespaceURI or "", a.localName, a.value)
+                    for a in node.attributes.values()
+                    if a.namespaceURI not in (NS_XMLNS, RAMTAG_NS)
+                )
+                kids = [c for c in (canon(ch) for ch in node.childNodes) if c is not None]
+                return (node.namespaceURI, node.localName, attrs, kids)
+            if node.nodeType in (Node.TEXT_NODE, Node.CDATA_SECTION_NODE):
+                return node.data.strip() or None
+            return None
+
+        return hashlib.sha256(repr(canon(self.rdf)).encode("utf-8")).hexdigest()[:32]
+
+    def seed(self, meta: EmbeddedMetadata, image: Path) -> None:
+        """Fill a new packet from the photo's embedded metadata (see the module docstring for the rules)."""
+        if meta.xmp:
+            try:
+                self.copy_properties(XmpPacket.parse(meta.xmp), SEED_PROPERTIES)
+            except ValueError as e:
+                log.warning(
+                    "%s: its embedded XMP is unreadable (%s); the new sidecar starts from its IPTC", image, e
+                )
+        # Keywords, per MWG: the XMP unless there is none or the IPTC digest shows the IPTC was changed
+        # later by a tool that left the XMP alone; IPTC's 64-byte limit recovered from the XMP.
+        subject = self.values(NS_DC, "subject")
+        if meta.iptc_keywords and (subject is None or meta.iptc_digest_matches is False):
+            words = _recover_truncated(meta.iptc_keywords, subject or [], 64)
+            self.set_values(FIELDS_BY_KEY["Subject"], list(dict.fromkeys(words)))
+        elif subject is None and meta.exif_keywords:
+            self.set_values(FIELDS_BY_KEY["Subject"], list(dict.fromkeys(meta.exif_keywords)))
+        # Description, per MWG: a non-blank EXIF ImageDescription first, then XMP / IPTC as for keywords.
+        description = self.lang_default(NS_DC, "description")
+        if meta.exif_description:
+            if description != meta.exif_description:
+                self.set_lang_default(NS_DC, "description", "dc", meta.exif_description)
+        elif meta.iptc_caption and (description is None or meta.iptc_digest_matches is False):
+            [caption] = _recover_truncated([meta.iptc_caption], [description or ""], 2000)
+            self.set_lang_default(NS_DC, "description", "dc", caption)
+        if self.lang_default(NS_DC, "title") is None and (meta.iptc_title or meta.exif_title):
+            self.set_lang_default(NS_DC, "title", "dc", meta.iptc_title or meta.exif_title or "")
+        if self.simple(NS_XMP, "Rating") is None and meta.exif_rating:
+            self.set_simple(NS_XMP, "Rating", "xmp", str(meta.exif_rating))
+
     # -- ramtag's record
 
     def read_record(self) -> RamtagRecord | None:
@@ -426,6 +626,9 @@ class XmpPacket:
             # an XMP date since issue 13; older sidecars say "True"
             created=str(props.get("Created", "") or "").strip().lower() not in ("", "false"),
             created_date=_date_or_empty(props.get("Created")),
+            filled={k[len("Filled") :]: as_list(v) for k, v in props.items() if k.startswith("Filled")},
+            user_roots=as_list(props.get("UserRoots")),
+            seeded=str(props.get("Seeded", "") or ""),
         )
 
     def remove_record(self) -> None:
@@ -450,7 +653,12 @@ class XmpPacket:
         desc = self._home()
         p = self._prefix(desc, RAMTAG_NS, "ramtag", declare_on=desc)
         rdf_p = self._prefix(desc, NS_RDF, "rdf", declare_on=None)
-        lists = {"Tags": record.tags} | {f"Added{k}": v for k, v in record.added.items()}
+        lists = (
+            {"Tags": record.tags}
+            | {f"Added{k}": v for k, v in record.added.items()}
+            | {f"Filled{k}": v for k, v in record.filled.items()}
+            | {"UserRoots": record.user_roots}
+        )
         for name, values in lists.items():
             if not values:
                 continue
@@ -461,7 +669,7 @@ class XmpPacket:
             for v in values:
                 self._add_item(bag, v)
         created = (record.created_date or record.date or utc_now()) if record.created else ""
-        simple = {"Model": record.model, "Date": record.date, "Created": created}
+        simple = {"Model": record.model, "Date": record.date, "Created": created, "Seeded": record.seeded}
         for name, text in simple.items():
             if text:
                 prop = self.doc.createElementNS(RAMTAG_NS, _qname(p, name))
@@ -500,6 +708,34 @@ def _items(container: Any) -> list[Any]:
     return [e for e in _elements(container) if _is(e, NS_RDF, "li")]
 
 
+def _prefixes_used(el: Any) -> list[tuple[str, str]]:
+    """(prefix, namespace) of every element and attribute in ``el``'s subtree that it does not declare."""
+    out: dict[str, str] = {}
+    declared: set[str] = set()
+    stack = [el]
+    while stack:
+        node = stack.pop()
+        for attr in node.attributes.values():
+            if attr.namespaceURI == NS_XMLNS:
+                declared.add("" if attr.name == "xmlns" else attr.localName)
+            elif attr.namespaceURI and attr.prefix not in (None, "xml"):
+                out.setdefault(attr.prefix, attr.namespaceURI)
+        if node.namespaceURI:
+            out.setdefault(node.prefix or "", node.namespaceURI)
+        stack.extend(_elements(node))
+    return [(p, ns) for p, ns in out.items() if p not in declared]
+
+
+def _recover_truncated(iptc: list[str], xmp: list[str], limit: int) -> list[str]:
+    """IPTC values cut at the format's byte limit, completed from the XMP value they begin (MWG)."""
+    out = []
+    for value in iptc:
+        if len(value.encode("utf-8")) >= limit - 3:
+            value = next((x for x in xmp if x.startswith(value)), value)
+        out.append(value)
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # Merge and untag (pure: bytes in, bytes out)
 
@@ -515,6 +751,22 @@ def parse_sidecar(data: bytes, path: Path) -> XmpPacket:
         ) from None
 
 
+def _apply_keywords(
+    packet: XmpPacket,
+    old: RamtagRecord | None,
+    record: RamtagRecord,
+    names: list[str],
+    hierarchy_root: str,
+    *,
+    fill: bool,
+) -> None:
+    """Set every keyword property of ``packet`` as :func:`plan_fields` plans it."""
+    current = {f.key: packet.values(f.ns, f.local) for f in SIDECAR_FIELDS}
+    final = plan_fields(SIDECAR_FIELDS, current, old, record, names, hierarchy_root, fill=fill)
+    for key, values in final.items():
+        packet.set_values(FIELDS_BY_KEY[key], values)
+
+
 def merge_tags(
     data: bytes | None,
     names: list[str],
@@ -524,15 +776,24 @@ def merge_tags(
     model: str = "",
     date: str | None = None,
     created: bool | None = None,
+    embedded: EmbeddedMetadata | None = None,
 ) -> tuple[bytes | None, RamtagRecord]:
     """Merge ramtag's tags ``names`` into sidecar bytes ``data`` (None: no sidecar yet).
 
-    Returns ``(new_bytes, record)``; ``new_bytes`` is None when nothing would change (re-run with the
-    same tags, or no tags and no sidecar). Raises :class:`SidecarError` for a malformed sidecar.
+    A new sidecar starts from ``embedded`` (the photo's own metadata) where given. Returns
+    ``(new_bytes, record)``; ``new_bytes`` is None when nothing would change (re-run with the same
+    tags, or no tags and no sidecar). Raises :class:`SidecarError` for a malformed sidecar.
     """
     if data is None and not names:
         return None, RamtagRecord()
-    packet = XmpPacket.new() if data is None else parse_sidecar(data, path)
+    seeded = ""
+    if data is None:
+        packet = XmpPacket.new()
+        if embedded is not None and not embedded.is_empty():
+            packet.seed(embedded, path)
+            seeded = packet.digest()
+    else:
+        packet = parse_sidecar(data, path)
     try:
         old = packet.read_record()
         before = packet.snapshot(SIDECAR_FIELDS)
@@ -541,20 +802,13 @@ def merge_tags(
             model=model,
             date=date or utc_now(),
             created=(data is None) if created is None else created,
+            seeded=seeded if old is None else old.seeded,
         )
         if old is not None and created is None:
             record.created, record.created_date = old.created, old.created_date
         elif record.created:
             record.created_date = record.date
-        for field in SIDECAR_FIELDS:
-            current = packet.values(field.ns, field.local)
-            if current is None and not field.create:
-                continue
-            prev = old.added.get(field.key, []) if old else []
-            wanted = keyword_values(names, field.style, hierarchy_root)
-            final, added = plan_keywords(current or [], prev, wanted)
-            packet.set_values(field, final)
-            record.added[field.key] = added
+        _apply_keywords(packet, old, record, names, hierarchy_root, fill=True)
         if before == packet.snapshot(SIDECAR_FIELDS) and record.same_content(old):
             return None, old if old is not None else record
         packet.write_record(record)
@@ -567,22 +821,17 @@ def remove_tags(data: bytes, *, path: Path) -> tuple[bytes | None, RamtagRecord 
     """Take out what ramtag wrote: ``(new_bytes, old_record, delete_file)``.
 
     ``new_bytes`` is None when the sidecar holds nothing of ramtag's; ``delete_file`` is True when
-    ramtag created the sidecar and nothing else is left in it.
+    ramtag created the sidecar and nothing else is left in it than what it copied from the photo.
     """
     packet = parse_sidecar(data, path)
     try:
         old = packet.read_record()
         if old is None:
             return None, None, False
-        for field in SIDECAR_FIELDS:
-            current = packet.values(field.ns, field.local)
-            prev = old.added.get(field.key, [])
-            if current is None or not prev:
-                continue
-            final, _ = plan_keywords(current, prev, [])
-            packet.set_values(field, final)
+        _apply_keywords(packet, old, RamtagRecord(), [], "", fill=False)
         packet.remove_record()
-        return packet.to_bytes(), old, old.created and packet.is_empty()
+        unchanged = packet.is_empty() or (bool(old.seeded) and packet.digest() == old.seeded)
+        return packet.to_bytes(), old, old.created and unchanged
     except ValueError as e:
         raise SidecarError(f"{path}: cannot remove ramtag's keywords ({e}); left untouched") from None
 
@@ -667,6 +916,15 @@ class SidecarLocator:
         note = f"{image.name} and {owner} share {shared.name}; writing {ext_path.name} for {image.name}"
         return ext_path, note
 
+    def targets(self, image: Path) -> tuple[list[Path], str]:
+        """The sidecars to write for ``image``: every existing one that belongs to it (``photo.xmp`` and
+        ``photo.jpg.xmp`` are both kept up to date where both exist), else the one :meth:`locate` names."""
+        existing = self.sidecars_of(image)
+        if existing:
+            return existing, ""
+        path, note = self.locate(image)
+        return [path], note
+
     def sidecars_of(self, image: Path) -> list[Path]:
         """Existing sidecars that belong to ``image`` (for untag)."""
         out = []
@@ -708,6 +966,8 @@ class XmpSidecarWriter:
         self.model = model
         self._lock = threading.Lock()
         self._warned: set[Path] = set()
+        self._warned_names: set[str] = set()
+        self._exiftool: Any = None  # ExiftoolSession, started when a file needs it
 
     def write(self, result: ImageTags) -> WriteOutcome:
         if result.error is not None:
@@ -715,20 +975,34 @@ class XmpSidecarWriter:
         if result.path is None:
             return WriteOutcome(None, None, "skipped", "in-memory image: no file to write a sidecar for")
         image = Path(result.path)
-        names = result.tag_names(self.lang)
         with self._lock:
-            sidecar, note = self.locator.locate(image)
-            if note and sidecar not in self._warned:
-                self._warned.add(sidecar)
+            names = clean_tag_names(result.tag_names(self.lang), self._warned_names)
+            sidecars, note = self.locator.targets(image)
+            if note and sidecars[0] not in self._warned:
+                self._warned.add(sidecars[0])
                 log.warning(note)
-            return self._write(image, sidecar, names, note)
+            outcomes: list[WriteOutcome] = []
+            failed: SidecarError | None = None
+            for sidecar in sidecars:
+                try:
+                    outcomes.append(self._write(image, sidecar, names, note))
+                except SidecarError as e:  # the image's other sidecar is still brought up to date
+                    failed = failed or e
+            if failed is not None:
+                raise failed
+            return _combined(outcomes)
 
     def _write(self, image: Path, sidecar: Path, names: list[str], note: str) -> WriteOutcome:
         data = sidecar.read_bytes() if sidecar.exists() else None
         backup: Path | None = None
         try:
             new, record = merge_tags(
-                data, names, path=sidecar, hierarchy_root=self.hierarchy_root, model=self.model
+                data,
+                names,
+                path=sidecar,
+                hierarchy_root=self.hierarchy_root,
+                model=self.model,
+                embedded=self._embedded(image, data),
             )
         except SidecarError:
             if not self.repair_sidecars or data is None:
@@ -741,6 +1015,7 @@ class XmpSidecarWriter:
                 hierarchy_root=self.hierarchy_root,
                 model=self.model,
                 created=False,
+                embedded=self._embedded(image, None),
             )
         tags = tuple(names)
         extra = f" ({note})" if note else ""
@@ -760,8 +1035,39 @@ class XmpSidecarWriter:
         atomic_write_bytes(sidecar, new)
         return WriteOutcome(image, sidecar, "written", f"{sidecar}: {len(names)} tags{extra}", tags, fp)
 
+    def _embedded(self, image: Path, sidecar_data: bytes | None) -> EmbeddedMetadata | None:
+        """The photo's own metadata, read only where a new sidecar is about to be created."""
+        if sidecar_data is not None or not image.is_file():
+            return None
+        return read_embedded(image, self._exiftool_xmp)
+
+    def _exiftool_xmp(self, image: Path) -> bytes | None:
+        """The XMP packet of a file Pillow cannot open (CR3, RAF, HEIC, ...), through one long-lived
+        exiftool process started on first need; None where exiftool is not installed."""
+        from ramtag.writers.exiftool_session import ExiftoolSession, find_exiftool
+
+        if self._exiftool is None:
+            if find_exiftool() is None:
+                return None
+            self._exiftool = ExiftoolSession(timeout=30.0)
+        out, _, status = self._exiftool.execute("-b", "-XMP", os.fsencode(os.path.abspath(image)))
+        return out.encode("utf-8") if status == 0 and out.strip() else None
+
     def close(self) -> None:
-        pass
+        with self._lock:
+            if self._exiftool is not None:
+                self._exiftool.close()
+                self._exiftool = None
+
+
+def _combined(outcomes: list[WriteOutcome]) -> WriteOutcome:
+    """One outcome for an image whose two sidecars were both written."""
+    if len(outcomes) == 1:
+        return outcomes[0]
+    written = [o for o in outcomes if o.action == "written"]
+    first = written[0] if written else outcomes[0]
+    message = "; ".join(o.message for o in outcomes)
+    return WriteOutcome(first.path, first.target, first.action, message, first.tags)
 
 
 def untag_sidecar(sidecar: Path, *, image: Path | None = None, dry_run: bool = False) -> WriteOutcome:
