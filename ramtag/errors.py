@@ -6,6 +6,28 @@ errors) in ``ramtag.cli.app.main``; library users catch the subclass they care a
 
 from __future__ import annotations
 
+import re
+
+# C0/C1 control characters (ESC starts terminal escape sequences), DEL, lone surrogates (undecodable
+# bytes of a file name), and the bidirectional overrides that can make a name read backwards.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_UNPRINTABLE_KEEP_NL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def printable(text: object, *, keep_newlines: bool = False) -> str:
+    """``text`` safe to show on a terminal or in a log: control and escape characters, bidi overrides
+    and lone surrogates become visible ``\\x1b`` / ``\\u202e`` escapes; everything else is kept as is.
+
+    Use it wherever text from outside (file names, LLM answers, tag files, server messages) is printed.
+    """
+    pattern = _UNPRINTABLE_KEEP_NL if keep_newlines else _UNPRINTABLE
+    return pattern.sub(_escape_char, str(text))
+
 
 class RamtagError(Exception):
     """Base class of every error ramtag raises on purpose (bad input, missing weights, ...)."""

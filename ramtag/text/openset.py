@@ -125,7 +125,11 @@ def _fallback_message(reason: str, tags: Sequence[str]) -> str:
 
 
 class _Describer:
-    """Finds descriptions: cache first, then the LLM (once it fails, it is not asked again this run)."""
+    """Finds descriptions: cache first, then the LLM (once it fails, it is not asked again this run).
+
+    Without a usable LLM (none configured, or no model known) the cache is searched for the tag
+    under any model and server, so cached descriptions stay usable offline.
+    """
 
     def __init__(
         self,
@@ -142,16 +146,32 @@ class _Describer:
         self.failure: str | None = None if settings.configured else "no LLM configured"
         self.before_llm = before_llm  # called once before the first LLM request (CLIP check)
 
+    def _model(self) -> str | None:
+        if self.failure is not None:
+            return None
+        try:
+            return self.client.model  # may ask the server (GET /models) once
+        except LLMError as e:
+            self.failure = str(e)
+            return None
+
     def get(self, tag: str) -> tuple[list[str] | None, str]:
         """(51 descriptions of ``tag``, "cache" | "llm"), or (None, "") when the LLM is unavailable
         (the reason is in ``failure``)."""
         s = self.settings
+        model = self._model()
         if self.use_cache:
-            cached = self.cache.get_descriptions(tag, s.model, s.host)
+            if model is not None:
+                cached = self.cache.get_descriptions(tag, model, s.host)
+            else:
+                found = self.cache.find_descriptions(tag)
+                cached = found[0] if found else None
+                if found:
+                    log.info("descriptions of %r cached from %s at %s", tag, found[1], found[2])
             if cached is not None:
                 log.debug("descriptions of %r from the cache", tag)
                 return cached, "cache"
-        if self.failure is not None:
+        if self.failure is not None or model is None:
             return None, ""
         if self.before_llm is not None:
             check, self.before_llm = self.before_llm, None
@@ -161,8 +181,8 @@ class _Describer:
         except LLMError as e:
             self.failure = str(e)
             return None, ""
-        self.cache.put_descriptions(tag, s.model, s.host, descs)
-        log.info("described %r with %s at %s", tag, s.model, s.host)
+        self.cache.put_descriptions(tag, model, s.host, descs)
+        log.info("described %r with %s at %s", tag, model, s.host)
         return descs, "llm"
 
 
@@ -174,17 +194,19 @@ def describe_tags(
     use_cache: bool = True,
 ) -> dict[str, list[str]]:
     """51 LLM descriptions per tag (cached), for ``ramtag describe``; raises :class:`LLMError` when the
-    LLM cannot be used. ``dump_descriptions`` turns the result into the official JSON format."""
+    LLM cannot be used for a tag that is not cached. Without an LLM, cached descriptions (from any
+    model) are returned. ``dump_descriptions`` turns the result into the official JSON format."""
     d = _Describer(llm, cache or TextCache(), use_cache)
     out: dict[str, list[str]] = {}
     for tag in tags:
         descs, _ = d.get(tag)
         if descs is None:
+            if d.failure != "no LLM configured":
+                raise LLMError(str(d.failure))
             raise LLMError(
-                d.failure
-                if d.failure != "no LLM configured"
-                else f"no LLM configured; set {ENV_API_KEY} (OpenAI) or --llm-base-url / {ENV_BASE_URL} and "
-                f"--llm-model / {ENV_MODEL} (e.g. http://localhost:11434/v1 for Ollama)"
+                f"no cached descriptions of {tag!r} and no LLM configured; set {ENV_API_KEY} (OpenAI) or "
+                f"--llm-base-url / {ENV_BASE_URL} and --llm-model / {ENV_MODEL} "
+                "(e.g. http://localhost:11434/v1 for Ollama)"
             )
         out[tag] = descs
     return out
