@@ -82,6 +82,24 @@ def test_parse_errors_name_file_and_line(tmp_path: Path, line: str, message: str
         parse_open_set(line, None)
 
 
+@pytest.mark.parametrize("spec", [",,,,", " , ,", "   "])
+def test_open_set_naming_no_tag_is_a_usage_error(spec: str, tmp_path: Path) -> None:
+    # issue 12 case 8: `--open-set ",,,," --only-open-set` crashed with a traceback
+    with pytest.raises(UsageError, match=r"^--open-set '.*' names no tag; write e.g."):
+        parse_open_set(spec, None)
+    empty = tmp_path / "tags.txt"
+    empty.write_text("# only a comment\n\n")
+    with pytest.raises(UsageError, match="names no tag"):
+        parse_open_set(None, empty)
+
+
+@pytest.mark.parametrize("name", ["bad\x1b[31mtag", "tab\ttag", "rtl\u202etag", "x" * 201])
+def test_tag_names_that_cannot_be_written_are_refused(name: str) -> None:
+    with pytest.raises(UsageError) as e:
+        parse_open_set(name, None)
+    assert "\x1b" not in str(e.value) and "\u202e" not in str(e.value) and "\n" not in str(e.value)
+
+
 def test_parse_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="open-set tag file not found"):
         parse_open_set(None, tmp_path / "nope.txt")
@@ -390,5 +408,5 @@ def test_describe_asks_the_server_for_its_model(fake_llm: FakeLLM) -> None:  # n
     assert len(out["owl"]) == 51
     assert {b["model"] for b in fake_llm.bodies() if b} == {"qwen2.5:7b"}
     fake_llm.models = ["a", "b"]
-    with pytest.raises(LLMError, match="serves 2 models.*--llm-model"):
+    with pytest.raises(LLMError, match=r"serves 2 models.*--llm-model"):
         describe_tags(["eagle"], LLMSettings(base_url=fake_llm.url))

@@ -18,12 +18,13 @@ built-in tags score the same as without the open-set tags.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InputError, LLMError, UsageError
+from ..errors import InputError, LLMError, UsageError, printable
 from ..tags.vocab import OPEN_SET_THRESHOLD, Vocabulary
 from .cache import TextCache
 from .describe import DESCRIPTIONS_PER_TAG, generate_descriptions, load_descriptions
@@ -50,6 +51,10 @@ class OpenSetTag:
     )
 
 
+MAX_TAG_CHARS = 200  # a tag is a word or a short phrase; it is written into every sidecar
+_BAD_TAG_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]")
+
+
 def _parse_item(text: str, default: float, where: str) -> OpenSetTag | None:
     item = text.strip()
     if not item:
@@ -57,7 +62,17 @@ def _parse_item(text: str, default: float, where: str) -> OpenSetTag | None:
     name, sep, value = item.rpartition("=") if "=" in item else (item, "", "")
     name = " ".join(name.split())
     if not name:
-        raise UsageError(f"{where}: {item!r} has no tag name; write 'tag' or 'tag=0.6'")
+        raise UsageError(f"{where}: {printable(item)!r} has no tag name; write 'tag' or 'tag=0.6'")
+    bad = _BAD_TAG_CHARS.search(name)
+    if bad is not None:
+        raise UsageError(
+            f"{where}: tag {printable(name)!r} contains the control character {printable(bad.group())}, "
+            "which sidecars and terminals cannot take; remove it"
+        )
+    if len(name) > MAX_TAG_CHARS:
+        raise UsageError(
+            f"{where}: tag {printable(name[:40])!r}... is longer than {MAX_TAG_CHARS} characters"
+        )
     if not sep:
         return OpenSetTag(name, default)
     try:
@@ -88,6 +103,11 @@ def parse_open_set(
             tag = _parse_item(part, default_threshold, "--open-set")
             if tag is not None:
                 items.append(tag)
+        if not items:
+            raise UsageError(
+                f"--open-set {printable(spec)!r} names no tag; "
+                'write e.g. --open-set "corgi,meteor shower=0.6"'
+            )
     if file is not None:
         p = Path(file)
         try:
@@ -100,10 +120,13 @@ def parse_open_set(
             raise InputError(
                 f"{p}: cannot read the open-set tag file ({e.strerror}); check --open-set-file"
             ) from None
+        before = len(items)
         for lineno, line in enumerate(text.splitlines(), 1):
             tag = _parse_item(line.split("#", 1)[0], default_threshold, f"{p}:{lineno}")
             if tag is not None:
                 items.append(tag)
+        if len(items) == before:
+            raise UsageError(f"{p}: the open-set tag file names no tag (one tag per line, '#' comments)")
     seen: set[str] = set()
     out: list[OpenSetTag] = []
     for tag in items:
