@@ -17,6 +17,7 @@ Loading is strict: every missing, unexpected or mis-shaped tensor is reported in
 from __future__ import annotations
 
 import math
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -56,12 +57,18 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{p}: checkpoint file not found; check the path")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt zip, truncated file, pickle with code in it, ...
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e), re.IGNORECASE)
+        if found is None:  # not a refused global: a damaged file or one that is no pickle at all
+            raise CheckpointError(_unreadable(p, e)) from None
+        # the restricted unpickler refused a global: the file holds code or foreign objects
+        what = f" (it refers to {found.group(1)})"
         raise CheckpointError(
-            f"{p}: not a readable PyTorch checkpoint ({type(e).__name__}: {reason}); "
-            "download the file again (it may be truncated) or pass the official RAM++ .pth"
+            f"{p}: not a plain checkpoint - it holds code or objects other than tensors{what}, so it was "
+            "not loaded; pass the official RAM++ .pth (only tensors are ever read)"
         ) from None
+    except Exception as e:  # corrupt zip, truncated file, ...
+        raise CheckpointError(_unreadable(p, e)) from None
     if isinstance(obj, Mapping):
         for key in ("model", "state_dict"):
             if isinstance(obj.get(key), Mapping):
@@ -78,6 +85,14 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
     if all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return sd
+
+
+def _unreadable(path: Path, e: Exception) -> str:
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return (
+        f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {reason}); "
+        "download the file again (it may be truncated) or pass the official RAM++ .pth"
+    )
 
 
 def infer_official_config(state_dict: Mapping[str, Tensor], *, image_size: int = SwinConfig.img_size,
