@@ -164,3 +164,69 @@ def test_half_precision_files_build_a_float32_model(tmp_path, model):
     x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(built(x), model(x), atol=0.05)
+
+
+# ------------------------------------------------------------------------- hostile ramtag.json (issue 12)
+def _no_tensor_reads(monkeypatch):
+    import safetensors.torch
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tensors were read before ramtag.json was validated")
+
+    monkeypatch.setattr(safetensors.torch, "load_file", refuse)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"architecture": "swin_l_384"}, "architecture must be an object, not str"),
+        ({"vocabulary": [1, 2]}, "vocabulary must be an object"),
+        ({"architecture": {**SMALL.to_dict(), "num_tags": "3"}}, "architecture.num_tags must be an integer"),
+        ({"architecture": {**SMALL.to_dict(), "swin": {**SMALL.to_dict()["swin"], "depths": 2}}},
+         r"architecture.swin.depths must be a list"),
+        ({"architecture": {**SMALL.to_dict(), "decoder": {**SMALL.to_dict()["decoder"], "num_heads": True}}},
+         "decoder.num_heads must be an integer, not bool"),
+        ({"vocabulary": {"names": ["a", 2, "c"], "thresholds": [0.5] * 3}}, "names must be a list of strings"),
+        ({"vocabulary": {"names": ["a", "b", "c"], "thresholds": "0.5"}}, "thresholds must be a list"),
+        ({"preprocessing": {**PRE.to_dict(), "mean": [0.5, 0.5]}}, r"preprocessing.mean must be a list of 3"),
+        ({"preprocessing": {**PRE.to_dict(), "image_size": 10**9}}, "image_size = 1000000000 is out of range"),
+        ({"files": ["model.safetensors"]}, "files must be an object"),
+    ],
+)
+def test_wrong_types_in_ramtag_json_are_one_line(saved, monkeypatch, change, message):
+    rewrite_meta(saved, **change)
+    _no_tensor_reads(monkeypatch)
+    with pytest.raises(WeightsError, match=message) as info:
+        load_weights(saved)
+    assert "ramtag.json: malformed" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_huge_architecture_is_refused_before_anything_is_built(saved, monkeypatch):
+    arch = SMALL.to_dict()
+    arch["swin"] = {**arch["swin"], "embed_dim": 10**6}
+    rewrite_meta(saved, architecture=arch)
+    _no_tensor_reads(monkeypatch)
+    with pytest.raises(WeightsError, match=r"architecture.swin.embed_dim = 1000000 is out of range"):
+        load_weights(saved)
+    arch = SMALL.to_dict()
+    arch["swin"] = {**arch["swin"], "depths": [100, 100, 100], "num_heads": [1, 2, 4]}
+    rewrite_meta(saved, architecture=arch)
+    with pytest.raises(WeightsError, match=r"more than 256 blocks"):
+        load_weights(saved)
+
+
+@pytest.mark.parametrize("num_tags", [2_000_000, 40_000])
+def test_announced_tag_count_is_checked_against_the_tensor_shapes(saved, monkeypatch, num_tags):
+    # issue 12 case 8: 2,000,000 tags in ramtag.json made ramtag allocate 208 GB before checking anything
+    names = [f"t{i}" for i in range(num_tags)]
+    rewrite_meta(saved, architecture={**SMALL.to_dict(), "num_tags": num_tags},
+                 vocabulary=Vocabulary(tuple(names), (0.5,) * num_tags).to_dict())
+    _no_tensor_reads(monkeypatch)
+    with pytest.raises(WeightsError) as info:
+        load_weights(saved)
+    msg = str(info.value)
+    if num_tags > 1_000_000:
+        assert "num_tags = 2000000 is out of range" in msg
+    else:  # within the bounds: the label_embed shape in the file's header disagrees
+        assert isinstance(info.value, CheckpointError)
+        assert f"label_embed ({3 * 51}, 512) vs ({num_tags * 51}, 512)" in msg and "\n" not in msg
