@@ -82,6 +82,33 @@ class SidecarError(RamtagError):
     """An existing XMP sidecar cannot be merged safely (not valid XML); it is left untouched."""
 
 
+class OutputError(RamtagError):
+    """A file could not be written (disk full, permission, name too long, unsafe link); the run goes on."""
+
+    @classmethod
+    def from_os(cls, e: OSError, path: object, what: str = "cannot write it") -> OutputError:
+        """One line naming ``path`` and the cause of ``e`` in words."""
+        return cls(f"{printable(path)}: {what} ({os_cause(e)})")
+
+
+def os_cause(e: OSError) -> str:
+    """The cause of an OSError in words a user can act on (errno names are not)."""
+    import errno
+
+    causes = {
+        errno.ENOSPC: "disk full",
+        getattr(errno, "EDQUOT", -1): "disk quota exceeded",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EROFS: "read-only file system",
+        errno.ENAMETOOLONG: "file name too long",
+        errno.ENOENT: "folder or file does not exist",
+        errno.EIO: "input/output error",
+    }
+    cause = causes.get(e.errno or 0) or e.strerror or type(e).__name__
+    return printable(cause)
+
+
 class ExiftoolError(RamtagError):
     """exiftool is missing, failed, or timed out while embedding metadata."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import RamtagError
+from .errors import OutputError, RamtagError, os_cause, printable
 from .options import TagOptions, WriteOptions
 from .results import ImageTags
 
@@ -359,7 +360,13 @@ class BackgroundWriter:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
-        self.writer.close()
+        try:
+            self.writer.close()
+        except (RamtagError, OSError) as e:  # e.g. the JSON Lines file could not be moved into place
+            msg = (
+                str(e) if isinstance(e, RamtagError) else str(OutputError.from_os(e, e.filename or "output"))
+            )
+            self.errors.append(("", msg))
 
     def _loop(self) -> None:
         while (res := self._queue.get()) is not None:
@@ -367,6 +374,8 @@ class BackgroundWriter:
                 self.write_one(res)
             except RamtagError as e:
                 self.errors.append((str(res.path), str(e)))
+            except OSError as e:  # a write site that did not name its file: still one line, counted once
+                self.errors.append((str(res.path), str(OutputError.from_os(e, res.path))))
             except Exception as e:  # a writer bug must not lose the rest of the run
                 log.exception("writing %s failed", res.path)
                 self.errors.append((str(res.path), f"writing failed: {e}"))
@@ -393,4 +402,12 @@ class BackgroundWriter:
         if outcome.action == "fallback-sidecar" and outcome.message:
             self.summary.notes.append(outcome.message)
         if self.record is not None and res.path is not None:
-            record_done(self.record, res.path)
+            try:
+                record_done(self.record, res.path)
+            except (OSError, sqlite3.Error) as e:  # the tags are written: one note, stop recording
+                cause = os_cause(e) if isinstance(e, OSError) else printable(str(e))
+                self.summary.notes.append(
+                    f"{printable(self.record.state.path)}: cannot record progress ({cause}); the tags were "
+                    "written, but the next run checks these images again"
+                )
+                self.record = None

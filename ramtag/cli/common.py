@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+from ..errors import printable
 from ..options import PRECISIONS
 from ..writers import WRITERS
 
@@ -31,8 +32,24 @@ except ImportError:  # pragma: no cover - older typer on the click package
 UsageErrors = click_errors.UsageError  # bad option, value or argument: click/typer found it
 NoArgsIsHelp = getattr(click_errors, "NoArgsIsHelpError", ())  # `ramtag` alone: show the help
 
-err = Console(stderr=True, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+
+class _SafeConsole(Console):
+    """Escapes control characters in every string it prints: file names and LLM answers come from
+    outside, and an ESC in them would otherwise drive the user's terminal."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(
+            *(printable(o, keep_newlines=True) if isinstance(o, str) else o for o in objects), **kwargs
+        )
+
+
+class _PrintableFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), keep_newlines=True)
+
+
+err = _SafeConsole(stderr=True, soft_wrap=True)
+out = _SafeConsole(highlight=False, soft_wrap=True)
 
 
 class _State:
@@ -45,7 +62,9 @@ state = _State()
 def setup_logging(verbose: bool, quiet: bool = False) -> None:
     state.verbose = verbose
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PrintableFormatter("%(levelname)s: %(message)s"))  # names from outside: escaped
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def _words(param: Any, show_default_is_str: bool, typer_default: Any) -> str:

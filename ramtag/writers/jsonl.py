@@ -14,7 +14,7 @@ import logging
 import threading
 from pathlib import Path
 
-from ramtag.errors import UsageError
+from ramtag.errors import OutputError, UsageError, os_cause
 from ramtag.results import ImageTags
 from ramtag.writers.atomic import AtomicFile
 from ramtag.writers.base import WriteOutcome
@@ -22,6 +22,7 @@ from ramtag.writers.base import WriteOutcome
 log = logging.getLogger(__name__)
 
 DEFAULT_JSONL = "ramtag-tags.jsonl"
+_KEPT = "cannot write it; the earlier file was left as it was"
 
 
 class JsonlWriter:
@@ -42,6 +43,7 @@ class JsonlWriter:
                     f"--json {self.path}: cannot write there ({e.strerror}); pick another file"
                 ) from e
         self._closed = False
+        self._failure: str | None = None  # why the file could not be written (disk full, ...)
 
     def write(self, result: ImageTags) -> WriteOutcome:
         d = result.to_dict()
@@ -50,12 +52,22 @@ class JsonlWriter:
         tags = tuple(result.tag_names())
         if self.dry_run:
             return WriteOutcome(result.path, self.path, "dry-run", f"{self.path}: would add 1 line", tags)
-        line = (json.dumps(d, ensure_ascii=False) + "\n").encode("utf-8")
+        try:
+            line = (json.dumps(d, ensure_ascii=False) + "\n").encode("utf-8")
+        except UnicodeEncodeError:  # a file name that is not UTF-8: \udcxx escapes (json reads them back)
+            line = (json.dumps(d, ensure_ascii=True) + "\n").encode("ascii")
         with self._lock:
+            if self._failure is not None:
+                raise OutputError(f"{self.path}: not written ({self._failure}, see above)")
             if self._out is None or self._closed:
                 raise ValueError(f"{self.path}: JSON Lines writer is closed")
-            self._out.write(line)
-            self._out.file.flush()
+            try:
+                self._out.write(line)
+                self._out.file.flush()
+            except OSError as e:
+                self._out.discard()
+                self._failure = os_cause(e)
+                raise OutputError.from_os(e, self.path, _KEPT) from None
             if d["path"] is not None:
                 self._seen.add(d["path"])
         return WriteOutcome(result.path, self.path, "written", f"{self.path}: 1 line", tags)
@@ -75,6 +87,9 @@ class JsonlWriter:
                             if raw.strip() and self._key(raw) not in self._seen:
                                 out.write(raw if raw.endswith(b"\n") else raw + b"\n")
                 out.commit()
+            except OSError as e:
+                out.discard()
+                raise OutputError.from_os(e, self.path, _KEPT) from None
             except BaseException:
                 out.discard()
                 raise
