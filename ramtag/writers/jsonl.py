@@ -75,8 +75,8 @@ class JsonlWriter:
     def close(self) -> None:
         """Keep earlier runs' lines for images not in this run and move the file into place."""
         with self._lock:
-            if self._closed or self._out is None:
-                self._closed = True
+            if self._closed or self._out is None or self._failure is not None:
+                self._closed = True  # (after a failure the temporary file is already gone)
                 return
             self._closed = True
             out = self._out
