@@ -19,6 +19,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from fake_llm_server import fake_llm  # noqa: F401
+from test_cli import tiny_weights  # noqa: F401
 
 from ramtag import api
 from ramtag.errors import OutputError, printable
@@ -413,3 +415,38 @@ def test_xmp_writer_takes_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     lib = library(tmp_path, ["a.jpg"])
     XmpSidecarWriter().write(ImageTags(lib / "a.jpg", [TagScore("cat", 0.9, 0.5)]))
     assert seen == ["a.jpg"]
+
+
+# -------------------------------------------------------------------------- through the `ramtag` command
+def test_open_set_of_only_commas_is_a_usage_error(
+    tiny_weights: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from test_cli import run_cli
+
+    lib = library(tmp_path, ["a.jpg"])
+    args = ["tag", str(lib), "--weights", tiny_weights, "--open-set", ",,,,", "--only-open-set"]
+    code, _, err = run_cli([*args, "--write", "none"], monkeypatch, capsys)
+    assert code == 2, err
+    assert "names no tag" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_describe_shows_cached_descriptions_without_an_llm(
+    fake_llm: Any,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from test_cli import run_cli
+
+    code, first, err = run_cli(
+        ["describe", "owl", "--llm-base-url", fake_llm.url, "--llm-model", "m"], monkeypatch, capsys
+    )
+    assert code == 0, err
+    hits = fake_llm.hits
+    code, again, err = run_cli(["describe", "owl"], monkeypatch, capsys)  # no LLM configured
+    assert code == 0, err
+    assert again == first and fake_llm.hits == hits
+    code, _, err = run_cli(["describe", "eagle"], monkeypatch, capsys)
+    assert code == 1 and "no cached descriptions of 'eagle' and no LLM configured" in err
