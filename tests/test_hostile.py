@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from fake_llm_server import fake_llm  # noqa: F401
 from test_cli import tiny_weights  # noqa: F401
+from test_hub import fake  # noqa: F401
 
 from ramtag import api
 from ramtag.errors import OutputError, printable
@@ -450,3 +451,23 @@ def test_describe_shows_cached_descriptions_without_an_llm(
     assert again == first and fake_llm.hits == hits
     code, _, err = run_cli(["describe", "eagle"], monkeypatch, capsys)
     assert code == 1 and "no cached descriptions of 'eagle' and no LLM configured" in err
+
+
+# ------------------------------------------------------------------ downloads: a trickling server too
+def test_a_trickling_download_is_cut_and_bounded(
+    fake: Any,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from test_hub import raw_file
+
+    from ramtag import hub
+    from ramtag.errors import DownloadError
+
+    monkeypatch.setattr(hub, "_STALL_SECONDS", 0.5)
+    monkeypatch.setattr(hub, "_MIN_RATE", 100)
+    f = raw_file(fake, b"x" * 5000)
+    fake.trickle["/gh/owner/repo/abc/data/tags.txt"] = 0.05  # 20 bytes/s: each read is quick, the file is not
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError, match=r"failed \(slower than 0 KB/s for \d+ s\)"):
+        hub.fetch_url(f, progress=False, attempts=2)
+    assert time.monotonic() - t0 < 10 and fake.count("GET") == 2
