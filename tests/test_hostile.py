@@ -471,3 +471,14 @@ def test_a_trickling_download_is_cut_and_bounded(
     with pytest.raises(DownloadError, match=r"failed \(slower than 0 KB/s for \d+ s\)"):
         hub.fetch_url(f, progress=False, attempts=2)
     assert time.monotonic() - t0 < 10 and fake.count("GET") == 2
+
+
+def test_a_tag_list_with_control_characters_is_refused(tmp_path: Path) -> None:
+    from ramtag.errors import VocabularyError
+    from ramtag.tags.vocab import read_tag_list
+
+    f = tmp_path / "tags.txt"
+    f.write_text("cat\nbad\x1b[31mtag\ndog\n", encoding="utf-8")
+    with pytest.raises(VocabularyError, match=r"line 2 .*control character \\x1b; remove it") as e:
+        read_tag_list(f)
+    assert "\x1b" not in str(e.value)
