@@ -186,10 +186,10 @@ def _no_tensor_reads(monkeypatch):
          r"architecture.swin.depths must be a list"),
         ({"architecture": {**SMALL.to_dict(), "decoder": {**SMALL.to_dict()["decoder"], "num_heads": True}}},
          "decoder.num_heads must be an integer, not bool"),
-        ({"vocabulary": {"names": ["a", 2, "c"], "thresholds": [0.5] * 3}}, "names must be a list of strings"),
+        ({"vocabulary": {"names": ["a", 2, "c"], "thresholds": [0.5] * 3}}, "names must be a list of str"),
         ({"vocabulary": {"names": ["a", "b", "c"], "thresholds": "0.5"}}, "thresholds must be a list"),
         ({"preprocessing": {**PRE.to_dict(), "mean": [0.5, 0.5]}}, r"preprocessing.mean must be a list of 3"),
-        ({"preprocessing": {**PRE.to_dict(), "image_size": 10**9}}, "image_size = 1000000000 is out of range"),
+        ({"preprocessing": {**PRE.to_dict(), "image_size": 10**9}}, "image_size = 1000000000 is out of"),
         ({"files": ["model.safetensors"]}, "files must be an object"),
     ],
 )
