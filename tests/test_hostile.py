@@ -308,26 +308,30 @@ _RACER = textwrap.dedent(
 
     def slow_read(self, path, wanted):
         meta = real_read(self, path, wanted)
-        if first:  # hold the read-merge-write window open until the second run has read too (or 4 s)
-            print("READ", flush=True)
-            t0 = time.monotonic()
-            while not marker.exists() and time.monotonic() - t0 < 4:
+        if first:  # hold the read-merge-write window open until the second run has written
+            print("READ", flush=True)  # (with the lock it cannot: then 5 s after it started)
+            started, t0 = marker.with_suffix(".started"), time.monotonic()
+            while not marker.exists() and time.monotonic() - t0 < 60:
+                if started.exists() and time.time() - started.stat().st_mtime > 5:
+                    break
                 time.sleep(0.05)
-        else:
-            marker.touch()
         return meta
 
     et.ExiftoolSession.read = slow_read
+    if not first:
+        marker.with_suffix(".started").touch()
     writer = et.ExiftoolWriter(backup=False, model="race")
     writer.write(ImageTags(image, [TagScore(t, 0.9, 0.5) for t in tags]))
     writer.close()
+    if not first:
+        marker.touch()
     """
 )
 
 
 def _race(image: Path, lock: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    marker = image.with_suffix(".second-read")
+    marker = image.with_suffix(".second-done")
     cmd = [sys.executable, "-c", _RACER, str(image)]
     first = subprocess.Popen([*cmd, "cat,dog", lock, str(marker)], env=env, stdout=subprocess.PIPE, text=True)
     assert first.stdout is not None and first.stdout.readline().strip() == "READ"  # inside its window
