@@ -56,9 +56,13 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
-        return cls(image_size=int(data["image_size"]), mean=_triple(data["mean"]), std=_triple(data["std"]),
-                   interpolation=str(data.get("interpolation", "bilinear")),
-                   resize=str(data.get("resize", "squash")))
+        return cls(
+            image_size=int(data["image_size"]),
+            mean=_triple(data["mean"]),
+            std=_triple(data["std"]),
+            interpolation=str(data.get("interpolation", "bilinear")),
+            resize=str(data.get("resize", "squash")),
+        )
 
 
 def _triple(values: Any) -> tuple[float, float, float]:
@@ -82,8 +86,15 @@ class LoadedWeights:
     directory: Path | None = None  # where it was read from
 
 
-def save_weights(directory: str | Path, *, state_dict: Mapping[str, Tensor], config: RamPlusConfig,
-                 vocabulary: Vocabulary, preprocessing: Preprocessing, provenance: Mapping[str, Any]) -> Path:
+def save_weights(
+    directory: str | Path,
+    *,
+    state_dict: Mapping[str, Tensor],
+    config: RamPlusConfig,
+    vocabulary: Vocabulary,
+    preprocessing: Preprocessing,
+    provenance: Mapping[str, Any],
+) -> Path:
     """Write ``model.safetensors`` + ``ramtag.json`` into ``directory`` (created if needed); returns it.
 
     ``provenance`` is free-form JSON (source repo/revision/URLs, sha256 of the source files, where each
@@ -93,8 +104,10 @@ def save_weights(directory: str | Path, *, state_dict: Mapping[str, Tensor], con
     from safetensors.torch import save_file
 
     if len(vocabulary) != config.num_tags:
-        raise VocabularyError(f"{directory}: the vocabulary has {len(vocabulary)} tags but the architecture "
-                              f"has {config.num_tags}; pass the tag list that belongs to these weights")
+        raise VocabularyError(
+            f"{directory}: the vocabulary has {len(vocabulary)} tags but the architecture "
+            f"has {config.num_tags}; pass the tag list that belongs to these weights"
+        )
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
@@ -138,8 +151,10 @@ def load_weights(directory: str | Path, *, verify: bool = False) -> LoadedWeight
         raise WeightsError(f"{meta_path}: not a ramtag weights description (format != {FORMAT!r}); {_FIX}")
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-        raise WeightsError(f"{meta_path}: format version {version!r} is not supported by this ramtag "
-                           f"(reads version {FORMAT_VERSION}); upgrade ramtag or {_FIX}")
+        raise WeightsError(
+            f"{meta_path}: format version {version!r} is not supported by this ramtag "
+            f"(reads version {FORMAT_VERSION}); upgrade ramtag or {_FIX}"
+        )
     problem = _check_meta(meta)
     if problem:
         raise WeightsError(f"{meta_path}: malformed ({problem}); {_FIX}")
@@ -152,13 +167,16 @@ def load_weights(directory: str | Path, *, verify: bool = False) -> LoadedWeight
     try:
         vocabulary = Vocabulary.from_dict(vocab_data)
     except (KeyError, TypeError, ValueError) as e:
-        raise VocabularyError(f"{meta_path}: malformed vocabulary ({type(e).__name__}: {e}); "
-                              f"{_FIX}") from None
+        raise VocabularyError(
+            f"{meta_path}: malformed vocabulary ({type(e).__name__}: {e}); {_FIX}"
+        ) from None
     except VocabularyError as e:
         raise VocabularyError(f"{meta_path}: {e}; {_FIX}") from None
     if len(vocabulary) != config.num_tags:
-        raise VocabularyError(f"{meta_path}: the vocabulary has {len(vocabulary)} tags but the architecture "
-                              f"has {config.num_tags} (num_tags); {_FIX}")
+        raise VocabularyError(
+            f"{meta_path}: the vocabulary has {len(vocabulary)} tags but the architecture "
+            f"has {config.num_tags} (num_tags); {_FIX}"
+        )
 
     if not model_path.is_file():
         raise WeightsError(f"{model_path}: not found; {_FIX}")
@@ -167,8 +185,10 @@ def load_weights(directory: str | Path, *, verify: bool = False) -> LoadedWeight
     if not isinstance(recorded, dict):
         raise WeightsError(f"{meta_path}: malformed (files.{MODEL_FILE} is not an object); {_FIX}")
     if "bytes" in recorded and recorded["bytes"] != size:
-        raise WeightsError(f"{model_path}: {size} bytes but {recorded['bytes']} were written (incomplete or "
-                           f"replaced file); {_FIX}")
+        raise WeightsError(
+            f"{model_path}: {size} bytes but {recorded['bytes']} were written (incomplete or "
+            f"replaced file); {_FIX}"
+        )
     if verify and "sha256" in recorded and sha256_file(model_path) != recorded["sha256"]:
         raise WeightsError(f"{model_path}: sha256 does not match {META_FILE} (corrupt file); {_FIX}")
     # Every tensor's name and shape (from the file's header) must fit the architecture before anything
@@ -180,17 +200,35 @@ def load_weights(directory: str | Path, *, verify: bool = False) -> LoadedWeight
     try:
         state_dict = load_file(str(model_path), device="cpu")
     except Exception as e:  # SafetensorError, OSError: whatever the bytes are, they are never unpickled
-        raise CheckpointError(f"{model_path}: not a valid safetensors file ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200] if str(e) else ''}); {_FIX}") from None
-    return LoadedWeights(config=config, state_dict=state_dict, vocabulary=vocabulary,
-                         preprocessing=preprocessing, metadata=meta, directory=d)
+        raise CheckpointError(
+            f"{model_path}: not a valid safetensors file ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''}); {_FIX}"
+        ) from None
+    return LoadedWeights(
+        config=config,
+        state_dict=state_dict,
+        vocabulary=vocabulary,
+        preprocessing=preprocessing,
+        metadata=meta,
+        directory=d,
+    )
 
 
 # Bounds no RAM++ variant comes near (Swin-L: 24 blocks, 192 channels, 384 px), checked before a model is
 # even built on the meta device; the tensor shapes in the file are checked against the architecture next.
-_MAX_INT = {"img_size": 4096, "patch_size": 64, "embed_dim": 4096, "window_size": 256, "hidden_size": 16384,
-            "num_layers": 64, "num_heads": 1024, "intermediate_size": 65536, "descriptions_per_tag": 4096,
-            "num_tags": 1_000_000, "image_size": 4096}
+_MAX_INT = {
+    "img_size": 4096,
+    "patch_size": 64,
+    "embed_dim": 4096,
+    "window_size": 256,
+    "hidden_size": 16384,
+    "num_layers": 64,
+    "num_heads": 1024,
+    "intermediate_size": 65536,
+    "descriptions_per_tag": 4096,
+    "num_tags": 1_000_000,
+    "image_size": 4096,
+}
 _MAX_BLOCKS = 256  # Swin blocks over all stages
 _MAX_HEADER = 100 * 2**20  # safetensors JSON header bytes (Swin-L's is ~60 KB)
 
@@ -216,12 +254,21 @@ def _check_meta(meta: dict[str, Any]) -> str | None:
         if not isinstance(arch.get(part, {}), dict):
             return f"architecture.{part} must be an object"
     swin, decoder = arch.get("swin", {}), arch.get("decoder", {})
-    checks = [(v, f"architecture.{k}") for k, v in arch.items() if k in ("embed_dim", "descriptions_per_tag",
-                                                                            "num_tags")]
-    checks += [(v, f"architecture.swin.{k}") for k, v in swin.items()
-               if k in ("img_size", "patch_size", "embed_dim", "window_size")]
-    checks += [(v, f"architecture.decoder.{k}") for k, v in decoder.items()
-               if k in ("hidden_size", "num_layers", "num_heads", "intermediate_size")]
+    checks = [
+        (v, f"architecture.{k}")
+        for k, v in arch.items()
+        if k in ("embed_dim", "descriptions_per_tag", "num_tags")
+    ]
+    checks += [
+        (v, f"architecture.swin.{k}")
+        for k, v in swin.items()
+        if k in ("img_size", "patch_size", "embed_dim", "window_size")
+    ]
+    checks += [
+        (v, f"architecture.decoder.{k}")
+        for k, v in decoder.items()
+        if k in ("hidden_size", "num_layers", "num_heads", "intermediate_size")
+    ]
     for key in ("depths", "num_heads"):
         values = swin.get(key, [1])
         if not isinstance(values, list) or not 1 <= len(values) <= 8:
@@ -234,26 +281,33 @@ def _check_meta(meta: dict[str, Any]) -> str | None:
             return problem
     if sum(swin.get("depths", [])) > _MAX_BLOCKS:
         return f"architecture.swin.depths has more than {_MAX_BLOCKS} blocks"
-    for value, name in ((swin.get("mlp_ratio", 4.0), "swin.mlp_ratio"),
-                        (decoder.get("layer_norm_eps", 1e-12), "decoder.layer_norm_eps")):
+    for value, name in (
+        (swin.get("mlp_ratio", 4.0), "swin.mlp_ratio"),
+        (decoder.get("layer_norm_eps", 1e-12), "decoder.layer_norm_eps"),
+    ):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 64:
             return f"architecture.{name} must be a positive number up to 64"
     names, thresholds, zh = vocab.get("names"), vocab.get("thresholds"), vocab.get("names_zh")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         return "vocabulary.names must be a list of strings"
     if not isinstance(thresholds, list) or not all(
-            isinstance(t, (int, float)) and not isinstance(t, bool) for t in thresholds):
+        isinstance(t, (int, float)) and not isinstance(t, bool) for t in thresholds
+    ):
         return "vocabulary.thresholds must be a list of numbers"
     if zh is not None and (not isinstance(zh, list) or not all(isinstance(n, str) for n in zh)):
         return "vocabulary.names_zh must be a list of strings"
     open_set = vocab.get("open_set")
-    if open_set is not None and (not isinstance(open_set, list)
-                                 or not all(isinstance(b, bool) for b in open_set)):
+    if open_set is not None and (
+        not isinstance(open_set, list) or not all(isinstance(b, bool) for b in open_set)
+    ):
         return "vocabulary.open_set must be a list of true/false"
     for key in ("mean", "std"):
         value = pre.get(key)
-        if not isinstance(value, list) or len(value) != 3 or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        if (
+            not isinstance(value, list)
+            or len(value) != 3
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        ):
             return f"preprocessing.{key} must be a list of 3 numbers"
     if not isinstance(meta.get("files") or {}, dict):
         return "files must be an object"
@@ -269,6 +323,7 @@ class _Shape:
 
 def _header_shapes(path: Path, size: int) -> dict[str, Any]:
     """name -> shape of every tensor in a safetensors file, read from its JSON header only."""
+
     def bad(why: str) -> CheckpointError:
         return CheckpointError(f"{path}: not a valid safetensors file ({why}); {_FIX}")
 
@@ -296,8 +351,9 @@ def _header_shapes(path: Path, size: int) -> dict[str, Any]:
     return shapes
 
 
-def build_model(loaded: LoadedWeights, device: str | torch.device | None = None,
-                dtype: torch.dtype | None = None) -> RamPlus:
+def build_model(
+    loaded: LoadedWeights, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> RamPlus:
     """A :class:`RamPlus` holding ``loaded``'s tensors (strict: every key and shape must match), in eval mode.
 
     The model is created on the meta device (no random init), so building Swin-L costs no extra time;
@@ -324,9 +380,12 @@ def build_model(loaded: LoadedWeights, device: str | torch.device | None = None,
 
 def _can_recompute_buffers(model: torch.nn.Module) -> bool:
     """True when every module with buffers can refill them (timm >= 1.0.20 style)."""
-    return all(callable(getattr(m, "init_non_persistent_buffers", None))
-               for m in model.modules() if any(True for _ in m.buffers(recurse=False)) or
-               type(m).__name__ in ("WindowAttention", "SwinTransformerBlock"))
+    return all(
+        callable(getattr(m, "init_non_persistent_buffers", None))
+        for m in model.modules()
+        if any(True for _ in m.buffers(recurse=False))
+        or type(m).__name__ in ("WindowAttention", "SwinTransformerBlock")
+    )
 
 
 def _recompute_buffers(model: torch.nn.Module) -> None:

@@ -41,8 +41,14 @@ def model() -> RamPlus:
 
 @pytest.fixture
 def saved(tmp_path, model) -> Path:
-    return save_weights(tmp_path / "w", state_dict=model.state_dict(), config=SMALL, vocabulary=VOCAB,
-                        preprocessing=PRE, provenance=PROVENANCE)
+    return save_weights(
+        tmp_path / "w",
+        state_dict=model.state_dict(),
+        config=SMALL,
+        vocabulary=VOCAB,
+        preprocessing=PRE,
+        provenance=PROVENANCE,
+    )
 
 
 def rewrite_meta(directory: Path, **changes) -> None:
@@ -85,8 +91,14 @@ def test_built_model_equals_the_original(saved, model):
 
 def test_save_twice_replaces_the_files(saved, model):
     vocab = Vocabulary(("a", "b", "c"), (0.5, 0.5, 0.5))
-    save_weights(saved, state_dict=model.state_dict(), config=SMALL, vocabulary=vocab,
-                 preprocessing=OFFICIAL_PREPROCESSING, provenance={})
+    save_weights(
+        saved,
+        state_dict=model.state_dict(),
+        config=SMALL,
+        vocabulary=vocab,
+        preprocessing=OFFICIAL_PREPROCESSING,
+        provenance={},
+    )
     loaded = load_weights(saved)
     assert loaded.vocabulary.names == ("a", "b", "c") and loaded.preprocessing == OFFICIAL_PREPROCESSING
     assert sorted(os.listdir(saved)) == ["model.safetensors", "ramtag.json"]
@@ -94,8 +106,14 @@ def test_save_twice_replaces_the_files(saved, model):
 
 def test_saving_a_mismatched_vocabulary_fails(tmp_path, model):
     with pytest.raises(VocabularyError, match="has 2 tags but the architecture has 3"):
-        save_weights(tmp_path / "w", state_dict=model.state_dict(), config=SMALL,
-                     vocabulary=Vocabulary(("a", "b"), (0.5, 0.5)), preprocessing=PRE, provenance={})
+        save_weights(
+            tmp_path / "w",
+            state_dict=model.state_dict(),
+            config=SMALL,
+            vocabulary=Vocabulary(("a", "b"), (0.5, 0.5)),
+            preprocessing=PRE,
+            provenance={},
+        )
 
 
 def test_mismatched_vocabulary_length_is_a_clear_error(saved):
@@ -156,8 +174,9 @@ def test_build_model_is_strict(saved):
 
 def test_half_precision_files_build_a_float32_model(tmp_path, model):
     half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    directory = save_weights(tmp_path / "half", state_dict=half, config=SMALL, vocabulary=VOCAB,
-                             preprocessing=PRE, provenance={})
+    directory = save_weights(
+        tmp_path / "half", state_dict=half, config=SMALL, vocabulary=VOCAB, preprocessing=PRE, provenance={}
+    )
     assert load_weights(directory).state_dict["label_embed"].dtype == torch.float16
     built = build_model(load_weights(directory))
     assert {p.dtype for p in built.parameters()} == {torch.float32}
@@ -182,10 +201,19 @@ def _no_tensor_reads(monkeypatch):
         ({"architecture": "swin_l_384"}, "architecture must be an object, not str"),
         ({"vocabulary": [1, 2]}, "vocabulary must be an object"),
         ({"architecture": {**SMALL.to_dict(), "num_tags": "3"}}, "architecture.num_tags must be an integer"),
-        ({"architecture": {**SMALL.to_dict(), "swin": {**SMALL.to_dict()["swin"], "depths": 2}}},
-         r"architecture.swin.depths must be a list"),
-        ({"architecture": {**SMALL.to_dict(), "decoder": {**SMALL.to_dict()["decoder"], "num_heads": True}}},
-         "decoder.num_heads must be an integer, not bool"),
+        (
+            {"architecture": {**SMALL.to_dict(), "swin": {**SMALL.to_dict()["swin"], "depths": 2}}},
+            r"architecture.swin.depths must be a list",
+        ),
+        (
+            {
+                "architecture": {
+                    **SMALL.to_dict(),
+                    "decoder": {**SMALL.to_dict()["decoder"], "num_heads": True},
+                }
+            },
+            "decoder.num_heads must be an integer, not bool",
+        ),
         ({"vocabulary": {"names": ["a", 2, "c"], "thresholds": [0.5] * 3}}, "names must be a list of str"),
         ({"vocabulary": {"names": ["a", "b", "c"], "thresholds": "0.5"}}, "thresholds must be a list"),
         ({"preprocessing": {**PRE.to_dict(), "mean": [0.5, 0.5]}}, r"preprocessing.mean must be a list of 3"),
@@ -219,8 +247,11 @@ def test_huge_architecture_is_refused_before_anything_is_built(saved, monkeypatc
 def test_announced_tag_count_is_checked_against_the_tensor_shapes(saved, monkeypatch, num_tags):
     # issue 12 case 8: 2,000,000 tags in ramtag.json made ramtag allocate 208 GB before checking anything
     names = [f"t{i}" for i in range(num_tags)]
-    rewrite_meta(saved, architecture={**SMALL.to_dict(), "num_tags": num_tags},
-                 vocabulary=Vocabulary(tuple(names), (0.5,) * num_tags).to_dict())
+    rewrite_meta(
+        saved,
+        architecture={**SMALL.to_dict(), "num_tags": num_tags},
+        vocabulary=Vocabulary(tuple(names), (0.5,) * num_tags).to_dict(),
+    )
     _no_tensor_reads(monkeypatch)
     with pytest.raises(WeightsError) as info:
         load_weights(saved)
