@@ -350,6 +350,7 @@ class BackgroundWriter:
         self.writer, self.summary, self.record = writer, summary, record
         self.on_write, self.progress = on_write, progress
         self.errors: list[tuple[str, str]] = []
+        self._recorded: list[Path] = []  # recorded as done by this run (forgotten if close() fails)
         self._queue: queue.Queue[ImageTags | None] = queue.Queue(maxsize=256)
         self._thread = threading.Thread(target=self._loop, name="ramtag-writer", daemon=True)
         self._thread.start()
@@ -363,6 +364,8 @@ class BackgroundWriter:
         try:
             self.writer.close()
         except (RamtagError, OSError) as e:  # e.g. the JSON Lines file could not be moved into place
+            if self.record is not None:  # what this run recorded is not durable after all: redo it next time
+                self.record.state.forget(self._recorded, self.record.key)
             msg = (
                 str(e) if isinstance(e, RamtagError) else str(OutputError.from_os(e, e.filename or "output"))
             )
@@ -404,6 +407,7 @@ class BackgroundWriter:
         if self.record is not None and res.path is not None:
             try:
                 record_done(self.record, res.path)
+                self._recorded.append(res.path)
             except (OSError, sqlite3.Error) as e:  # the tags are written: one note, stop recording
                 cause = os_cause(e) if isinstance(e, OSError) else printable(str(e))
                 self.summary.notes.append(

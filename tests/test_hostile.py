@@ -182,10 +182,12 @@ def test_json_lines_full_disk_at_the_end_is_reported_not_raised(
     out = tmp_path / "tags.jsonl"
     _fail_on(monkeypatch, "fsync", errno.ENOSPC)
     summary = run(lib, mode="json", json_path=out)  # used to raise out of the run: no summary
-    assert summary.failed == [
-        (str(out), f"{out}: cannot write it; the earlier file was left as it was (disk full)")
-    ]
+    reasons = [reason for _, reason in summary.failed]
+    assert reasons == [f"{out}: cannot write it; the earlier file was left as it was (disk full)"]
     assert not out.exists() and leftovers(tmp_path) == []
+    monkeypatch.undo()
+    again = run(lib, mode="json", json_path=out)  # not recorded as done: the next run writes it
+    assert again.written == 1 and again.unchanged == 0 and out.is_file()
 
 
 def test_json_lines_stores_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
