@@ -410,3 +410,33 @@ def test_describe_asks_the_server_for_its_model(fake_llm: FakeLLM) -> None:  # n
     fake_llm.models = ["a", "b"]
     with pytest.raises(LLMError, match=r"serves 2 models.*--llm-model"):
         describe_tags(["eagle"], LLMSettings(base_url=fake_llm.url))
+
+
+def test_too_few_descriptions_fall_back_for_that_tag_only(
+    fake_llm: FakeLLM,  # noqa: F811
+    tiny_clip_file: Path,
+    builtin: Vocabulary,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # issue 13.6: an LLM that repeats itself for one tag gets that tag template embeddings (one warning);
+    # the other tags are still described by the LLM
+    def answer(prompt: str, k: int) -> str:
+        return "A gadget." if "gizmo" in prompt else f"Owl answer {k}."
+
+    fake_llm.answer = answer
+    caplog.set_level(logging.WARNING)
+    result = build_open_set(
+        ["gizmo", "owl"], llm=llm_settings(fake_llm), vocabulary=builtin, clip_file=tiny_clip_file
+    )
+    assert result.sources == {"gizmo": "templates", "owl": "llm"}
+    assert (
+        len(result.warnings) == 1 and "only 1 distinct usable descriptions of 'gizmo'" in result.warnings[0]
+    )
+    with pytest.raises(LLMError, match="only 1 distinct usable descriptions of 'gizmo'"):
+        build_open_set(
+            ["gizmo"],
+            llm=llm_settings(fake_llm),
+            vocabulary=builtin,
+            clip_file=tiny_clip_file,
+            require_llm=True,
+        )

@@ -134,6 +134,10 @@ def clean_answer(text: str) -> str | None:
     return out
 
 
+class TooFewDescriptions(LLMError):
+    """The LLM answered, but with too few distinct usable descriptions of one tag (others may be fine)."""
+
+
 def finalize(
     tag: str, answers: Sequence[str], total: int = DESCRIPTIONS_PER_TAG, minimum: int = MIN_DESCRIPTIONS
 ) -> list[str]:
@@ -152,7 +156,7 @@ def finalize(
                 kept.append(c)
     if len(kept) < max(1, minimum):
         got = f"only {len(kept)} distinct usable descriptions" if kept else "no usable description"
-        raise LLMError(
+        raise TooFewDescriptions(
             f"the LLM gave {got} of {tag!r} (at least {max(1, minimum)} needed; the rest were refusals, "
             "empty or repeated answers); try another model with --llm-model / RAMTAG_LLM_MODEL"
         )

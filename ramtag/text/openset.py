@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from ..errors import InputError, LLMError, UsageError, printable
 from ..tags.vocab import OPEN_SET_THRESHOLD, Vocabulary
 from .cache import TextCache
-from .describe import DESCRIPTIONS_PER_TAG, generate_descriptions, load_descriptions
+from .describe import DESCRIPTIONS_PER_TAG, TooFewDescriptions, generate_descriptions, load_descriptions
 from .llm import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, LLMClient, LLMSettings
 from .templates import TEMPLATE_SET_VERSION, fill_templates
 
@@ -168,6 +168,7 @@ class _Describer:
         self.use_cache = use_cache
         self.failure: str | None = None if settings.configured else "no LLM configured"
         self.before_llm = before_llm  # called once before the first LLM request (CLIP check)
+        self.tag_failures: dict[str, str] = {}  # tag -> why its answers were unusable (the LLM itself works)
 
     def _model(self) -> str | None:
         if self.failure is not None:
@@ -201,6 +202,9 @@ class _Describer:
             check()
         try:
             descs = generate_descriptions(tag, self.client)
+        except TooFewDescriptions as e:  # this tag only: the next tag still asks the LLM
+            self.tag_failures[tag] = str(e)
+            return None, ""
         except LLMError as e:
             self.failure = str(e)
             return None, ""
@@ -224,6 +228,8 @@ def describe_tags(
     for tag in tags:
         descs, _ = d.get(tag)
         if descs is None:
+            if tag in d.tag_failures:
+                raise LLMError(d.tag_failures[tag])
             if d.failure != "no LLM configured":
                 raise LLMError(str(d.failure))
             raise LLMError(
@@ -348,10 +354,10 @@ def build_open_set(
         else:
             if require_llm:
                 assert describer is not None
+                why = describer.tag_failures.get(t.name) or describer.failure
                 raise LLMError(
-                    f"open-set tag {t.name!r} needs LLM descriptions (--require-llm) but "
-                    f"{describer.failure}; configure {ENV_API_KEY} or --llm-base-url / {ENV_BASE_URL}, "
-                    "or pass --descriptions FILE"
+                    f"open-set tag {t.name!r} needs LLM descriptions (--require-llm) but {why}; configure "
+                    f"{ENV_API_KEY} or --llm-base-url / {ENV_BASE_URL}, or pass --descriptions FILE"
                 )
             emb = embed_templates(t.name, encoder, cache)
             source = "templates"
@@ -364,8 +370,9 @@ def build_open_set(
         embeds.append(emb)
         result.sources[t.name] = source
     if fallback:
-        assert describer is not None and describer.failure is not None
-        msg = _fallback_message(describer.failure, fallback)
+        assert describer is not None
+        reason = describer.failure or "; ".join(describer.tag_failures.get(t, "") for t in fallback[:2])
+        msg = _fallback_message(reason, fallback)
         log.warning("%s", msg)
         result.warnings.append(msg)
 
