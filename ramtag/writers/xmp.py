@@ -1096,6 +1096,12 @@ def _combined(outcomes: list[WriteOutcome]) -> WriteOutcome:
 def untag_sidecar(sidecar: Path, *, image: Path | None = None, dry_run: bool = False) -> WriteOutcome:
     """Remove ramtag's keywords and record from one sidecar (deleting it if ramtag created it and
     nothing else is left). Raises :class:`SidecarError` for a malformed sidecar."""
+    lock_on = image if image is not None and image.exists() else sidecar  # the same lock as tagging takes
+    with contextlib.nullcontext() if dry_run else file_lock(lock_on):
+        return _untag_sidecar(sidecar, image=image, dry_run=dry_run)
+
+
+def _untag_sidecar(sidecar: Path, *, image: Path | None, dry_run: bool) -> WriteOutcome:
     try:
         data = read_sidecar(sidecar)
     except OSError as e:
