@@ -371,9 +371,14 @@ class LLMClient:
             except _Retry as r:
                 retry = r
             if attempt >= s.max_retries:
+                if retry.reason.startswith("no answer within"):
+                    hint = "try again later, or raise the timeout in [llm] of config.toml"
+                elif retry.reason.startswith(("HTTP", "connection")):
+                    hint = "try again later"
+                else:  # it answers, but not with chat completions
+                    hint = f"is {s.base_url} an OpenAI-compatible /v1 root, and --llm-model a chat model?"
                 raise LLMError(
-                    f"LLM server {s.base_url} failed {attempt + 1} times (last: {retry.reason}); "
-                    "try again later, or raise the timeout in [llm] of config.toml"
+                    f"LLM server {s.base_url} failed {attempt + 1} times (last: {retry.reason}); {hint}"
                 )
             wait = self.backoff(attempt)
             if retry.retry_after is not None:
@@ -450,16 +455,15 @@ class LLMClient:
         try:
             return json.loads(text)
         except json.JSONDecodeError:
-            raise _Retry(
-                f"malformed JSON {printable(raw[:60].decode('ascii', 'replace'))!r}...; is --llm-base-url / "
-                f"{ENV_BASE_URL} an OpenAI-compatible /v1 root?"
-            ) from None
+            raise _Retry(f"malformed JSON {printable(raw[:60].decode('ascii', 'replace'))!r}...") from None
 
     def _http_error(self, e: urllib.error.HTTPError, path: str) -> Exception:
         s = self.settings
         status, detail = e.code, self._scrub(_error_detail(e))
         if status == 400:
             return _BadRequest(detail)
+        if path == "/models" and status not in _RETRY_STATUS:  # _only_model says what to do
+            return LLMError(f"HTTP {status}: {detail}")
         if status in (401, 403):
             return LLMError(
                 f"LLM server {s.base_url} refused the API key (HTTP {status}: {detail}); "
