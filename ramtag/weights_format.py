@@ -99,7 +99,7 @@ def save_weights(
 
     ``provenance`` is free-form JSON (source repo/revision/URLs, sha256 of the source files, where each
     description set came from). Each file is written to a temporary file beside it and moved into place;
-    an existing ``ramtag.json`` is removed first and the new one written last.
+    an existing ``ramtag.json`` is removed once the new tensors are complete and the new one written last.
     """
     from safetensors.torch import save_file
 
@@ -112,11 +112,12 @@ def save_weights(
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     meta_path = out / META_FILE
-    meta_path.unlink(missing_ok=True)  # never leave an old ramtag.json beside new tensors
-
     model_path = out / MODEL_FILE
     with atomic_path(model_path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+        # Only now (the new tensors are complete: a full disk has left the old weights usable) the old
+        # ramtag.json goes, so it is never beside the new tensors.
+        meta_path.unlink(missing_ok=True)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -488,3 +488,16 @@ def test_a_tag_list_with_control_characters_is_refused(tmp_path: Path) -> None:
     with pytest.raises(VocabularyError, match=r"line 2 .*control character \\x1b; remove it") as e:
         read_tag_list(f)
     assert "\x1b" not in str(e.value)
+
+
+def test_an_unnamed_os_error_is_one_line_in_the_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_cli import run_cli
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "/photos/out.json")
+
+    monkeypatch.setattr(api, "describe", full)
+    code, _, err = run_cli(["describe", "owl"], monkeypatch, capsys)
+    assert code == 1 and err.strip() == "error: /photos/out.json: disk full"

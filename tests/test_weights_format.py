@@ -261,3 +261,28 @@ def test_announced_tag_count_is_checked_against_the_tensor_shapes(saved, monkeyp
     else:  # within the bounds: the label_embed shape in the file's header disagrees
         assert isinstance(info.value, CheckpointError)
         assert f"label_embed ({3 * 51}, 512) vs ({num_tags * 51}, 512)" in msg and "\n" not in msg
+
+
+def test_a_full_disk_during_import_leaves_the_old_weights_usable(saved, model, monkeypatch):
+    import errno
+
+    import safetensors.torch
+
+    def full(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", filename)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(OSError):
+        save_weights(
+            saved,
+            state_dict=model.state_dict(),
+            config=SMALL,
+            vocabulary=VOCAB,
+            preprocessing=PRE,
+            provenance=PROVENANCE,
+        )
+    monkeypatch.undo()
+    assert load_weights(saved, verify=True).vocabulary == VOCAB
+    assert sorted(p.name for p in saved.iterdir()) == ["model.safetensors", "ramtag.json"]

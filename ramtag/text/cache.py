@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import paths
+from ..errors import os_cause
 from ..fsutil import atomic_write_bytes
 from .describe import DESCRIPTIONS_PER_TAG, PROMPT_SET_VERSION
 from .llm import storable_text
@@ -170,9 +171,20 @@ def _descriptions(data: dict[str, Any]) -> list[str] | None:
     return descs if all(isinstance(d, str) for d in descs) else None
 
 
+_warned: set[str] = set()
+
+
 def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
+    """Write a cache entry; a cache that cannot be written (disk full, read-only) is one warning, and the
+    run goes on without caching."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        cause = os_cause(e)
+        if cause not in _warned:
+            _warned.add(cause)
+            log.warning("%s: cannot write the text cache (%s); going on without caching", path.parent, cause)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
