@@ -7,7 +7,8 @@ according to its knobs:
   ``"reset"`` (close without answering), ``"empty-choices"`` (``choices: []``), ``"no-content"`` (choices
   whose content is null), ``"slow"`` (a valid answer trickled one byte every ``trickle`` seconds),
   ``"huge"`` (``huge_bytes`` of padding, no Content-Length), ``"huge-declared"`` (a Content-Length of 1 GB),
-  ``"bad-utf8"`` (content with bytes that are not UTF-8), ``"surrogate"`` (content with a lone ``\\ud800``);
+  ``"bad-utf8"`` (content with bytes that are not UTF-8),
+  ``"redirect"`` (HTTP 302 elsewhere), ``"surrogate"`` (content with a lone ``\\ud800``);
   ``forever`` repeats the last step for every later request (a server that always misbehaves);
 - ``n_mode``: ``"ok"`` (n choices), ``"ignore"`` (always 1 choice, like Ollama), ``"reject"`` (HTTP 400 when
   n > 1, like llama.cpp);
@@ -88,6 +89,8 @@ class FakeLLM:
                     return
                 if step == "malformed":
                     return self._send(200, b"<html>this is not json")
+                if step == "redirect":  # to another "host" (path) on this server
+                    return self._send(302, b"", {"Location": "/elsewhere/v1/chat/completions"})
                 if step == "empty-choices":
                     return self._send_json(200, {"id": "x", "object": "chat.completion", "choices": []})
                 if step == "no-content":

@@ -294,3 +294,10 @@ def test_key_never_logged(fake_llm: FakeLLM, caplog: pytest.LogCaptureFixture) -
     client_for(fake_llm).chat("p", n=2)
     assert caplog.records  # the retry and the n fallback were logged
     assert SECRET not in caplog.text
+
+
+def test_redirects_are_not_followed_so_the_key_stays_home(fake_llm: FakeLLM) -> None:  # noqa: F811
+    fake_llm.script = ["redirect"]
+    with pytest.raises(LLMError, match="answered HTTP 302"):
+        client_for(fake_llm).chat("p")
+    assert [r["path"] for r in fake_llm.requests] == ["/v1/chat/completions"]

@@ -248,7 +248,11 @@ def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
         def https_open(self, req: Any) -> Any:
             return self.do_open(https_conn, req, context=self._context)  # type: ignore[attr-defined]
 
-    return urllib.request.build_opener(Http, Https)
+    class NoRedirect(urllib.request.HTTPRedirectHandler):  # the API key must not follow to another host
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    return urllib.request.build_opener(Http, Https, NoRedirect)
 
 
 class LLMClient:
