@@ -168,11 +168,16 @@ def test_json_lines_disk_full_keeps_the_earlier_file(
 
     monkeypatch.setattr(AtomicFile, "write", fill_up)
     summary = run(lib, mode="json", json_path=out)
-    assert summary.tagged == 3 and summary.written == 1 and len(summary.failed) == 2
-    assert summary.failed[0][1] == f"{out}: cannot write it; the earlier file was left as it was (disk full)"
-    assert summary.failed[1][1] == f"{out}: not written (disk full, see above)"
+    reasons = [reason for _, reason in summary.failed]
+    assert summary.tagged == 3 and len(reasons) == 3
+    assert reasons[0] == f"{out}: cannot write it; the earlier file was left as it was (disk full)"
+    assert reasons[1] == f"{out}: not written (disk full, see above)"
+    assert reasons[2].startswith(f"{out}: this run's lines were not written (disk full)")
     one_line_each(summary)
     assert out.read_bytes() == before and leftovers(tmp_path) == []
+    monkeypatch.undo()
+    again = run(lib, mode="json", json_path=out)  # nothing was recorded as done: all three are written
+    assert again.written == 3 and again.unchanged == 0 and len(out.read_text().splitlines()) == 4
 
 
 def test_json_lines_full_disk_at_the_end_is_reported_not_raised(

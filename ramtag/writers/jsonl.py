@@ -75,8 +75,14 @@ class JsonlWriter:
     def close(self) -> None:
         """Keep earlier runs' lines for images not in this run and move the file into place."""
         with self._lock:
-            if self._closed or self._out is None or self._failure is not None:
-                self._closed = True  # (after a failure the temporary file is already gone)
+            if self._failure is not None and not self._closed:  # the temporary file is already gone
+                self._closed = True
+                raise OutputError(
+                    f"{self.path}: this run's lines were not written ({self._failure}); the earlier file was "
+                    "left as it was - run again to write them"
+                )
+            if self._closed or self._out is None:
+                self._closed = True
                 return
             self._closed = True
             out = self._out
