@@ -506,3 +506,28 @@ def test_an_unnamed_os_error_is_one_line_in_the_cli(
     monkeypatch.setattr(api, "describe", full)
     code, _, err = run_cli(["describe", "owl"], monkeypatch, capsys)
     assert code == 1 and err.strip() == "error: /photos/out.json: disk full"
+
+
+def test_windows_lock_uses_a_lock_file_in_the_ramtag_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ramtag_home: Path
+) -> None:
+    import fcntl
+    import types
+
+    import ramtag.writers.lock as lock
+
+    def locking(fd: int, mode: int, nbytes: int) -> None:  # msvcrt.locking, acted out with flock
+        fcntl.flock(fd, fcntl.LOCK_UN if mode == 0 else fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    fake = types.SimpleNamespace(locking=locking, LK_UNLCK=0, LK_NBLCK=2)
+    monkeypatch.setitem(sys.modules, "msvcrt", fake)
+    monkeypatch.setattr(lock, "fcntl", None)
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"x")
+    with lock.file_lock(photo):
+        with pytest.raises(OutputError, match="another ramtag run"), lock.file_lock(photo, timeout=0.1):
+            pass
+        assert len(list((ramtag_home / "locks").glob("*.lock"))) == 1
+    with lock.file_lock(photo, timeout=0.1):  # released
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg"]
