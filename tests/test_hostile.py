@@ -531,3 +531,21 @@ def test_windows_lock_uses_a_lock_file_in_the_ramtag_home(
     with lock.file_lock(photo, timeout=0.1):  # released
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg"]
+
+
+def test_an_unreadable_sidecar_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_tracebacks: None
+) -> None:
+    lib = library(tmp_path, ["a.jpg", "b.jpg"])
+    (lib / "a.jpg.xmp").write_text("<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+    real_open = open
+
+    def guarded(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(file).endswith("a.jpg.xmp"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", guarded)
+    summary = run(lib)
+    assert [r for _, r in summary.failed] == [f"{lib / 'a.jpg.xmp'}: cannot read it (permission denied)"]
+    assert summary.written == 1

@@ -1017,7 +1017,10 @@ class XmpSidecarWriter:
             return _combined(outcomes)
 
     def _write(self, image: Path, sidecar: Path, names: list[str], note: str) -> WriteOutcome:
-        data = read_sidecar(sidecar)
+        try:
+            data = read_sidecar(sidecar)
+        except OSError as e:
+            raise OutputError.from_os(e, sidecar, "cannot read it") from None
         backup: Path | None = None
         try:
             new, _ = merge_tags(
