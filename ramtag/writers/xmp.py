@@ -38,6 +38,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -856,6 +857,8 @@ def read_sidecar(path: Path) -> bytes | None:
     file raises :class:`SidecarError` and is left alone (the read is bounded, whatever the file is)."""
     if not path.exists():
         return None
+    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the run, a device never end
+        raise SidecarError(f"{printable(path)}: not a regular file; left alone - move it away")
     with open(path, "rb") as f:
         data = f.read(MAX_SIDECAR_BYTES + 1)
     if len(data) > MAX_SIDECAR_BYTES:
