@@ -8,7 +8,8 @@ according to its knobs:
   whose content is null), ``"slow"`` (a valid answer trickled one byte every ``trickle`` seconds),
   ``"huge"`` (``huge_bytes`` of padding, no Content-Length), ``"huge-declared"`` (a Content-Length of 1 GB),
   ``"bad-utf8"`` (content with bytes that are not UTF-8),
-  ``"redirect"`` (HTTP 302 elsewhere), ``"surrogate"`` (content with a lone ``\\ud800``);
+  ``"redirect"`` (HTTP 302 elsewhere), ``"slow-headers"`` (headers trickled like ``"slow"``),
+  ``"surrogate"`` (content with a lone ``\\ud800``);
   ``forever`` repeats the last step for every later request (a server that always misbehaves);
 - ``n_mode``: ``"ok"`` (n choices), ``"ignore"`` (always 1 choice, like Ollama), ``"reject"`` (HTTP 400 when
   n > 1, like llama.cpp);
@@ -89,6 +90,15 @@ class FakeLLM:
                     return
                 if step == "malformed":
                     return self._send(200, b"<html>this is not json")
+                if step == "slow-headers":  # the status line, then headers one byte at a time
+                    raw = b"HTTP/1.1 200 OK\r\n" + b"X-Padding: " + b"x" * 200 + b"\r\n\r\n"
+                    with contextlib.suppress(OSError):
+                        for i in range(len(raw)):
+                            self.wfile.write(raw[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(fake.trickle)
+                    self.close_connection = True
+                    return None
                 if step == "redirect":  # to another "host" (path) on this server
                     return self._send(302, b"", {"Location": "/elsewhere/v1/chat/completions"})
                 if step == "empty-choices":

@@ -198,6 +198,14 @@ def test_trickling_body_hits_one_overall_deadline(fake_llm: FakeLLM) -> None:  #
     assert time.monotonic() - t0 < 4.0 and fake_llm.hits == 2
 
 
+def test_trickling_headers_hit_the_same_deadline(fake_llm: FakeLLM) -> None:  # noqa: F811
+    fake_llm.script, fake_llm.forever, fake_llm.trickle = ["slow-headers"], True, 0.2
+    t0 = time.monotonic()
+    with pytest.raises(LLMError, match=r"failed 2 times \(last: no answer within 1 s\)"):
+        client_for(fake_llm, timeout=1.0, retries=1).chat("p")
+    assert time.monotonic() - t0 < 4.0
+
+
 def test_a_slow_body_within_the_deadline_is_fine(fake_llm: FakeLLM) -> None:  # noqa: F811
     fake_llm.script, fake_llm.trickle = ["slow"], 0.0
     assert client_for(fake_llm, timeout=5.0).chat("p") == ["A slow owl with feathers."]

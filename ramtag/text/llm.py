@@ -228,13 +228,19 @@ class _Deadline:
 
 
 def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
-    """urllib (proxies, TLS, redirects as usual) with connections whose socket ``deadline`` can cut."""
+    """urllib (proxies, TLS) with connections whose socket ``deadline`` can cut from the moment it is
+    connected (so a TLS handshake or proxy CONNECT is inside the deadline too); redirects not followed."""
+
+    def connect(*args: Any, **kwargs: Any) -> socket.socket:
+        sock = socket.create_connection(*args, **kwargs)
+        deadline.attach(sock)
+        return sock
 
     def wrap(cls: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
         class Conn(cls):  # type: ignore[valid-type,misc]
-            def connect(self) -> None:
-                super().connect()
-                deadline.attach(self.sock)
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self._create_connection = connect
 
         return Conn
 
