@@ -71,6 +71,13 @@ def _real_target(path: Path, within: Sequence[Path] | None = None) -> Path:
     return real
 
 
+def write_target(path: str | os.PathLike[str], within: Sequence[Path] | None = None) -> Path:
+    """The file a write to ``path`` must go to: ``path`` itself, or the existing regular file a symbolic
+    link leads to inside ``within`` (else :class:`~ramtag.errors.OutputError`). For writers that replace
+    files themselves (exiftool would turn a link into a copy)."""
+    return _real_target(Path(path), within)
+
+
 def _name_max(directory: Path) -> int:
     try:
         return int(os.pathconf(directory, "PC_NAME_MAX"))

@@ -551,3 +551,30 @@ def test_an_unreadable_sidecar_is_one_line(
     summary = run(lib)
     assert [r for _, r in summary.failed] == [f"{lib / 'a.jpg.xmp'}: cannot read it (permission denied)"]
     assert summary.written == 1
+
+
+def test_embed_keeps_symlinked_photos_links_and_never_writes_outside(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from ramtag.writers.exiftool import ExiftoolWriter, find_exiftool
+
+    if find_exiftool() is None:
+        pytest.skip("exiftool is not installed")
+    lib, outside = tmp_path / "lib", tmp_path / "outside"
+    lib.mkdir()
+    outside.mkdir()
+    Image.new("RGB", (8, 8), "red").save(lib / "real.jpg")
+    Image.new("RGB", (8, 8), "red").save(outside / "far.jpg")
+    far_before = (outside / "far.jpg").read_bytes()
+    (lib / "near.jpg").symlink_to("real.jpg")
+    (lib / "far.jpg").symlink_to(outside / "far.jpg")
+    writer = ExiftoolWriter(backup=False)
+    try:
+        tags = [TagScore("cat", 0.9, 0.5)]
+        assert writer.write(ImageTags(lib / "near.jpg", tags)).action == "written"
+        with pytest.raises(OutputError, match="outside the folders being tagged"):
+            writer.write(ImageTags(lib / "far.jpg", tags))
+    finally:
+        writer.close()
+    assert (lib / "near.jpg").is_symlink() and (lib / "far.jpg").is_symlink()  # exiftool alone replaces links
+    assert _keywords(lib / "real.jpg") == {"cat"} and (outside / "far.jpg").read_bytes() == far_before
