@@ -40,12 +40,16 @@ def official_to_ours(key: str) -> str:
         return f"visual_encoder.layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}"
     m = re.match(r"tagging_head\.encoder\.layer\.(\d+)\.(.*)", key)
     if m:
-        names = {"crossattention.self.query": "cross_attn.query",
-                 "crossattention.self.key": "cross_attn.key",
-                 "crossattention.self.value": "cross_attn.value",
-                 "crossattention.output.dense": "cross_attn.out",
-                 "crossattention.output.LayerNorm": "norm1", "intermediate.dense": "ffn.fc1",
-                 "output.dense": "ffn.fc2", "output.LayerNorm": "norm2"}
+        names = {
+            "crossattention.self.query": "cross_attn.query",
+            "crossattention.self.key": "cross_attn.key",
+            "crossattention.self.value": "cross_attn.value",
+            "crossattention.output.dense": "cross_attn.out",
+            "crossattention.output.LayerNorm": "norm1",
+            "intermediate.dense": "ffn.fc1",
+            "output.dense": "ffn.fc2",
+            "output.LayerNorm": "norm2",
+        }
         module, _, param = m.group(2).rpartition(".")
         return f"tagging_head.layers.{m.group(1)}.{names[module]}.{param}"
     return key
