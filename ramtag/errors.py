@@ -6,6 +6,28 @@ errors) in ``ramtag.cli.app.main``; library users catch the subclass they care a
 
 from __future__ import annotations
 
+import re
+
+# C0/C1 control characters (ESC starts terminal escape sequences), DEL, lone surrogates (undecodable
+# bytes of a file name), and the bidirectional overrides that can make a name read backwards.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_UNPRINTABLE_KEEP_NL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def printable(text: object, *, keep_newlines: bool = False) -> str:
+    """``text`` safe to show on a terminal or in a log: control and escape characters, bidi overrides
+    and lone surrogates become visible ``\\x1b`` / ``\\u202e`` escapes; everything else is kept as is.
+
+    Use it wherever text from outside (file names, LLM answers, tag files, server messages) is printed.
+    """
+    pattern = _UNPRINTABLE_KEEP_NL if keep_newlines else _UNPRINTABLE
+    return pattern.sub(_escape_char, str(text))
+
 
 class RamtagError(Exception):
     """Base class of every error ramtag raises on purpose (bad input, missing weights, ...)."""
@@ -58,6 +80,33 @@ class LLMError(RamtagError):
 
 class SidecarError(RamtagError):
     """An existing XMP sidecar cannot be merged safely (not valid XML); it is left untouched."""
+
+
+class OutputError(RamtagError):
+    """A file could not be written (disk full, permission, name too long, unsafe link); the run goes on."""
+
+    @classmethod
+    def from_os(cls, e: OSError, path: object, what: str = "cannot write it") -> OutputError:
+        """One line naming ``path`` and the cause of ``e`` in words."""
+        return cls(f"{printable(path)}: {what} ({os_cause(e)})")
+
+
+def os_cause(e: OSError) -> str:
+    """The cause of an OSError in words a user can act on (errno names are not)."""
+    import errno
+
+    causes = {
+        errno.ENOSPC: "disk full",
+        getattr(errno, "EDQUOT", -1): "disk quota exceeded",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EROFS: "read-only file system",
+        errno.ENAMETOOLONG: "file name too long",
+        errno.ENOENT: "folder or file does not exist",
+        errno.EIO: "input/output error",
+    }
+    cause = causes.get(e.errno or 0) or e.strerror or type(e).__name__
+    return printable(cause)
 
 
 class ExiftoolError(RamtagError):

@@ -6,7 +6,13 @@ one, never half of it. The one implementation; everything ramtag writes goes thr
 - :func:`durable_replace`: a finished temporary file (a download's ``.part``) is moved into place.
 
 Each writes a temporary file in the target's folder, fsyncs it, ``os.replace``-s it onto the target and
-fsyncs the folder so the rename itself is durable. Temporary names: ``.<name>.<random>.ramtag-tmp``.
+fsyncs the folder so the rename itself is durable. Temporary names: ``.<name>.<random>.ramtag-tmp``,
+``<name>`` cut so the whole stays within the file system's NAME_MAX; a failure anywhere (disk full,
+permission, ...) removes the temporary file and re-raises.
+
+A target that is a symbolic link is written through (the link stays a link), but only to an existing
+regular file, and only inside ``within`` when given: a dangling or stray link is refused with
+:class:`~ramtag.errors.OutputError`, so a planted link cannot make ramtag create files elsewhere.
 """
 
 from __future__ import annotations
@@ -14,9 +20,11 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
+
+from .errors import OutputError, printable
 
 
 def _current_umask() -> int:
@@ -43,14 +51,50 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _real_target(path: Path) -> Path:
-    """Write through a symlinked target instead of replacing the link with a regular file."""
-    return Path(os.path.realpath(path)) if path.is_symlink() else path
+def _real_target(path: Path, within: Sequence[Path] | None = None) -> Path:
+    """Write through a symlinked target instead of replacing the link with a regular file, but never
+    to a path that does not exist, is not a regular file, or lies outside ``within``."""
+    if not path.is_symlink():
+        return path
+    real = Path(os.path.realpath(path))
+    if not real.is_file():
+        why = "which does not exist" if not real.exists() else "which is not a regular file"
+        raise OutputError(
+            f"{printable(path)}: is a symbolic link to {printable(real)}, {why}; not writing through it "
+            "(remove the link, or point it at the file)"
+        )
+    if within is not None and not any(real.is_relative_to(os.path.realpath(w)) for w in within):
+        raise OutputError(
+            f"{printable(path)}: is a symbolic link to {printable(real)}, outside the folders being tagged; "
+            "not writing through it (remove the link, or tag that folder too)"
+        )
+    return real
+
+
+def write_target(path: str | os.PathLike[str], within: Sequence[Path] | None = None) -> Path:
+    """The file a write to ``path`` must go to: ``path`` itself, or the existing regular file a symbolic
+    link leads to inside ``within`` (else :class:`~ramtag.errors.OutputError`). For writers that replace
+    files themselves (exiftool would turn a link into a copy)."""
+    return _real_target(Path(path), within)
+
+
+def _name_max(directory: Path) -> int:
+    try:
+        return int(os.pathconf(directory, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no answer: the usual limit
+        return 255
 
 
 def _temp_beside(target: Path) -> tuple[int, Path]:
-    """A new temporary file in ``target``'s folder (same filesystem, so ``os.replace`` is atomic)."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
+    """A new temporary file in ``target``'s folder (same filesystem, so ``os.replace`` is atomic).
+
+    ``.<name>.XXXXXXXX.ramtag-tmp`` is 21 bytes longer than ``name``: the name part is cut to fit NAME_MAX
+    (a 240-character photo name still gets its sidecar)."""
+    name = target.name
+    room = _name_max(target.parent) - len(TMP_SUFFIX) - 8 - 2  # 8 random characters, 2 dots
+    while len(os.fsencode(name)) > room and name:
+        name = name[:-1]
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{name}.", suffix=TMP_SUFFIX)
     return fd, Path(tmp)
 
 
@@ -78,10 +122,17 @@ class AtomicFile:
     Use as a context manager: leaving the block without :meth:`commit` (an exception) discards the data.
     """
 
-    def __init__(self, path: str | os.PathLike[str], mode: int = 0o666) -> None:
-        self.path = _real_target(Path(path))
+    def __init__(
+        self, path: str | os.PathLike[str], mode: int = 0o666, *, within: Sequence[Path] | None = None
+    ) -> None:
+        self.path = _real_target(Path(path), within)
         fd, self.tmp_path = _temp_beside(self.path)
-        self.file: IO[bytes] = os.fdopen(fd, "wb")
+        try:
+            self.file: IO[bytes] = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            self.tmp_path.unlink(missing_ok=True)
+            raise
         try:
             perm = self.path.stat().st_mode & 0o7777
         except OSError:
@@ -91,7 +142,11 @@ class AtomicFile:
         self._done = False
 
     def write(self, data: bytes) -> None:
-        self.file.write(data)
+        try:
+            self.file.write(data)
+        except BaseException:
+            self.discard()
+            raise
 
     def commit(self) -> None:
         """Flush, fsync and move the temporary file over the target."""
@@ -113,8 +168,9 @@ class AtomicFile:
         if self._done:
             return
         self._done = True
-        self.file.close()
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # closing flushes: on a full disk that fails again
+            self.file.close()
+        with contextlib.suppress(OSError):
             self.tmp_path.unlink()
 
     def __enter__(self) -> AtomicFile:
@@ -127,9 +183,11 @@ class AtomicFile:
             self.discard()
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o666) -> None:
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, mode: int = 0o666, *, within: Sequence[Path] | None = None
+) -> None:
     """Replace ``path`` with ``data`` atomically (temp file in the same folder + fsync + os.replace)."""
-    with AtomicFile(path, mode) as f:
+    with AtomicFile(path, mode, within=within) as f:
         f.write(data)
 
 

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20  # bytes per read when streaming and hashing
+_STALL_SECONDS = 60.0  # a download slower than _MIN_RATE over this long is cut and resumed (Range)
+_MIN_RATE = 1024  # bytes per second
 _FIX = (
     "retry `ramtag weights download` when online (HF_ENDPOINT=https://MIRROR for a Hub mirror), "
     "or `ramtag weights import` files you already have"
@@ -354,9 +356,17 @@ def _stream_to_part(url: str, part: Path, factory: ProgressFactory, description:
         bar = factory(description, total, have)
         try:
             with open(part, mode) as out:
-                while chunk := response.read(_CHUNK):
+                # read1: what has arrived (not a full chunk), so a trickling server is noticed (issue 12)
+                window_start, window_bytes = time.monotonic(), 0
+                while chunk := response.read1(_CHUNK):
                     out.write(chunk)
                     bar.update(len(chunk))
+                    window_bytes += len(chunk)
+                    elapsed = time.monotonic() - window_start
+                    if elapsed >= _STALL_SECONDS:
+                        if window_bytes < _MIN_RATE * elapsed:
+                            raise _Transient(f"slower than {_MIN_RATE // 1024} KB/s for {elapsed:.0f} s")
+                        window_start, window_bytes = time.monotonic(), 0
         except (OSError, http.client.HTTPException) as e:
             raise _Transient(_one_line(e) or "connection dropped") from e
         finally:

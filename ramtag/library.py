@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from .errors import RamtagError
+from .errors import OutputError, RamtagError, os_cause, printable
 from .options import TagOptions, WriteOptions
 from .results import ImageTags
 
@@ -654,12 +654,16 @@ class BackgroundWriter:
         self._thread.join()
         try:
             self.flush()
-        finally:
             try:
                 self.writer.close()
             finally:
                 if self.jsonl is not None:
                     self.jsonl.close()
+        except (RamtagError, OSError) as e:  # e.g. the disk filled while writing the JSON Lines file
+            msg = (
+                str(e) if isinstance(e, RamtagError) else str(OutputError.from_os(e, e.filename or "output"))
+            )
+            self.errors.append(("", msg))
 
     def _loop(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -668,6 +672,8 @@ class BackgroundWriter:
                 self.write_one(*item)
             except RamtagError as e:
                 self.errors.append((str(res.path), str(e)))
+            except OSError as e:  # a write site that did not name its file: still one line, counted once
+                self.errors.append((str(res.path), str(OutputError.from_os(e, res.path))))
             except Exception as e:  # a writer bug must not lose the rest of the run
                 log.exception("writing %s failed", res.path)
                 self.errors.append((str(res.path), f"writing failed: {e}"))
@@ -682,17 +688,26 @@ class BackgroundWriter:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        if self.jsonl is not None:
-            self.jsonl.sync()
-        sync = getattr(self.writer, "sync", None)  # --write json: the main writer is the JSON Lines one
-        if sync is not None:
-            sync()
+        try:
+            if self.jsonl is not None:
+                self.jsonl.sync()
+            sync = getattr(self.writer, "sync", None)  # --write json: the main writer is the JSON Lines one
+            if sync is not None:
+                sync()
+        except (RamtagError, OSError) as e:  # not durable: not recorded (the next run writes them again)
+            msg = str(e) if isinstance(e, RamtagError) else str(OutputError.from_os(e, e.filename or "output"))
+            self.errors.append(("", msg))
+            return
         if self.book is not None:
             try:
                 self.book.record(pending)
-            except Exception as e:  # the outputs are written; only the record is missing: redone next run
-                log.error("recording %d images in the catalog failed: %s", len(pending), e)
-                self.errors.append((str(self.book.catalog_path), f"catalog: {e}"))
+            except Exception as e:  # the tags are written: one note, stop recording (redone next run)
+                cause = os_cause(e) if isinstance(e, OSError) else printable(str(e))
+                self.summary.notes.append(
+                    f"{printable(self.book.catalog_path)}: cannot record progress ({cause}); the tags were "
+                    "written, but the next run checks these images again"
+                )
+                self.book = None
 
     def write_one(
         self, res: ImageTags, stat: os.stat_result | None = None, scores: np.ndarray | None = None
@@ -744,6 +759,8 @@ class BackgroundWriter:
         if book.wanted.json_path is not None:  # JSON lines are recorded under the final file
             final = Path(os.fsdecode(book.wanted.json_path))
             outputs = [(k, final if k == "json" else t, tg, fp, st) for k, t, tg, fp, st in outputs]
+        if stat is not None and scores is None:  # tagged, but the tagger gave no scores: nothing to record
+            return
         identity = _identity(res.path, stat, book.kind == "embed" and outcome.action != "unchanged")
         if identity is False:
             self.errors.append((str(res.path), "changed while it was being tagged; run again"))

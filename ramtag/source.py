@@ -89,7 +89,8 @@ class TaggerSource:
         self = cls.__new__(cls)
         self._tagger, self._on_load = tagger, None
         self.name, self.vocabulary = tagger.name, tagger.vocabulary
-        self.preprocessing, self.weights_sha = tagger.preprocessing, tagger.weights_sha
+        self.preprocessing = getattr(tagger, "preprocessing", None)
+        self.weights_sha = getattr(tagger, "weights_sha", "")
         open_rows = [i for i, flag in enumerate(tagger.vocabulary.open_set) if flag]
         if open_rows:
             emb = tagger.label_embed[open_rows].float().cpu().numpy()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class FakeHub:
     files: dict[str, Served] = field(default_factory=dict)  # URL path -> content
     hub_paths: set[str] = field(default_factory=set)  # paths that get Hub headers
     drop_next: dict[str, int] = field(default_factory=dict)  # path -> bytes to send before dropping (once)
+    trickle: dict[str, float] = field(default_factory=dict)  # path -> seconds between single body bytes
     requests: list[Request] = field(default_factory=list)
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -128,6 +130,16 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if not body:
                 return
             chunk = data[start:]
+            pause = hub.trickle.get(path)
+            if pause is not None:  # one byte at a time: never silent long enough for a read timeout
+                for i in range(len(chunk)):
+                    try:
+                        self.wfile.write(chunk[i : i + 1])
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    time.sleep(pause)
+                return
             if drop is not None:
                 self.wfile.write(chunk[:drop])
                 self.wfile.flush()

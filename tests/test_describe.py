@@ -69,18 +69,35 @@ def test_clean_answer_caps_length_at_a_word() -> None:
 
 
 def test_finalize_pads_dedupes_and_trims() -> None:
-    out = finalize("cat", ["A cat.", "a cat.", "Whiskers.", "I'm sorry", ""])
+    out = finalize("cat", ["A cat.", "a cat.", "Whiskers.", "I'm sorry", ""], minimum=2)
     assert len(out) == DESCRIPTIONS_PER_TAG
     assert out[0] == "a photo of a cat."
     assert out[1:5] == ["A cat.", "Whiskers.", "A cat.", "Whiskers."]  # cycled
     many = finalize("cat", [f"Answer {i}." for i in range(80)])
     assert len(many) == 51 and many[-1] == "Answer 49."  # trimmed
-    assert finalize("cat", ["a photo of a cat.", "Fur."])[1:3] == [
+    assert finalize("cat", ["a photo of a cat.", "Fur."], minimum=1)[1:3] == [
         "Fur.",
         "Fur.",
     ]  # the photo prompt is not repeated
     with pytest.raises(LLMError, match="no usable description of 'cat'"):
         finalize("cat", ["I'm sorry, I cannot.", "  "])
+    with pytest.raises(LLMError, match=r"only 2 distinct usable descriptions of 'cat' \(at least 10 needed"):
+        finalize("cat", ["A cat.", "Whiskers."] * 25)
+
+
+def test_a_json_list_answer_is_split_into_descriptions() -> None:
+    # issue 13.6: one answer holding a JSON list used to be stored as 50 identical "descriptions"
+    listed = json.dumps([f"A cat with trait {i}." for i in range(12)] + ["", "A cat with trait 3."])
+    out = finalize("cat", [listed] * 5)
+    assert out[1:13] == [f"A cat with trait {i}." for i in range(12)] and len(set(out)) == 13
+    fenced = "```json\n" + json.dumps(["Fur.", "Paws."]) + "\n```"
+    assert finalize("cat", [fenced], minimum=2)[1:3] == ["Fur.", "Paws."]
+    assert finalize("cat", ["[not json] but a real answer"], minimum=1)[1] == "[not json] but a real answer"
+
+
+def test_control_characters_and_undecodable_text_are_removed() -> None:
+    dirty = "A \x1b[31mred\x1b[0m cat\x1b]0;pwned\x07 \u202eeman\u202c \ufffd\ud800 \x07sits."
+    assert clean_answer(dirty) == "A red cat eman sits."
 
 
 def test_generate_descriptions_asks_the_paper_prompts(fake_llm: FakeLLM) -> None:  # noqa: F811
@@ -109,10 +126,17 @@ def test_generate_descriptions_with_single_choice_server(fake_llm: FakeLLM) -> N
 
 
 def test_generate_descriptions_pads_repetitive_answers(fake_llm: FakeLLM) -> None:  # noqa: F811
-    fake_llm.answer = lambda prompt, k: "I'm sorry." if k % 2 else f"Same answer {k % 4}."
+    fake_llm.answer = lambda prompt, k: "I'm sorry." if k % 2 else f"Same answer {k % 24}."
     client = LLMClient(LLMSettings(base_url=fake_llm.url, model="m"), sleep=lambda s: None)
     descs = generate_descriptions("owl", client)
-    assert len(descs) == 51 and set(descs[1:]) == {"Same answer 0.", "Same answer 2."}
+    assert len(descs) == 51 and set(descs[1:]) == {f"Same answer {k}." for k in range(0, 24, 2)}
+
+
+def test_generate_descriptions_refuses_too_few_distinct_answers(fake_llm: FakeLLM) -> None:  # noqa: F811
+    fake_llm.answer = lambda prompt, k: "I'm sorry." if k % 2 else f"Same answer {k % 4}."
+    client = LLMClient(LLMSettings(base_url=fake_llm.url, model="m"), sleep=lambda s: None)
+    with pytest.raises(LLMError, match=r"only 2 distinct usable descriptions of 'owl'"):
+        generate_descriptions("owl", client)
 
 
 def test_official_descriptions_file_loads(parity_dir: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -148,10 +149,115 @@ def test_gives_up_after_max_retries(fake_llm: FakeLLM) -> None:  # noqa: F811
     assert fake_llm.hits == 3
 
 
-def test_malformed_json(fake_llm: FakeLLM) -> None:  # noqa: F811
+def test_malformed_json_is_a_failed_attempt(fake_llm: FakeLLM) -> None:  # noqa: F811
     fake_llm.script = ["malformed"]
-    with pytest.raises(LLMError, match="malformed JSON"):
-        client_for(fake_llm).chat("p")
+    assert len(client_for(fake_llm).chat("p")) == 1 and fake_llm.hits == 2
+    fake_llm.script, fake_llm.forever = ["malformed"], True
+    with pytest.raises(LLMError, match=r"failed 3 times .*malformed JSON"):
+        client_for(fake_llm, retries=2).chat("p")
+
+
+# ------------------------------------------------------------------ hostile servers (issue 12, case 1-3)
+@pytest.mark.parametrize(
+    ("step", "reason"),
+    [
+        ("empty-choices", "0 choices and no text"),
+        ("no-content", "1 choices and no text"),
+        ("malformed", "malformed JSON"),
+        ("huge", "larger than 4 MiB"),
+        ("huge-declared", "1000000000 bytes"),
+    ],
+)
+def test_unusable_answers_cost_a_bounded_number_of_requests(
+    fake_llm: FakeLLM,  # noqa: F811
+    step: str,
+    reason: str,
+) -> None:
+    # An empty `choices` list used to make describe loop forever (257,633 requests in 300 s).
+    fake_llm.script, fake_llm.forever = [step], True
+    sleeps: list[float] = []
+    client = client_for(fake_llm, retries=3, sleeps=sleeps)
+    t0 = time.monotonic()
+    with pytest.raises(LLMError, match=rf"failed 4 times \(last: .*{reason}") as e:
+        client.chat("p", n=10)
+    assert fake_llm.hits == client.requests == 4 and sleeps == [1.0, 2.0, 4.0]
+    assert time.monotonic() - t0 < 20 and "\n" not in str(e.value)
+
+
+def test_unusable_answer_then_a_good_one(fake_llm: FakeLLM) -> None:  # noqa: F811
+    fake_llm.script = ["empty-choices", "no-content"]
+    assert len(client_for(fake_llm).chat("p", n=3)) == 3 and fake_llm.hits == 3
+
+
+def test_trickling_body_hits_one_overall_deadline(fake_llm: FakeLLM) -> None:  # noqa: F811
+    # One byte every 0.2 s never trips a per-read timeout of 1 s; the answer (~100 bytes) would take 20 s.
+    fake_llm.script, fake_llm.forever, fake_llm.trickle = ["slow"], True, 0.2
+    t0 = time.monotonic()
+    with pytest.raises(LLMError, match=r"failed 2 times \(last: no answer within 1 s\)"):
+        client_for(fake_llm, timeout=1.0, retries=1).chat("p")
+    assert time.monotonic() - t0 < 4.0 and fake_llm.hits == 2
+
+
+def test_trickling_headers_hit_the_same_deadline(fake_llm: FakeLLM) -> None:  # noqa: F811
+    fake_llm.script, fake_llm.forever, fake_llm.trickle = ["slow-headers"], True, 0.2
+    t0 = time.monotonic()
+    with pytest.raises(LLMError, match=r"failed 2 times \(last: no answer within 1 s\)"):
+        client_for(fake_llm, timeout=1.0, retries=1).chat("p")
+    assert time.monotonic() - t0 < 4.0
+
+
+def test_a_slow_body_within_the_deadline_is_fine(fake_llm: FakeLLM) -> None:  # noqa: F811
+    fake_llm.script, fake_llm.trickle = ["slow"], 0.0
+    assert client_for(fake_llm, timeout=5.0).chat("p") == ["A slow owl with feathers."]
+
+
+def test_invalid_utf8_and_lone_surrogates_become_replacement_characters(
+    fake_llm: FakeLLM,  # noqa: F811
+) -> None:
+    fake_llm.script = ["bad-utf8", "surrogate"]
+    client = client_for(fake_llm)
+    bad, sur = client.chat("p")[0], client.chat("p")[0]
+    assert bad == "A grey owl \ufffd\ufffd with big eyes."
+    assert sur == "A lone surrogate \ufffd owl with big eyes."
+    for text in (bad, sur):
+        text.encode("utf-8")  # storable
+
+
+def test_retry_after_is_honoured_within_a_bound(fake_llm: FakeLLM) -> None:  # noqa: F811
+    fake_llm.script, fake_llm.retry_after = [429], "7"
+    sleeps: list[float] = []
+    assert len(client_for(fake_llm, sleeps=sleeps).chat("p")) == 1 and sleeps == [7.0]
+    fake_llm.script, fake_llm.retry_after = [429], "3600"
+    sleeps.clear()
+    with pytest.raises(LLMError, match=r"asked to wait 3600 s .*Retry-After.*at most 60 s"):
+        client_for(fake_llm, sleeps=sleeps).chat("p")
+    assert sleeps == []
+
+
+# ------------------------------------------------------------------------ model discovery (issue 13.6)
+def test_no_model_invented_for_a_local_server(fake_llm: FakeLLM) -> None:  # noqa: F811
+    assert LLMSettings().model == DEFAULT_MODEL  # OpenAI's own API keeps its default
+    settings = LLMSettings(base_url=fake_llm.url)
+    assert settings.model is None
+    fake_llm.models = ["llama3.2:3b"]
+    client = LLMClient(settings, sleep=lambda s: None)
+    client.chat("p")
+    client.chat("q")
+    assert [r["path"] for r in fake_llm.requests].count("/v1/models") == 1
+    assert [b["model"] for b in fake_llm.bodies() if b] == ["llama3.2:3b", "llama3.2:3b"]
+
+
+@pytest.mark.parametrize(("models", "says"), [(None, "did not list one"), (["a", "b"], "serves 2 models")])
+def test_unknown_model_fails_naming_llm_model(
+    fake_llm: FakeLLM,  # noqa: F811
+    models: list[str] | None,
+    says: str,
+) -> None:
+    fake_llm.models = models
+    client = LLMClient(LLMSettings(base_url=fake_llm.url), sleep=lambda s: None)
+    with pytest.raises(LLMError, match=rf"no LLM model given and .*{says}.*--llm-model"):
+        client.chat("p")
+    assert not any(r["path"] == "/v1/chat/completions" for r in fake_llm.requests)
 
 
 def test_slow_answer_times_out(fake_llm: FakeLLM) -> None:  # noqa: F811
@@ -196,3 +302,10 @@ def test_key_never_logged(fake_llm: FakeLLM, caplog: pytest.LogCaptureFixture) -
     client_for(fake_llm).chat("p", n=2)
     assert caplog.records  # the retry and the n fallback were logged
     assert SECRET not in caplog.text
+
+
+def test_redirects_are_not_followed_so_the_key_stays_home(fake_llm: FakeLLM) -> None:  # noqa: F811
+    fake_llm.script = ["redirect"]
+    with pytest.raises(LLMError, match="answered HTTP 302"):
+        client_for(fake_llm).chat("p")
+    assert [r["path"] for r in fake_llm.requests] == ["/v1/chat/completions"]

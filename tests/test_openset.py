@@ -82,6 +82,24 @@ def test_parse_errors_name_file_and_line(tmp_path: Path, line: str, message: str
         parse_open_set(line, None)
 
 
+@pytest.mark.parametrize("spec", [",,,,", " , ,", "   "])
+def test_open_set_naming_no_tag_is_a_usage_error(spec: str, tmp_path: Path) -> None:
+    # issue 12 case 8: `--open-set ",,,," --only-open-set` crashed with a traceback
+    with pytest.raises(UsageError, match=r"^--open-set '.*' names no tag; write e.g."):
+        parse_open_set(spec, None)
+    empty = tmp_path / "tags.txt"
+    empty.write_text("# only a comment\n\n")
+    with pytest.raises(UsageError, match="names no tag"):
+        parse_open_set(None, empty)
+
+
+@pytest.mark.parametrize("name", ["bad\x1b[31mtag", "nul\x00tag", "rtl\u202etag", "x" * 201])
+def test_tag_names_that_cannot_be_written_are_refused(name: str) -> None:
+    with pytest.raises(UsageError) as e:
+        parse_open_set(name, None)
+    assert "\x1b" not in str(e.value) and "\u202e" not in str(e.value) and "\n" not in str(e.value)
+
+
 def test_parse_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="open-set tag file not found"):
         parse_open_set(None, tmp_path / "nope.txt")
@@ -211,10 +229,14 @@ def test_describe_tags_uses_the_cache(fake_llm: FakeLLM) -> None:  # noqa: F811
     out = describe_tags(["owl"], llm_settings(fake_llm))
     assert list(out) == ["owl"] and len(out["owl"]) == 51
     assert describe_tags(["owl"], llm_settings(fake_llm)) == out and fake_llm.hits == 5
-    describe_tags(["owl"], llm_settings(fake_llm), use_cache=False)
-    assert fake_llm.hits == 10
-    with pytest.raises(LLMError, match="no LLM configured; set OPENAI_API_KEY"):
-        describe_tags(["owl"], LLMSettings())
+    fresh = describe_tags(["owl"], llm_settings(fake_llm), use_cache=False)
+    assert fake_llm.hits == 10 and fresh != out
+    # without an LLM the cached descriptions are still shown (issue 13.6), whatever model made them
+    assert describe_tags(["owl"], LLMSettings()) == fresh and fake_llm.hits == 10
+    with pytest.raises(
+        LLMError, match="no cached descriptions of 'eagle' and no LLM configured; set OPENAI_API"
+    ):
+        describe_tags(["eagle"], LLMSettings())
 
 
 def test_descriptions_file_wins_and_llm_fills_the_rest(
@@ -363,3 +385,58 @@ def test_bad_descriptions_file_is_reported(tmp_path: Path, builtin: Vocabulary, 
     with pytest.raises(InputError, match=r"d\.json: tag 'corgi' has 50 descriptions"):
         build_open_set(["corgi"], descriptions_file=bad, vocabulary=builtin, clip_file=tiny_clip_file)
     assert load_descriptions  # the same validator is used
+
+
+# ------------------------------------------------------------------ hostile answers (issue 12 case 3)
+def test_lone_surrogates_and_escapes_in_answers_are_cached_clean(
+    fake_llm: FakeLLM,  # noqa: F811
+    ramtag_home: Path,
+) -> None:
+    # A lone surrogate used to crash the description cache (UnicodeEncodeError) with a traceback.
+    fake_llm.answer = lambda prompt, k: f"Owl {k} \ud800 with \x1b[2J\x1b]0;pwned\x07 feathers."
+    out = describe_tags(["owl"], llm_settings(fake_llm))["owl"]
+    assert out[1] == "Owl 1 with feathers." and len(set(out)) == 51
+    (entry,) = (ramtag_home / "text" / "descriptions").glob("*.json")
+    text = entry.read_bytes().decode("utf-8")  # valid UTF-8
+    assert "\x1b" not in text and "\\ud800" not in text
+    assert describe_tags(["owl"], llm_settings(fake_llm)) == {"owl": out}
+
+
+def test_describe_asks_the_server_for_its_model(fake_llm: FakeLLM) -> None:  # noqa: F811
+    fake_llm.models = ["qwen2.5:7b"]
+    out = describe_tags(["owl"], LLMSettings(base_url=fake_llm.url))
+    assert len(out["owl"]) == 51
+    assert {b["model"] for b in fake_llm.bodies() if b} == {"qwen2.5:7b"}
+    fake_llm.models = ["a", "b"]
+    with pytest.raises(LLMError, match=r"serves 2 models.*--llm-model"):
+        describe_tags(["eagle"], LLMSettings(base_url=fake_llm.url))
+
+
+def test_too_few_descriptions_fall_back_for_that_tag_only(
+    fake_llm: FakeLLM,  # noqa: F811
+    tiny_clip_file: Path,
+    builtin: Vocabulary,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # issue 13.6: an LLM that repeats itself for one tag gets that tag template embeddings (one warning);
+    # the other tags are still described by the LLM
+    def answer(prompt: str, k: int) -> str:
+        return "A gadget." if "gizmo" in prompt else f"Owl answer {k}."
+
+    fake_llm.answer = answer
+    caplog.set_level(logging.WARNING)
+    result = build_open_set(
+        ["gizmo", "owl"], llm=llm_settings(fake_llm), vocabulary=builtin, clip_file=tiny_clip_file
+    )
+    assert result.sources == {"gizmo": "templates", "owl": "llm"}
+    assert (
+        len(result.warnings) == 1 and "only 1 distinct usable descriptions of 'gizmo'" in result.warnings[0]
+    )
+    with pytest.raises(LLMError, match="only 1 distinct usable descriptions of 'gizmo'"):
+        build_open_set(
+            ["gizmo"],
+            llm=llm_settings(fake_llm),
+            vocabulary=builtin,
+            clip_file=tiny_clip_file,
+            require_llm=True,
+        )

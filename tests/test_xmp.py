@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from _xmp_samples import MALFORMED, SAMPLES, USER_SUBJECTS
 
-from ramtag.errors import SidecarError, UsageError
+from ramtag.errors import OutputError, SidecarError, UsageError
 from ramtag.results import ImageTags, TagScore
 from ramtag.writers import make_writer, untag_paths
 from ramtag.writers.atomic import TMP_SUFFIX, AtomicFile, atomic_write_bytes
@@ -371,10 +372,10 @@ def test_interrupted_write_leaves_the_old_sidecar(image: Path, monkeypatch: pyte
     before = sidecar.read_bytes()
 
     def boom(src: object, dst: object) -> None:
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match=r"photo\.jpg\.xmp: cannot write it \(disk full\)"):
         XmpSidecarWriter().write(result(image, "cat"))
     assert sidecar.read_bytes() == before
     assert not [p for p in image.parent.iterdir() if p.name.endswith(TMP_SUFFIX)]

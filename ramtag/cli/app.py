@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..errors import RamtagError
+from ..errors import RamtagError, os_cause
 from . import albums, bench, describe, evaluate, query, stats, tag, tags, train, untag, weights
 from .common import Command, Group, NoArgsIsHelp, UsageErrors, err, examples, out, state
 
@@ -88,6 +88,12 @@ def main(args: list[str] | None = None) -> None:
             err.print_exception()
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(e.exit_code)
+    except OSError as e:  # a disk or permission error no layer below named: still one line (issue 12)
+        if state.verbose:
+            err.print_exception()
+        where = f"{e.filename}: " if e.filename else ""
+        err.print(f"[red]error:[/] {escape(f'{where}{os_cause(e)}')}", highlight=False)
+        sys.exit(1)
     finally:
         set_default_progress(None)  # in-process callers (tests, embedders) get the library's default back
     if code == 130:  # typer turns Ctrl-C into exit code 130

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+from ..errors import printable
 from ..options import PRECISIONS
 from ..writers import WRITERS
 
@@ -32,8 +33,24 @@ except ImportError:  # pragma: no cover - older typer on the click package
 UsageErrors = click_errors.UsageError  # bad option, value or argument: click/typer found it
 NoArgsIsHelp = getattr(click_errors, "NoArgsIsHelpError", ())  # `ramtag` alone: show the help
 
-err = Console(stderr=True, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+
+class _SafeConsole(Console):
+    """Escapes control characters in every string it prints: file names and LLM answers come from
+    outside, and an ESC in them would otherwise drive the user's terminal."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(
+            *(printable(o, keep_newlines=True) if isinstance(o, str) else o for o in objects), **kwargs
+        )
+
+
+class _PrintableFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), keep_newlines=True)
+
+
+err = _SafeConsole(stderr=True, soft_wrap=True)
+out = _SafeConsole(highlight=False, soft_wrap=True)
 
 
 class _State:
@@ -46,7 +63,9 @@ state = _State()
 def setup_logging(verbose: bool, quiet: bool = False) -> None:
     state.verbose = verbose
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PrintableFormatter("%(levelname)s: %(message)s"))  # names from outside: escaped
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def _words(param: Any, show_default_is_str: bool, typer_default: Any) -> str:
@@ -274,7 +293,3 @@ def write_binary(data: bytes) -> None:
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
 
-
-def printable(value: Any) -> str:
-    """A path (or text holding one) for the terminal: bytes that are not UTF-8 shown as \\xNN."""
-    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -132,7 +132,10 @@ def run_with_progress(
 
     def on_result(res: Any) -> None:
         if to_stdout:
-            sys.stdout.write(json.dumps(res.to_dict(), ensure_ascii=False) + "\n")
+            line = json.dumps(res.to_dict(), ensure_ascii=False)
+            if any("\ud800" <= c <= "\udfff" for c in line):  # a file name that is not UTF-8: \udcxx escapes
+                line = json.dumps(res.to_dict())
+            sys.stdout.write(line + "\n")
         elif res.ok and not quiet and not dry_run:  # a dry run shows the write instead (on_write)
             names = escape(", ".join(res.tag_names(lang)) or "(no tag above threshold)")
             show(f"[bold]{escape(printable(res.path))}[/]: {names}")

@@ -17,6 +17,7 @@ Loading is strict: every missing, unexpected or mis-shaped tensor is reported in
 from __future__ import annotations
 
 import math
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -56,32 +57,52 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{p}: checkpoint file not found; check the path")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt zip, truncated file, pickle with code in it, ...
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e), re.IGNORECASE)
+        if found is None:  # not a refused global: a damaged file or one that is no pickle at all
+            raise CheckpointError(_unreadable(p, e)) from None
+        # the restricted unpickler refused a global: the file holds code or foreign objects
+        what = f" (it refers to {found.group(1)})"
         raise CheckpointError(
-            f"{p}: not a readable PyTorch checkpoint ({type(e).__name__}: {reason}); "
-            "download the file again (it may be truncated) or pass the official RAM++ .pth"
+            f"{p}: not a plain checkpoint - it holds code or objects other than tensors{what}, so it was "
+            "not loaded; pass the official RAM++ .pth (only tensors are ever read)"
         ) from None
+    except Exception as e:  # corrupt zip, truncated file, ...
+        raise CheckpointError(_unreadable(p, e)) from None
     if isinstance(obj, Mapping):
         for key in ("model", "state_dict"):
             if isinstance(obj.get(key), Mapping):
                 obj = obj[key]
                 break
     if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(f"{p}: holds no state dict (expected {{'model': state_dict}}); "
-                              "pass the official RAM++ .pth")
+        raise CheckpointError(
+            f"{p}: holds no state dict (expected {{'model': state_dict}}); pass the official RAM++ .pth"
+        )
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
     if bad:
-        raise CheckpointError(f"{p}: entries that are not named tensors ({_listed(bad)}); "
-                              "pass the official RAM++ .pth")
+        raise CheckpointError(
+            f"{p}: entries that are not named tensors ({_listed(bad)}); pass the official RAM++ .pth"
+        )
     sd = dict(obj)
     if all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
 
 
-def infer_official_config(state_dict: Mapping[str, Tensor], *, image_size: int = SwinConfig.img_size,
-                          decoder_heads: int = DecoderConfig.num_heads) -> RamPlusConfig:
+def _unreadable(path: Path, e: Exception) -> str:
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return (
+        f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {reason}); "
+        "download the file again (it may be truncated) or pass the official RAM++ .pth"
+    )
+
+
+def infer_official_config(
+    state_dict: Mapping[str, Tensor],
+    *,
+    image_size: int = SwinConfig.img_size,
+    decoder_heads: int = DecoderConfig.num_heads,
+) -> RamPlusConfig:
     """Read the architecture off an official state dict's shapes.
 
     Shapes fix everything except the input size and the decoder's head count (neither changes a shape);
@@ -92,8 +113,9 @@ def infer_official_config(state_dict: Mapping[str, Tensor], *, image_size: int =
 
     def shape(key: str) -> tuple[int, ...]:
         if key not in sd:
-            raise CheckpointError(f"checkpoint has no {key!r}, so it is not an official RAM++ checkpoint; "
-                                  f"{_REIMPORT}")
+            raise CheckpointError(
+                f"checkpoint has no {key!r}, so it is not an official RAM++ checkpoint; {_REIMPORT}"
+            )
         return tuple(sd[key].shape)
 
     embed_dim, _, patch_size, _ = shape("visual_encoder.patch_embed.proj.weight")
@@ -112,8 +134,15 @@ def infer_official_config(state_dict: Mapping[str, Tensor], *, image_size: int =
     if not depths:
         shape("visual_encoder.layers.0.blocks.0.norm1.weight")  # raises
     fc1_out, fc1_in = shape("visual_encoder.layers.0.blocks.0.mlp.fc1.weight")
-    swin = SwinConfig(img_size=image_size, patch_size=patch_size, embed_dim=embed_dim, depths=tuple(depths),
-                      num_heads=tuple(heads), window_size=window, mlp_ratio=fc1_out / fc1_in)
+    swin = SwinConfig(
+        img_size=image_size,
+        patch_size=patch_size,
+        embed_dim=embed_dim,
+        depths=tuple(depths),
+        num_heads=tuple(heads),
+        window_size=window,
+        mlp_ratio=fc1_out / fc1_in,
+    )
 
     first_ffn = "encoder.layer.0.intermediate.dense.weight"
     prefix = next((p for p in _DECODER_PREFIXES if f"{p}{first_ffn}" in sd), None)
@@ -124,21 +153,31 @@ def infer_official_config(state_dict: Mapping[str, Tensor], *, image_size: int =
         num_layers += 1
     hidden, embed = shape("wordvec_proj.weight")
     intermediate, _ = shape(f"{prefix}encoder.layer.0.intermediate.dense.weight")
-    decoder = DecoderConfig(hidden_size=hidden, num_layers=num_layers, num_heads=decoder_heads,
-                            intermediate_size=intermediate)
+    decoder = DecoderConfig(
+        hidden_size=hidden, num_layers=num_layers, num_heads=decoder_heads, intermediate_size=intermediate
+    )
 
     rows, width = shape("label_embed")
     per_tag = RamPlusConfig(name="custom").descriptions_per_tag
     if width != embed or rows % per_tag:
-        raise CheckpointError(f"checkpoint label_embed has shape ({rows}, {width}), "
-                              f"expected (num_tags * {per_tag}, {embed}); {_REIMPORT}")
-    name = next((n for n, known in CONFIGS.items()
-                 if (known.swin, known.decoder, known.embed_dim) == (swin, decoder, embed)), "custom")
+        raise CheckpointError(
+            f"checkpoint label_embed has shape ({rows}, {width}), "
+            f"expected (num_tags * {per_tag}, {embed}); {_REIMPORT}"
+        )
+    name = next(
+        (
+            n
+            for n, known in CONFIGS.items()
+            if (known.swin, known.decoder, known.embed_dim) == (swin, decoder, embed)
+        ),
+        "custom",
+    )
     return RamPlusConfig(name=name, swin=swin, decoder=decoder, embed_dim=embed, num_tags=rows // per_tag)
 
 
-def convert_official_state_dict(state_dict: Mapping[str, Tensor], config: RamPlusConfig, *,
-                                source: str = "checkpoint") -> dict[str, Tensor]:
+def convert_official_state_dict(
+    state_dict: Mapping[str, Tensor], config: RamPlusConfig, *, source: str = "checkpoint"
+) -> dict[str, Tensor]:
     """Rename an official RAM++ state dict to ramtag's names (pure: tensors are shared, not copied).
 
     Raises :class:`CheckpointError` (naming ``source``) listing every missing, unexpected and mis-shaped
@@ -158,15 +197,18 @@ def _convert_key(key: str) -> str | None:
     if key.startswith("visual_encoder."):
         if key.rsplit(".", 1)[-1] in _SWIN_BUFFERS:
             return None
-        return re.sub(r"^visual_encoder\.layers\.(\d+)\.downsample\.",
-                      lambda m: f"visual_encoder.layers.{int(m.group(1)) + 1}.downsample.", key)
+        return re.sub(
+            r"^visual_encoder\.layers\.(\d+)\.downsample\.",
+            lambda m: f"visual_encoder.layers.{int(m.group(1)) + 1}.downsample.",
+            key,
+        )
     for prefix in _DECODER_PREFIXES:
         m = re.match(rf"^{re.escape(prefix)}encoder\.layer\.(\d+)\.(.*)$", key)
         if m:
             rest = m.group(2)
             for old, new in _DECODER_NAMES.items():
                 if rest.startswith(old):
-                    return f"tagging_head.layers.{m.group(1)}.{new}{rest[len(old):]}"
+                    return f"tagging_head.layers.{m.group(1)}.{new}{rest[len(old) :]}"
             return key  # unknown sub-module (e.g. self-attention): reported as unexpected
     return key
 
@@ -180,13 +222,21 @@ def expected_shapes(config: RamPlusConfig) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def check_state_dict(state_dict: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]], *,
-                     source: str, architecture: str) -> None:
+def check_state_dict(
+    state_dict: Mapping[str, Tensor],
+    expected: Mapping[str, tuple[int, ...]],
+    *,
+    source: str,
+    architecture: str,
+) -> None:
     """Raise one :class:`CheckpointError` naming every missing, unexpected and mis-shaped key."""
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [f"{k} {tuple(v.shape)} vs {expected[k]}" for k, v in state_dict.items()
-                  if k in expected and tuple(v.shape) != expected[k]]
+    mismatched = [
+        f"{k} {tuple(v.shape)} vs {expected[k]}"
+        for k, v in state_dict.items()
+        if k in expected and tuple(v.shape) != expected[k]
+    ]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing ({_listed(missing)})")
@@ -195,12 +245,15 @@ def check_state_dict(state_dict: Mapping[str, Tensor], expected: Mapping[str, tu
     if mismatched:
         problems.append(f"{len(mismatched)} with the wrong shape, file vs model ({_listed(mismatched)})")
     if problems:
-        raise CheckpointError(f"{source}: tensors do not fit the {architecture!r} architecture: "
-                              f"{'; '.join(problems)}; {_REIMPORT}")
+        raise CheckpointError(
+            f"{source}: tensors do not fit the {architecture!r} architecture: "
+            f"{'; '.join(problems)}; {_REIMPORT}"
+        )
 
 
-def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Tensor], *, source: str = "weights",
-                           assign: bool = False) -> None:
+def load_state_dict_strict(
+    model: nn.Module, state_dict: Mapping[str, Tensor], *, source: str = "weights", assign: bool = False
+) -> None:
     """``model.load_state_dict(state_dict, strict=True)`` with one readable :class:`CheckpointError`.
 
     ``assign=True`` adopts the given tensors instead of copying (no second copy of a large model).

@@ -7,13 +7,15 @@ them), one float threshold per line (``ram_tag_list_threshold.txt``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, VocabularyError
+from ..errors import InputError, VocabularyError, printable
 
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ufffe\uffff]")  # not tabs
 OPEN_SET_THRESHOLD = 0.5  # the official threshold for tags the model was not trained on
 
 
@@ -41,6 +43,12 @@ def read_tag_list(path: str | Path, *, keep_trailing_space: bool = False) -> lis
     for i, name in enumerate(names, 1):
         if not name.strip():
             raise VocabularyError(f"{path}: line {i} is empty; a tag list has one tag per line")
+        bad = _CONTROL.search(name)
+        if bad is not None:  # it would be written into every sidecar (XML cannot hold it) and terminal
+            raise VocabularyError(
+                f"{printable(path)}: line {i} ({printable(name)!r}) contains the control character "
+                f"{printable(bad.group())}; remove it"
+            )
     return names
 
 

@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 
 from .. import paths
+from ..errors import os_cause
 from ..fsutil import atomic_write_bytes
 from .describe import DESCRIPTIONS_PER_TAG, PROMPT_SET_VERSION
+from .llm import storable_text
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +59,38 @@ class TextCache:
         data = _read_json(path)
         if data is None:
             return None
-        descs = data.get("descriptions")
-        if (
-            data.get("tag") != tag
-            or data.get("model") != model
-            or not isinstance(descs, list)
-            or len(descs) != DESCRIPTIONS_PER_TAG
-            or not all(isinstance(d, str) for d in descs)
-        ):
+        if data.get("tag") != tag or data.get("model") != model or _descriptions(data) is None:
             log.warning("%s: ignoring a malformed description cache entry", path)
             return None
-        return descs
+        return _descriptions(data)
+
+    def find_descriptions(self, tag: str) -> tuple[list[str], str, str] | None:
+        """The newest cached descriptions of ``tag`` from any model and server (for use without an LLM):
+        ``(descriptions, model, host)``, or None. The exact spelling wins over other letter cases."""
+        best: tuple[int, float, list[str], str, str] | None = None
+        folder = self.root / "descriptions"
+        if not folder.is_dir():
+            return None
+        for path in folder.glob("*.json"):
+            data = _read_json(path)
+            if (
+                data is None
+                or not isinstance(data.get("tag"), str)
+                or data.get("prompt_set") != PROMPT_SET_VERSION
+            ):
+                continue
+            exact = data["tag"] == tag
+            descs = _descriptions(data)
+            if descs is None or not (exact or data["tag"].lower() == tag.lower()):
+                continue
+            try:
+                mtime = path.stat().st_mtime
+            except OSError:
+                continue
+            rank = (int(exact), mtime)
+            if best is None or rank > best[:2]:
+                best = (*rank, descs, str(data.get("model", "")), str(data.get("host", "")))
+        return None if best is None else (best[2], best[3], best[4])
 
     def put_descriptions(self, tag: str, model: str, host: str, descriptions: Sequence[str]) -> Path:
         path = self._desc_path(tag, model, host)
@@ -76,7 +99,7 @@ class TextCache:
             "model": model,
             "host": host.lower(),
             "prompt_set": PROMPT_SET_VERSION,
-            "descriptions": list(descriptions),
+            "descriptions": [storable_text(d) for d in descriptions],  # UTF-8 cannot hold lone surrogates
         }
         _write(path, json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8"))
         return path
@@ -141,9 +164,27 @@ class TextCache:
         return npy
 
 
+def _descriptions(data: dict[str, Any]) -> list[str] | None:
+    descs = data.get("descriptions")
+    if not isinstance(descs, list) or len(descs) != DESCRIPTIONS_PER_TAG:
+        return None
+    return descs if all(isinstance(d, str) for d in descs) else None
+
+
+_warned: set[str] = set()
+
+
 def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
+    """Write a cache entry; a cache that cannot be written (disk full, read-only) is one warning, and the
+    run goes on without caching."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        cause = os_cause(e)
+        if cause not in _warned:
+            _warned.add(cause)
+            log.warning("%s: cannot write the text cache (%s); going on without caching", path.parent, cause)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -2,8 +2,11 @@
 
 A tag's description set has exactly 51 strings: ``"a photo of a {tag}."`` (as in the official files,
 whatever the article) followed by 50 answers: 10 answers to each of the 5 paper prompts, sampled at
-temperature 0.99 with at most 77 tokens each. Answers are cleaned, refusals dropped, duplicates removed,
-then the list is cycled or trimmed back to 50.
+temperature 0.99 with at most 77 tokens each. An answer that is a JSON list of strings (some models
+answer that way) counts as one answer per item. Answers are cleaned (control characters and
+undecodable text removed), refusals and empties dropped, duplicates removed; fewer than
+``MIN_DESCRIPTIONS`` distinct ones is an :class:`LLMError` (open-set tagging then falls back to prompt
+templates with a warning), otherwise the list is cycled or trimmed back to 50.
 
 Descriptions file (official ``*_llm_tag_descriptions.json`` layout): a JSON list of one-key objects
 ``[{"corgi": [51 strings]}, {"meteor shower": [...]}]``.
@@ -20,7 +23,7 @@ from pathlib import Path
 
 from ..errors import InputError, LLMError
 from ..fsutil import atomic_write_bytes
-from .llm import LLMClient
+from .llm import LLMClient, storable_text
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ ANSWERS_PER_PROMPT = 10  # 5 prompts x 10 answers = 50 descriptions
 TEMPERATURE = 0.99  # the paper's sampling temperature
 MAX_TOKENS = 77  # CLIP's context length; longer answers would be truncated anyway
 MAX_CHARS = 400  # a cleaned answer is cut (at a word boundary) beyond this
+MIN_DESCRIPTIONS = 10  # fewer distinct usable answers than this: the LLM did not really describe the tag
 PROMPT_SET_VERSION = "ram-plus-3.3-v1"  # bump when PROMPTS or the cleaning rules change (cache key)
 
 # The 5 prompts of the RAM++ paper (section 3.3); {a} is the article ("a"/"an"), {tag} the tag.
@@ -66,6 +70,10 @@ def prompts_for(tag: str) -> list[str]:
 
 _BULLET = re.compile(r"^\s*(?:[-*\u2022\u2013\u2014>]+|\d{1,2}[.)]|[a-zA-Z][.)](?=\s))\s*")
 _LEAD = re.compile(r"^(?:answer|description|sure|certainly|of course)\s*[:!,.-]\s*", re.IGNORECASE)
+# Control characters, bidi overrides, zero-width characters, U+FFFD (text the server sent undecodable).
+_JUNK = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u200b-\\u200f\\u202a-\\u202e\\u2066-\\u2069\\ufeff\\ufffd]")
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?)")  # CSI / OSC sequences
+_FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*|\s*```\s*$")
 _QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb"
 _REFUSALS = (
     "i'm sorry",
@@ -84,14 +92,31 @@ _REFUSALS = (
 )
 
 
+def split_answer(text: str) -> list[str]:
+    """One LLM answer -> the descriptions in it: the items of a JSON list of strings (also inside a
+    markdown code fence), else the answer itself."""
+    body = _FENCE.sub("", text.strip())
+    if body.startswith("[") and body.endswith("]"):
+        try:
+            items = json.loads(body)
+        except ValueError:
+            return [text]
+        if isinstance(items, list) and items and all(isinstance(i, str) for i in items):
+            return items
+    return [text]
+
+
 def clean_answer(text: str) -> str | None:
     """One LLM answer as one clean line, or None when nothing usable is left.
 
     Strips whitespace, quotes, markdown emphasis, list bullets and "Answer:"-style lead-ins on every
-    line, joins lines with spaces, collapses runs of spaces, drops refusals, cuts to ``MAX_CHARS``.
+    line, joins lines with spaces, removes control characters and undecodable text, collapses runs of
+    spaces, drops refusals, cuts to ``MAX_CHARS``.
     """
     lines = []
-    for line in text.replace("\r", "\n").split("\n"):
+    text = _ANSI.sub(" ", storable_text(text))
+    text = _JUNK.sub(lambda m: "\n" if m.group() in "\r\n" else " ", text)
+    for line in text.split("\n"):
         line = line.replace("**", "").replace("__", "").strip()
         line = _BULLET.sub("", line)
         line = line.strip().strip(_QUOTES).strip()
@@ -109,23 +134,31 @@ def clean_answer(text: str) -> str | None:
     return out
 
 
-def finalize(tag: str, answers: Sequence[str], total: int = DESCRIPTIONS_PER_TAG) -> list[str]:
+class TooFewDescriptions(LLMError):
+    """The LLM answered, but with too few distinct usable descriptions of one tag (others may be fine)."""
+
+
+def finalize(
+    tag: str, answers: Sequence[str], total: int = DESCRIPTIONS_PER_TAG, minimum: int = MIN_DESCRIPTIONS
+) -> list[str]:
     """``photo_prompt(tag)`` + cleaned, de-duplicated answers, cycled or trimmed to ``total`` strings.
 
-    Raises :class:`LLMError` when no answer is usable.
+    Raises :class:`LLMError` when fewer than ``minimum`` distinct answers are usable.
     """
     first = photo_prompt(tag)
     seen = {first.lower()}
     kept: list[str] = []
-    for a in answers:
-        c = clean_answer(a)
-        if c is not None and c.lower() not in seen:
-            seen.add(c.lower())
-            kept.append(c)
-    if not kept:
-        raise LLMError(
-            f"the LLM gave no usable description of {tag!r} (only refusals or empty answers); "
-            "try another model with --llm-model / RAMTAG_LLM_MODEL"
+    for answer in answers:
+        for a in split_answer(answer):
+            c = clean_answer(a)
+            if c is not None and c.lower() not in seen:
+                seen.add(c.lower())
+                kept.append(c)
+    if len(kept) < max(1, minimum):
+        got = f"only {len(kept)} distinct usable descriptions" if kept else "no usable description"
+        raise TooFewDescriptions(
+            f"the LLM gave {got} of {tag!r} (at least {max(1, minimum)} needed; the rest were refusals, "
+            "empty or repeated answers); try another model with --llm-model / RAMTAG_LLM_MODEL"
         )
     need = total - 1
     body = [kept[i % len(kept)] for i in range(need)]  # cycle when short, trim when long

@@ -1,8 +1,15 @@
 """A small client for OpenAI-compatible chat servers (OpenAI, Ollama, llama.cpp, vLLM, LM Studio).
 
-Only ``POST {base_url}/chat/completions`` is used. Settings come from, highest priority first:
+Only ``POST {base_url}/chat/completions`` is used (and ``GET {base_url}/models`` once, to find the
+model of a server that was not told one). Settings come from, highest priority first:
 explicit arguments (CLI flags) > environment (``RAMTAG_LLM_BASE_URL``, ``RAMTAG_LLM_MODEL``,
 ``OPENAI_API_KEY``) > the ``[llm]`` section of ``<user config dir>/ramtag/config.toml`` > defaults.
+
+Every request is bounded: at most ``max_retries + 1`` attempts, each with one deadline of ``timeout``
+seconds for connecting, sending and reading the whole answer (not per read, so a server trickling
+one byte at a time cannot hold a run), a body of at most ``MAX_BODY_BYTES``, ``Retry-After`` honoured
+up to ``MAX_RETRY_AFTER``. An answer without usable content (no choices, no text, not JSON) is a failed
+attempt like an HTTP 503, so a misbehaving server costs a few requests, never an endless loop.
 
 The API key is never logged, never shown by ``repr``/``str``, never written to any cache, and is
 scrubbed from every error message.
@@ -10,10 +17,13 @@ scrubbed from every error message.
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import http.client
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -27,14 +37,16 @@ from typing import Any
 
 import platformdirs
 
-from ..errors import InputError, LLMError
+from ..errors import InputError, LLMError, printable
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_MODEL = "gpt-4o-mini"
-DEFAULT_TIMEOUT = 60.0  # seconds per HTTP request
-DEFAULT_MAX_RETRIES = 4  # extra attempts after 429 / 5xx / reset connections / timeouts
+DEFAULT_MODEL = "gpt-4o-mini"  # only for OpenAI's own API; other servers are asked (GET /models)
+DEFAULT_TIMEOUT = 60.0  # seconds per HTTP request: connect + send + the whole answer
+DEFAULT_MAX_RETRIES = 4  # extra attempts after 429 / 5xx / reset connections / timeouts / unusable answers
+MAX_BODY_BYTES = 4 * 2**20  # 10 answers of 77 tokens are a few KB; more is not a chat answer
+MAX_RETRY_AFTER = 60.0  # a server asking to wait longer than this is given up on (with its Retry-After)
 
 ENV_BASE_URL = "RAMTAG_LLM_BASE_URL"
 ENV_MODEL = "RAMTAG_LLM_MODEL"
@@ -78,7 +90,7 @@ class LLMSettings:
     """Where and how to reach the LLM. ``api_key`` is excluded from ``repr``/``str``."""
 
     base_url: str = DEFAULT_BASE_URL  # OpenAI-compatible API root, e.g. http://localhost:11434/v1
-    model: str = DEFAULT_MODEL  # model name as the server knows it
+    model: str | None = None  # model name as the server knows it; None: DEFAULT_MODEL on OpenAI, else asked
     api_key: str | None = field(default=None, repr=False)  # bearer token; None for local servers
     timeout: float = DEFAULT_TIMEOUT  # seconds per request
     max_retries: int = DEFAULT_MAX_RETRIES  # retries on 429 / 5xx / reset connections / timeouts
@@ -94,6 +106,8 @@ class LLMSettings:
         if parts.path in ("", "/"):  # "http://host:port" -> the usual "/v1" root
             url += "/v1"
         object.__setattr__(self, "base_url", url)
+        if not self.model and url == DEFAULT_BASE_URL:
+            object.__setattr__(self, "model", DEFAULT_MODEL)
         if self.timeout <= 0:
             raise LLMError(f"LLM timeout must be positive (got {self.timeout})")
 
@@ -148,7 +162,7 @@ class LLMSettings:
             ) from None
         return cls(
             base_url=str(url or DEFAULT_BASE_URL),
-            model=str(name or DEFAULT_MODEL),
+            model=str(name) if name else None,
             api_key=str(key) if key else None,
             timeout=secs_f,
         )
@@ -157,6 +171,94 @@ class LLMSettings:
 def default_backoff(attempt: int) -> float:
     """Seconds to wait before retry ``attempt`` (0-based): 1, 2, 4, 8, ... capped at 30."""
     return float(min(30.0, 2.0**attempt))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable_text(text: str) -> str:
+    """``text`` with lone surrogates (``"\\ud800"`` in JSON decodes to one) replaced by U+FFFD, so it
+    can be encoded as UTF-8 (cache files, sidecars, CLIP's tokenizer)."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+class _Retry(Exception):
+    """A failed attempt worth repeating (timeout, reset, 429/5xx, an answer without usable content)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class _Deadline:
+    """One request's deadline: shuts the socket down when it passes, whatever a read is waiting for."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def remaining(self) -> float:
+        return max(0.001, self.at - time.monotonic())
+
+    def attach(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.expired:
+                self._shutdown()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.expired = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
+    """urllib (proxies, TLS) with connections whose socket ``deadline`` can cut from the moment it is
+    connected (so a TLS handshake or proxy CONNECT is inside the deadline too); redirects not followed."""
+
+    def connect(*args: Any, **kwargs: Any) -> socket.socket:
+        sock = socket.create_connection(*args, **kwargs)
+        deadline.attach(sock)
+        return sock
+
+    def wrap(cls: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
+        class Conn(cls):  # type: ignore[valid-type,misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self._create_connection = connect
+
+        return Conn
+
+    http_conn, https_conn = wrap(http.client.HTTPConnection), wrap(http.client.HTTPSConnection)
+
+    class Http(urllib.request.HTTPHandler):
+        def http_open(self, req: Any) -> Any:
+            return self.do_open(http_conn, req)
+
+    class Https(urllib.request.HTTPSHandler):
+        def https_open(self, req: Any) -> Any:
+            return self.do_open(https_conn, req, context=self._context)  # type: ignore[attr-defined]
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):  # the API key must not follow to another host
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    return urllib.request.build_opener(Http, Https, NoRedirect)
 
 
 class LLMClient:
@@ -175,11 +277,27 @@ class LLMClient:
         self.requests = 0  # HTTP requests sent (tests compare it)
         self.single_choice = False  # learnt: the server ignores or rejects n > 1
         self._lock = threading.Lock()
+        self._model: str | None = settings.model
+        self._warned_utf8 = False
 
     def __repr__(self) -> str:
         return f"LLMClient({self.settings!r})"
 
     # ------------------------------------------------------------------ public
+    @property
+    def model(self) -> str:
+        """The model to ask: the configured one, else the only model the server lists (GET /models).
+
+        Raises :class:`LLMError` (naming ``--llm-model``) when the server lists none or several.
+        """
+        with self._lock:
+            if self._model:
+                return self._model
+        name = self._only_model()
+        with self._lock:
+            self._model = name
+        return name
+
     def chat(self, prompt: str, n: int = 1, temperature: float = 0.99, max_tokens: int = 77) -> list[str]:
         """``n`` answers (message contents) to one user ``prompt``.
 
@@ -219,118 +337,200 @@ class LLMClient:
         key = self.settings.api_key
         return text.replace(key, "***") if key else text
 
+    def _only_model(self) -> str:
+        s = self.settings
+        hint = f"set --llm-model / {ENV_MODEL} (or model in [llm] of config.toml)"
+        try:
+            data = self._request("GET", "/models", None, _model_ids)
+        except (LLMError, _BadRequest) as e:
+            msg = e.message if isinstance(e, _BadRequest) else str(e)
+            raise LLMError(
+                self._scrub(f"no LLM model given and {s.base_url}/models did not list one ({msg}); {hint}")
+            ) from None
+        if len(data) != 1:
+            listed = ", ".join(repr(storable_text(m)) for m in data[:8]) + (", ..." if len(data) > 8 else "")
+            what = f"serves {len(data)} models ({listed})" if data else "lists no model"
+            raise LLMError(f"no LLM model given and {s.base_url} {what}; {hint}")
+        log.info("using %s, the only model of %s", data[0], s.base_url)
+        return data[0]
+
     def _complete(self, prompt: str, n: int, temperature: float, max_tokens: int) -> list[str]:
         body: dict[str, Any] = {
-            "model": self.settings.model,
+            "model": self.model,
             "messages": [{"role": "user", "content": prompt}],
             "temperature": temperature,
             "max_tokens": max_tokens,
         }
         if n > 1:
             body["n"] = n
-        data = self._post("/chat/completions", body)
-        try:
-            choices = data["choices"]
-            out = [str(c["message"]["content"] or "") for c in choices]
-        except (KeyError, TypeError, IndexError):
-            raise LLMError(
-                f"LLM server {self.settings.base_url} answered without choices[].message.content; "
-                "is it OpenAI-compatible? check --llm-base-url / " + ENV_BASE_URL
-            ) from None
-        return out
+        answers: list[str] = self._request("POST", "/chat/completions", body, _contents)
+        return answers
 
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None, usable: Callable[[Any], Any]
+    ) -> Any:
+        """One API call with bounded retries; ``usable(json)`` returns the result or raises _Retry."""
         s = self.settings
-        url = s.base_url + path
-        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "ramtag"}
-        if s.api_key:
-            headers["Authorization"] = f"Bearer {s.api_key}"
-        payload = json.dumps(body).encode("utf-8")
         attempt = 0
         while True:
-            req = urllib.request.Request(url, data=payload, headers=headers, method="POST")
             with self._lock:
                 self.requests += 1
-            retry_reason: str
-            retry_after: float | None = None
             try:
-                with urllib.request.urlopen(req, timeout=s.timeout) as resp:
-                    raw = resp.read()
-                try:
-                    return json.loads(raw.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError):
-                    raise LLMError(
-                        f"LLM server {s.base_url} answered with malformed JSON ({raw[:60]!r}...); "
-                        f"is --llm-base-url / {ENV_BASE_URL} an OpenAI-compatible /v1 root?"
-                    ) from None
-            except urllib.error.HTTPError as e:
-                status, detail = e.code, self._scrub(_error_detail(e))
-                if status == 400:
-                    raise _BadRequest(detail) from None
-                if status in (401, 403):
-                    raise LLMError(
-                        f"LLM server {s.base_url} refused the API key (HTTP {status}: {detail}); "
-                        f"set {ENV_API_KEY} (or --llm-api-key / api_key in [llm] of config.toml)"
-                    ) from None
-                if status == 404:
-                    raise LLMError(
-                        f"LLM server {s.base_url} has no model {s.model!r} or no /chat/completions "
-                        f"(HTTP 404: {detail}); set --llm-model / {ENV_MODEL}, or check "
-                        f"--llm-base-url / {ENV_BASE_URL} (usually ends in /v1)"
-                    ) from None
-                if status not in _RETRY_STATUS:
-                    raise LLMError(f"LLM server {s.base_url} answered HTTP {status} ({detail})") from None
-                retry_reason = f"HTTP {status}"
-                retry_after = _retry_after(e)
-            except urllib.error.URLError as e:
-                reason = e.reason
-                if isinstance(reason, ConnectionRefusedError):
-                    raise LLMError(
-                        f"cannot connect to the LLM server at {s.base_url} (connection refused); start "
-                        f"it or set --llm-base-url / {ENV_BASE_URL}"
-                    ) from None
-                if isinstance(reason, (TimeoutError, socket.timeout)):
-                    retry_reason = f"no answer within {s.timeout:g} s"
-                elif isinstance(reason, (ConnectionResetError, ConnectionAbortedError)):
-                    retry_reason = "connection reset"
-                elif isinstance(reason, socket.gaierror):
-                    raise LLMError(
-                        f"cannot resolve the LLM server host {s.host!r}; check --llm-base-url / "
-                        f"{ENV_BASE_URL} and the network"
-                    ) from None
-                else:
-                    raise LLMError(
-                        self._scrub(
-                            f"cannot reach the LLM server at {s.base_url} ({reason}); check "
-                            f"--llm-base-url / {ENV_BASE_URL}"
-                        )
-                    ) from None
-            except TimeoutError:
-                retry_reason = f"no answer within {s.timeout:g} s"
-            except (
-                ConnectionResetError,
-                ConnectionAbortedError,
-                http.client.RemoteDisconnected,
-                http.client.IncompleteRead,
-            ):
-                retry_reason = "connection reset"
+                data = self._once(method, path, body)
+                return usable(data)
+            except _Retry as r:
+                retry = r
             if attempt >= s.max_retries:
+                if retry.reason.startswith("no answer within"):
+                    hint = "try again later, or raise the timeout in [llm] of config.toml"
+                elif retry.reason.startswith(("HTTP", "connection")):
+                    hint = "try again later"
+                else:  # it answers, but not with chat completions
+                    hint = f"is {s.base_url} an OpenAI-compatible /v1 root, and --llm-model a chat model?"
                 raise LLMError(
-                    f"LLM server {s.base_url} failed {attempt + 1} times (last: {retry_reason}); "
-                    "try again later, or raise the timeout in [llm] of config.toml"
+                    f"LLM server {s.base_url} failed {attempt + 1} times (last: {retry.reason}); {hint}"
                 )
             wait = self.backoff(attempt)
-            if retry_after is not None:
-                wait = max(wait, min(retry_after, 60.0))
+            if retry.retry_after is not None:
+                if retry.retry_after > MAX_RETRY_AFTER:
+                    raise LLMError(
+                        f"LLM server {s.base_url} asked to wait {retry.retry_after:.0f} s before retrying "
+                        f"({retry.reason}, Retry-After); ramtag waits at most {MAX_RETRY_AFTER:.0f} s - "
+                        "try again later"
+                    )
+                wait = max(wait, retry.retry_after)
             log.info(
                 "LLM request failed (%s); retry %d/%d in %.1f s",
-                retry_reason,
+                retry.reason,
                 attempt + 1,
                 s.max_retries,
                 wait,
             )
             self.sleep(wait)
             attempt += 1
+
+    def _once(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+        """One HTTP request under one deadline -> parsed JSON; raises _Retry, _BadRequest or LLMError."""
+        s = self.settings
+        url = s.base_url + path
+        headers = {"Accept": "application/json", "User-Agent": "ramtag"}
+        payload = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            payload = json.dumps(body).encode("utf-8")
+        if s.api_key:
+            headers["Authorization"] = f"Bearer {s.api_key}"
+        req = urllib.request.Request(url, data=payload, headers=headers, method=method)
+        deadline = _Deadline(s.timeout)
+        late = f"no answer within {s.timeout:g} s"
+        try:
+            with _opener(deadline).open(req, timeout=deadline.remaining()) as resp:
+                raw = _read_body(resp, deadline)
+        except urllib.error.HTTPError as e:
+            raise self._http_error(e, path) from None
+        except urllib.error.URLError as e:
+            reason = e.reason
+            if deadline.expired or isinstance(reason, TimeoutError):
+                raise _Retry(late) from None
+            if isinstance(reason, ConnectionRefusedError):
+                raise LLMError(
+                    f"cannot connect to the LLM server at {s.base_url} (connection refused); start "
+                    f"it or set --llm-base-url / {ENV_BASE_URL}"
+                ) from None
+            if isinstance(reason, (ConnectionResetError, ConnectionAbortedError)):
+                raise _Retry("connection reset") from None
+            if isinstance(reason, socket.gaierror):
+                raise LLMError(
+                    f"cannot resolve the LLM server host {s.host!r}; check --llm-base-url / "
+                    f"{ENV_BASE_URL} and the network"
+                ) from None
+            raise LLMError(
+                self._scrub(
+                    f"cannot reach the LLM server at {s.base_url} ({reason}); check "
+                    f"--llm-base-url / {ENV_BASE_URL}"
+                )
+            ) from None
+        except TimeoutError:
+            raise _Retry(late) from None
+        except (OSError, http.client.HTTPException) as e:  # resets, cut by the deadline, bad status lines
+            raise _Retry(late if deadline.expired else f"connection broken ({type(e).__name__})") from None
+        finally:
+            deadline.cancel()
+        if deadline.expired:
+            raise _Retry(late)
+        text = raw.decode("utf-8", "replace")
+        if "\ufffd" in text and not self._warned_utf8:
+            self._warned_utf8 = True
+            log.warning("LLM server %s sent text that is not valid UTF-8; bad bytes replaced", s.base_url)
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise _Retry(f"malformed JSON {printable(raw[:60].decode('ascii', 'replace'))!r}...") from None
+
+    def _http_error(self, e: urllib.error.HTTPError, path: str) -> Exception:
+        s = self.settings
+        status, detail = e.code, self._scrub(_error_detail(e))
+        if status == 400:
+            return _BadRequest(detail)
+        if path == "/models" and status not in _RETRY_STATUS:  # _only_model says what to do
+            return LLMError(f"HTTP {status}: {detail}")
+        if status in (401, 403):
+            return LLMError(
+                f"LLM server {s.base_url} refused the API key (HTTP {status}: {detail}); "
+                f"set {ENV_API_KEY} (or --llm-api-key / api_key in [llm] of config.toml)"
+            )
+        if status == 404:
+            return LLMError(
+                f"LLM server {s.base_url} has no model {self._model!r} or no {path} "
+                f"(HTTP 404: {detail}); set --llm-model / {ENV_MODEL}, or check "
+                f"--llm-base-url / {ENV_BASE_URL} (usually ends in /v1)"
+            )
+        if status not in _RETRY_STATUS:
+            return LLMError(f"LLM server {s.base_url} answered HTTP {status} ({detail})")
+        return _Retry(f"HTTP {status}", _retry_after(e))
+
+
+def _read_body(resp: Any, deadline: _Deadline, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The whole body, read in pieces as they come (``read1``) so the deadline is checked between them."""
+    length = resp.headers.get("Content-Length")
+    if length is not None and length.strip().isdigit() and int(length) > limit:
+        raise _Retry(f"answer of {int(length)} bytes, more than {limit // 2**20} MiB")
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        if deadline.expired:
+            raise _Retry(f"no answer within {deadline.seconds:g} s")
+        chunk = resp.read1(65536)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > limit:
+            raise _Retry(f"answer larger than {limit // 2**20} MiB")
+        chunks.append(chunk)
+
+
+def _contents(data: Any) -> list[str]:
+    """The non-empty ``choices[].message.content`` texts; raises _Retry when there are none."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list):
+        raise _Retry("answer without choices[].message.content - is it OpenAI-compatible?")
+    out = []
+    for c in choices:
+        msg = c.get("message") if isinstance(c, dict) else None
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(content, str) and content.strip():
+            out.append(storable_text(content))
+    if not out:
+        raise _Retry(f"answer with {len(choices)} choices and no text in them")
+    return out
+
+
+def _model_ids(data: Any) -> list[str]:
+    """``data[].id`` of a GET /models answer (OpenAI, Ollama, llama.cpp, vLLM)."""
+    items = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise _Retry("a /models answer without data[].id")
+    return [i["id"] for i in items if isinstance(i, dict) and isinstance(i.get("id"), str) and i["id"]]
 
 
 class _BadRequest(Exception):
@@ -344,7 +544,7 @@ class _BadRequest(Exception):
 def _error_detail(e: urllib.error.HTTPError) -> str:
     """The server's error message (OpenAI ``{"error": {"message": ...}}``), one line, short."""
     try:
-        raw = e.read().decode("utf-8", "replace")
+        raw = e.read(8192).decode("utf-8", "replace")
     except Exception:
         raw = ""
     msg = raw
@@ -354,13 +554,21 @@ def _error_detail(e: urllib.error.HTTPError) -> str:
         msg = str(err.get("message", err)) if isinstance(err, dict) else str(err)
     except (json.JSONDecodeError, AttributeError):
         pass
-    msg = " ".join(msg.split())
+    msg = printable(" ".join(storable_text(msg).split()))
     return (msg[:200] + "...") if len(msg) > 200 else (msg or str(e.reason))
 
 
 def _retry_after(e: urllib.error.HTTPError) -> float | None:
+    """``Retry-After`` in seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
     value = e.headers.get("Retry-After") if e.headers else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -18,15 +18,16 @@ built-in tags score the same as without the open-set tags.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InputError, LLMError, UsageError
+from ..errors import InputError, LLMError, UsageError, printable
 from ..tags.vocab import OPEN_SET_THRESHOLD, Vocabulary
 from .cache import TextCache
-from .describe import DESCRIPTIONS_PER_TAG, generate_descriptions, load_descriptions
+from .describe import DESCRIPTIONS_PER_TAG, TooFewDescriptions, generate_descriptions, load_descriptions
 from .llm import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, LLMClient, LLMSettings
 from .templates import TEMPLATE_SET_VERSION, fill_templates
 
@@ -50,6 +51,10 @@ class OpenSetTag:
     )
 
 
+MAX_TAG_CHARS = 200  # a tag is a word or a short phrase; it is written into every sidecar
+_BAD_TAG_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]")
+
+
 def _parse_item(text: str, default: float, where: str) -> OpenSetTag | None:
     item = text.strip()
     if not item:
@@ -57,7 +62,17 @@ def _parse_item(text: str, default: float, where: str) -> OpenSetTag | None:
     name, sep, value = item.rpartition("=") if "=" in item else (item, "", "")
     name = " ".join(name.split())
     if not name:
-        raise UsageError(f"{where}: {item!r} has no tag name; write 'tag' or 'tag=0.6'")
+        raise UsageError(f"{where}: {printable(item)!r} has no tag name; write 'tag' or 'tag=0.6'")
+    bad = _BAD_TAG_CHARS.search(name)
+    if bad is not None:
+        raise UsageError(
+            f"{where}: tag {printable(name)!r} contains the control character {printable(bad.group())}, "
+            "which sidecars and terminals cannot take; remove it"
+        )
+    if len(name) > MAX_TAG_CHARS:
+        raise UsageError(
+            f"{where}: tag {printable(name[:40])!r}... is longer than {MAX_TAG_CHARS} characters"
+        )
     if not sep:
         return OpenSetTag(name, default)
     try:
@@ -88,6 +103,11 @@ def parse_open_set(
             tag = _parse_item(part, default_threshold, "--open-set")
             if tag is not None:
                 items.append(tag)
+        if not items:
+            raise UsageError(
+                f"--open-set {printable(spec)!r} names no tag; "
+                'write e.g. --open-set "corgi,meteor shower=0.6"'
+            )
     if file is not None:
         p = Path(file)
         try:
@@ -100,10 +120,13 @@ def parse_open_set(
             raise InputError(
                 f"{p}: cannot read the open-set tag file ({e.strerror}); check --open-set-file"
             ) from None
+        before = len(items)
         for lineno, line in enumerate(text.splitlines(), 1):
             tag = _parse_item(line.split("#", 1)[0], default_threshold, f"{p}:{lineno}")
             if tag is not None:
                 items.append(tag)
+        if len(items) == before:
+            raise UsageError(f"{p}: the open-set tag file names no tag (one tag per line, '#' comments)")
     seen: set[str] = set()
     out: list[OpenSetTag] = []
     for tag in items:
@@ -125,7 +148,11 @@ def _fallback_message(reason: str, tags: Sequence[str]) -> str:
 
 
 class _Describer:
-    """Finds descriptions: cache first, then the LLM (once it fails, it is not asked again this run)."""
+    """Finds descriptions: cache first, then the LLM (once it fails, it is not asked again this run).
+
+    Without a usable LLM (none configured, or no model known) the cache is searched for the tag
+    under any model and server, so cached descriptions stay usable offline.
+    """
 
     def __init__(
         self,
@@ -141,28 +168,48 @@ class _Describer:
         self.use_cache = use_cache
         self.failure: str | None = None if settings.configured else "no LLM configured"
         self.before_llm = before_llm  # called once before the first LLM request (CLIP check)
+        self.tag_failures: dict[str, str] = {}  # tag -> why its answers were unusable (the LLM itself works)
+
+    def _model(self) -> str | None:
+        if self.failure is not None:
+            return None
+        try:
+            return self.client.model  # may ask the server (GET /models) once
+        except LLMError as e:
+            self.failure = str(e)
+            return None
 
     def get(self, tag: str) -> tuple[list[str] | None, str]:
         """(51 descriptions of ``tag``, "cache" | "llm"), or (None, "") when the LLM is unavailable
         (the reason is in ``failure``)."""
         s = self.settings
+        model = self._model()
         if self.use_cache:
-            cached = self.cache.get_descriptions(tag, s.model, s.host)
+            if model is not None:
+                cached = self.cache.get_descriptions(tag, model, s.host)
+            else:
+                found = self.cache.find_descriptions(tag)
+                cached = found[0] if found else None
+                if found:
+                    log.info("descriptions of %r cached from %s at %s", tag, found[1], found[2])
             if cached is not None:
                 log.debug("descriptions of %r from the cache", tag)
                 return cached, "cache"
-        if self.failure is not None:
+        if self.failure is not None or model is None:
             return None, ""
         if self.before_llm is not None:
             check, self.before_llm = self.before_llm, None
             check()
         try:
             descs = generate_descriptions(tag, self.client)
+        except TooFewDescriptions as e:  # this tag only: the next tag still asks the LLM
+            self.tag_failures[tag] = str(e)
+            return None, ""
         except LLMError as e:
             self.failure = str(e)
             return None, ""
-        self.cache.put_descriptions(tag, s.model, s.host, descs)
-        log.info("described %r with %s at %s", tag, s.model, s.host)
+        self.cache.put_descriptions(tag, model, s.host, descs)
+        log.info("described %r with %s at %s", tag, model, s.host)
         return descs, "llm"
 
 
@@ -174,17 +221,21 @@ def describe_tags(
     use_cache: bool = True,
 ) -> dict[str, list[str]]:
     """51 LLM descriptions per tag (cached), for ``ramtag describe``; raises :class:`LLMError` when the
-    LLM cannot be used. ``dump_descriptions`` turns the result into the official JSON format."""
+    LLM cannot be used for a tag that is not cached. Without an LLM, cached descriptions (from any
+    model) are returned. ``dump_descriptions`` turns the result into the official JSON format."""
     d = _Describer(llm, cache or TextCache(), use_cache)
     out: dict[str, list[str]] = {}
     for tag in tags:
         descs, _ = d.get(tag)
         if descs is None:
+            if tag in d.tag_failures:
+                raise LLMError(d.tag_failures[tag])
+            if d.failure != "no LLM configured":
+                raise LLMError(str(d.failure))
             raise LLMError(
-                d.failure
-                if d.failure != "no LLM configured"
-                else f"no LLM configured; set {ENV_API_KEY} (OpenAI) or --llm-base-url / {ENV_BASE_URL} and "
-                f"--llm-model / {ENV_MODEL} (e.g. http://localhost:11434/v1 for Ollama)"
+                f"no cached descriptions of {tag!r} and no LLM configured; set {ENV_API_KEY} (OpenAI) or "
+                f"--llm-base-url / {ENV_BASE_URL} and --llm-model / {ENV_MODEL} "
+                "(e.g. http://localhost:11434/v1 for Ollama)"
             )
         out[tag] = descs
     return out
@@ -303,10 +354,10 @@ def build_open_set(
         else:
             if require_llm:
                 assert describer is not None
+                why = describer.tag_failures.get(t.name) or describer.failure
                 raise LLMError(
-                    f"open-set tag {t.name!r} needs LLM descriptions (--require-llm) but "
-                    f"{describer.failure}; configure {ENV_API_KEY} or --llm-base-url / {ENV_BASE_URL}, "
-                    "or pass --descriptions FILE"
+                    f"open-set tag {t.name!r} needs LLM descriptions (--require-llm) but {why}; configure "
+                    f"{ENV_API_KEY} or --llm-base-url / {ENV_BASE_URL}, or pass --descriptions FILE"
                 )
             emb = embed_templates(t.name, encoder, cache)
             source = "templates"
@@ -319,8 +370,9 @@ def build_open_set(
         embeds.append(emb)
         result.sources[t.name] = source
     if fallback:
-        assert describer is not None and describer.failure is not None
-        msg = _fallback_message(describer.failure, fallback)
+        assert describer is not None
+        reason = describer.failure or "; ".join(describer.tag_failures.get(t, "") for t in fallback[:2])
+        msg = _fallback_message(reason, fallback)
         log.warning("%s", msg)
         result.warnings.append(msg)
 

@@ -11,6 +11,7 @@ photographer's negatives, and RAW converters read sidecars), get an XMP sidecar 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ramtag.errors import ExiftoolError
+from ramtag.fsutil import write_target
 from ramtag.raw import is_raw
 from ramtag.results import ImageTags
 from ramtag.writers.base import (
@@ -36,6 +38,7 @@ from ramtag.writers.exiftool_session import (
     _first_error,
     find_exiftool,
 )
+from ramtag.writers.lock import file_lock
 from ramtag.writers.xmp import XmpSidecarWriter
 
 __all__ = [
@@ -174,6 +177,14 @@ class ExiftoolWriter:
         if path.suffix.lower() not in self.session.writable_suffixes():
             return self._fallback(result, path, f"exiftool cannot write {path.suffix} files")
         names = clean_tag_names(result.tag_names(self.lang), self._warned_names)
+        # exiftool replaces the file it writes: a symlinked photo is written through to its target (which
+        # must exist, in the photo's folder), so the link stays a link.
+        path = write_target(path, within=[path.parent])
+        # The lock orders concurrent ramtag runs on this photo: read, merge and write are one step.
+        with contextlib.nullcontext() if self.dry_run else file_lock(path):
+            return self._write(path, names)
+
+    def _write(self, path: Path, names: list[str]) -> WriteOutcome:
         meta = self.session.read(path, _READ_TAGS)
         old = _record_from(meta)
         holds_iptc = meta.get("File:FileType") in IPTC_FILE_TYPES or "IPTC:Keywords" in meta
@@ -224,6 +235,12 @@ def untag_image(
     session: ExiftoolSession, path: Path, *, dry_run: bool = False, backup: bool = True
 ) -> WriteOutcome:
     """Remove what ramtag embedded in one image (keywords it added and its XMP record)."""
+    path = write_target(path, within=[path.parent])
+    with contextlib.nullcontext() if dry_run else file_lock(path):
+        return _untag_image(session, path, dry_run=dry_run, backup=backup)
+
+
+def _untag_image(session: ExiftoolSession, path: Path, *, dry_run: bool, backup: bool) -> WriteOutcome:
     meta = session.read(path, _READ_TAGS)
     old = _record_from(meta)
     if old is None:

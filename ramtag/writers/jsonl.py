@@ -22,7 +22,7 @@ import os
 import threading
 from pathlib import Path
 
-from ramtag.errors import UsageError
+from ramtag.errors import OutputError, UsageError, os_cause
 from ramtag.results import ImageTags
 from ramtag.writers.atomic import AtomicFile
 from ramtag.writers.base import WriteOutcome
@@ -30,6 +30,7 @@ from ramtag.writers.base import WriteOutcome
 log = logging.getLogger(__name__)
 
 DEFAULT_JSONL = "ramtag-tags.jsonl"
+_KEPT = "cannot write it; the lines written before stay, run again to write the others"
 
 
 def line_fingerprint(line: bytes) -> str:
@@ -123,6 +124,7 @@ class JsonlWriter:
         self._dupes = False  # some image now has two lines: compact at close
         self._fd: int | None = None
         self._closed = False
+        self._failure: str | None = None  # why the file could not be written (disk full, ...)
         if dry_run:
             return
         try:
@@ -151,9 +153,15 @@ class JsonlWriter:
             return WriteOutcome(result.path, self.path, "dry-run", f"{self.path}: would add 1 line", tags)
         line = encode_line(d)
         with self._lock:
+            if self._failure is not None:
+                raise OutputError(f"{self.path}: not written ({self._failure}, see above)")
             if self._fd is None or self._closed:
                 raise ValueError(f"{self.path}: JSON Lines writer is closed")
-            os.write(self._fd, line)  # one write on an O_APPEND file: whole lines, never interleaved
+            try:
+                os.write(self._fd, line)  # one write on an O_APPEND file: whole lines, never interleaved
+            except OSError as e:  # (a short write leaves a torn line: cut off when the file is next opened)
+                self._failure = os_cause(e)
+                raise OutputError.from_os(e, self.path, _KEPT) from None
             if d["path"] is not None:
                 key = str(d["path"])
                 self._dupes |= key in self._keys
@@ -170,8 +178,12 @@ class JsonlWriter:
     def sync(self) -> None:
         """Make every line written so far durable (call before recording those images as done)."""
         with self._lock:
-            if self._fd is not None and not self._closed:
-                os.fsync(self._fd)
+            if self._fd is not None and not self._closed and self._failure is None:
+                try:
+                    os.fsync(self._fd)
+                except OSError as e:
+                    self._failure = os_cause(e)
+                    raise OutputError.from_os(e, self.path, _KEPT) from None
 
     def close(self) -> None:
         """fsync, then leave one line per image (atomic rewrite only when some image has two)."""
@@ -182,11 +194,14 @@ class JsonlWriter:
             self._closed = True
             fd, self._fd = self._fd, None
             try:
-                os.fsync(fd)
+                if self._failure is None:  # (after a failure it was reported once, where it happened)
+                    os.fsync(fd)
+                    if self._dupes:
+                        compact(self.path)
+            except OSError as e:
+                raise OutputError.from_os(e, self.path, _KEPT) from None
             finally:
                 os.close(fd)
-            if self._dupes:
-                compact(self.path)
 
     def abort(self) -> None:
         """Stop writing; the lines written so far stay (they are complete, and the catalog knows

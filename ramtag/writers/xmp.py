@@ -33,10 +33,12 @@ never overwritten (``repair_sidecars=True`` keeps it as ``*.bak`` and starts a f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
+import stat
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -45,7 +47,7 @@ from typing import Any
 from xml.dom import Node, expatbuilder, minidom
 from xml.parsers.expat import ExpatError
 
-from ramtag.errors import SidecarError
+from ramtag.errors import OutputError, RamtagError, SidecarError, printable
 from ramtag.formats import IMAGE_EXTENSIONS, RAW_EXTENSIONS
 from ramtag.results import ImageTags
 from ramtag.writers.atomic import atomic_write_bytes
@@ -59,6 +61,7 @@ from ramtag.writers.base import (
     utc_now,
 )
 from ramtag.writers.embedded import EmbeddedMetadata, read_embedded
+from ramtag.writers.lock import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,9 @@ NS_MSPHOTO = "http://ns.microsoft.com/photo/1.0/"
 NS_XMP = "http://ns.adobe.com/xap/1.0/"
 NS_XML = "http://www.w3.org/XML/1998/namespace"
 
-MAX_SIDECAR_BYTES = 64 * 1024 * 1024  # larger "sidecars" are not XMP; refuse instead of parsing
+# A real photo's sidecar is a few KB (a heavily edited Lightroom one some hundred KB); anything larger is
+# reported and left alone instead of being parsed (a 60 MB one took 67 s and 3 GB to merge).
+MAX_SIDECAR_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 100  # real XMP nests a dozen levels; deeper is hostile (and would exhaust the recursion limit)
 
 
@@ -847,6 +852,23 @@ def _existing(path: Path) -> Path | None:
     return None
 
 
+def read_sidecar(path: Path) -> bytes | None:
+    """The bytes of an existing sidecar (None when there is none), at most ``MAX_SIDECAR_BYTES``: a larger
+    file raises :class:`SidecarError` and is left alone (the read is bounded, whatever the file is)."""
+    if not path.exists():
+        return None
+    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the run, a device never end
+        raise SidecarError(f"{printable(path)}: not a regular file; left alone - move it away")
+    with open(path, "rb") as f:
+        data = f.read(MAX_SIDECAR_BYTES + 1)
+    if len(data) > MAX_SIDECAR_BYTES:
+        raise SidecarError(
+            f"{printable(path)}: larger than {MAX_SIDECAR_BYTES // 2**20} MB, which no real sidecar reaches; "
+            "left alone - check what it is, or move it away to let ramtag write a new one"
+        )
+    return data
+
+
 def _backup_path(path: Path) -> Path:
     candidate, n = path.with_name(path.name + ".bak"), 1
     while candidate.exists():
@@ -968,6 +990,7 @@ class XmpSidecarWriter:
         self._warned: set[Path] = set()
         self._warned_names: set[str] = set()
         self._exiftool: Any = None  # ExiftoolSession, started when a file needs it
+        self.roots: list[Path] | None = None  # where a symlinked sidecar may lead (None: the image folder)
 
     def write(self, result: ImageTags) -> WriteOutcome:
         if result.error is not None:
@@ -982,18 +1005,25 @@ class XmpSidecarWriter:
                 self._warned.add(sidecars[0])
                 log.warning(note)
             outcomes: list[WriteOutcome] = []
-            failed: SidecarError | None = None
-            for sidecar in sidecars:
-                try:
-                    outcomes.append(self._write(image, sidecar, names, note))
-                except SidecarError as e:  # the image's other sidecar is still brought up to date
-                    failed = failed or e
+            failed: RamtagError | None = None
+            # the lock orders concurrent ramtag runs writing the same photo (read-merge-write)
+            with contextlib.nullcontext() if self.dry_run else file_lock(image):
+                for sidecar in sidecars:
+                    try:
+                        outcomes.append(self._write(image, sidecar, names, note))
+                    except SidecarError as e:  # the image's other sidecar is still brought up to date
+                        failed = failed or e
+                    except OSError as e:  # disk full, permission, name too long: one line
+                        failed = failed or OutputError.from_os(e, sidecar)
             if failed is not None:
                 raise failed
             return _combined(outcomes)
 
     def _write(self, image: Path, sidecar: Path, names: list[str], note: str) -> WriteOutcome:
-        data = sidecar.read_bytes() if sidecar.exists() else None
+        try:
+            data = read_sidecar(sidecar)
+        except OSError as e:
+            raise OutputError.from_os(e, sidecar, "cannot read it") from None
         backup: Path | None = None
         try:
             new, record = merge_tags(
@@ -1032,7 +1062,7 @@ class XmpSidecarWriter:
             shutil.copy2(sidecar, backup)
             log.warning("%s was not valid XML; kept it as %s and wrote a new sidecar", sidecar, backup)
             extra += f" (malformed sidecar kept as {backup.name})"
-        atomic_write_bytes(sidecar, new)
+        atomic_write_bytes(sidecar, new, within=self.roots or [image.parent])
         return WriteOutcome(image, sidecar, "written", f"{sidecar}: {len(names)} tags{extra}", tags, fp)
 
     def _embedded(self, image: Path, sidecar_data: bytes | None) -> EmbeddedMetadata | None:
@@ -1073,7 +1103,19 @@ def _combined(outcomes: list[WriteOutcome]) -> WriteOutcome:
 def untag_sidecar(sidecar: Path, *, image: Path | None = None, dry_run: bool = False) -> WriteOutcome:
     """Remove ramtag's keywords and record from one sidecar (deleting it if ramtag created it and
     nothing else is left). Raises :class:`SidecarError` for a malformed sidecar."""
-    new, old, delete = remove_tags(sidecar.read_bytes(), path=sidecar)
+    lock_on = image if image is not None and image.exists() else sidecar  # the same lock as tagging takes
+    with contextlib.nullcontext() if dry_run else file_lock(lock_on):
+        return _untag_sidecar(sidecar, image=image, dry_run=dry_run)
+
+
+def _untag_sidecar(sidecar: Path, *, image: Path | None, dry_run: bool) -> WriteOutcome:
+    try:
+        data = read_sidecar(sidecar)
+    except OSError as e:
+        raise OutputError.from_os(e, sidecar, "cannot read it") from None
+    if data is None:
+        return WriteOutcome(image or sidecar, sidecar, "skipped", f"{printable(sidecar)}: no such file")
+    new, old, delete = remove_tags(data, path=sidecar)
     subject = image if image is not None else sidecar
     if new is None or old is None:
         return WriteOutcome(subject, sidecar, "unchanged", f"{sidecar}: no ramtag tags")
@@ -1084,5 +1126,8 @@ def untag_sidecar(sidecar: Path, *, image: Path | None = None, dry_run: bool = F
     if delete:
         sidecar.unlink()
         return WriteOutcome(subject, sidecar, "deleted", f"{sidecar}: deleted (created by ramtag)", tags)
-    atomic_write_bytes(sidecar, new)
+    try:
+        atomic_write_bytes(sidecar, new, within=[sidecar.parent])
+    except OSError as e:
+        raise OutputError.from_os(e, sidecar) from None
     return WriteOutcome(subject, sidecar, "written", f"{sidecar}: removed {len(tags)} tags", tags)
