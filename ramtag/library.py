@@ -695,7 +695,9 @@ class BackgroundWriter:
             if sync is not None:
                 sync()
         except (RamtagError, OSError) as e:  # not durable: not recorded (the next run writes them again)
-            msg = str(e) if isinstance(e, RamtagError) else str(OutputError.from_os(e, e.filename or "output"))
+            msg = (
+                str(e) if isinstance(e, RamtagError) else str(OutputError.from_os(e, e.filename or "output"))
+            )
             self.errors.append(("", msg))
             return
         if self.book is not None:
