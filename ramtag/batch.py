@@ -197,8 +197,12 @@ def collate(samples: list[Sample], items: Sequence[Item]) -> Batch:
             failures.append((index, path, error or f"{path}: failed"))
         elif images and image.shape != images[0].shape:
             failures.append(
-                (index, path, f"{path}: transform gave shape {tuple(image.shape)}, "
-                 f"the batch has {tuple(images[0].shape)}")
+                (
+                    index,
+                    path,
+                    f"{path}: transform gave shape {tuple(image.shape)}, "
+                    f"the batch has {tuple(images[0].shape)}",
+                )
             )
         else:
             images.append(image)
@@ -290,15 +294,26 @@ def make_batches(
         raise UsageError(f"decode must be 'cpu' or 'gpu' here, got {decode!r}")
     if decode == "gpu":
         yield from _gpu_batches(
-            items, transform, batch_size=batch_size, workers=workers, threads=threads,
-            exif_orientation=exif_orientation, draft_size=draft_size, ahead=ahead,
+            items,
+            transform,
+            batch_size=batch_size,
+            workers=workers,
+            threads=threads,
+            exif_orientation=exif_orientation,
+            draft_size=draft_size,
+            ahead=ahead,
             device=torch.device(device if device is not None else "cuda"),
         )
         return
     if workers > 0:
         yield from make_loader(
-            items, transform, batch_size=batch_size, workers=workers, pin_memory=pin_memory,
-            exif_orientation=exif_orientation, draft_size=draft_size,
+            items,
+            transform,
+            batch_size=batch_size,
+            workers=workers,
+            pin_memory=pin_memory,
+            exif_orientation=exif_orientation,
+            draft_size=draft_size,
         )
         return
     items = list(items)
@@ -344,8 +359,14 @@ def _gpu_batches(
     def raw_batches() -> Iterator[list[RawSample]]:
         if workers > 0:
             loader = DataLoader(
-                dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                collate_fn=_pack, prefetch_factor=2, persistent_workers=False, in_order=True,
+                dataset,
+                batch_size=batch_size,
+                shuffle=False,
+                num_workers=workers,
+                collate_fn=_pack,
+                prefetch_factor=2,
+                persistent_workers=False,
+                in_order=True,
             )
             for packed in loader:
                 yield _unpack(packed)

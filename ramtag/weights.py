@@ -70,8 +70,10 @@ class WeightsInfo:
 def validate_name(name: str) -> str:
     """Return ``name`` if it is usable as a weights name (a plain folder name), else raise UsageError."""
     if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
-        raise UsageError(f"invalid weights name {name!r}: use letters, digits, '.', '_', '+', '-' "
-                         "(no path separators, not starting with '.'), at most 100 characters")
+        raise UsageError(
+            f"invalid weights name {name!r}: use letters, digits, '.', '_', '+', '-' "
+            "(no path separators, not starting with '.'), at most 100 characters"
+        )
     return name
 
 
@@ -119,35 +121,68 @@ def list_weights() -> list[WeightsInfo]:
         installed = is_weights_dir(path)
         meta = _read_meta(path) if installed else {}
         hub_file = spec.checkpoint
-        out.append(WeightsInfo(
-            name=name, installed=installed, path=path if installed else None,
-            size=_dir_size(path) if installed else hub_file.size, registered=True,
-            default=name == DEFAULT_WEIGHTS, arch=spec.arch,
-            num_tags=(meta.get("architecture") or {}).get("num_tags"), license=spec.license,
-            description=spec.description, source=f"hf://{hub_file.repo_id}/{hub_file.filename}",
-        ))
+        out.append(
+            WeightsInfo(
+                name=name,
+                installed=installed,
+                path=path if installed else None,
+                size=_dir_size(path) if installed else hub_file.size,
+                registered=True,
+                default=name == DEFAULT_WEIGHTS,
+                arch=spec.arch,
+                num_tags=(meta.get("architecture") or {}).get("num_tags"),
+                license=spec.license,
+                description=spec.description,
+                source=f"hf://{hub_file.repo_id}/{hub_file.filename}",
+            )
+        )
     for name, enc in TEXT_ENCODERS.items():
         cached = text_encoder_path(name)
-        out.append(WeightsInfo(
-            name=name, installed=cached is not None, path=cached,
-            size=cached.stat().st_size if cached is not None else enc.file.size or enc.approx_bytes,
-            registered=True, default=False, arch="CLIP text encoder", num_tags=None, license=enc.license,
-            description=enc.description, source=f"hf://{enc.file.repo_id}/{enc.file.filename}",
-        ))
+        out.append(
+            WeightsInfo(
+                name=name,
+                installed=cached is not None,
+                path=cached,
+                size=cached.stat().st_size if cached is not None else enc.file.size or enc.approx_bytes,
+                registered=True,
+                default=False,
+                arch="CLIP text encoder",
+                num_tags=None,
+                license=enc.license,
+                description=enc.description,
+                source=f"hf://{enc.file.repo_id}/{enc.file.filename}",
+            )
+        )
     root = paths.weights_dir()
-    imported = sorted(p for p in root.iterdir() if p.name not in WEIGHTS and _NAME.fullmatch(p.name)
-                      and is_weights_dir(p)) if root.is_dir() else []
+    imported = (
+        sorted(
+            p
+            for p in root.iterdir()
+            if p.name not in WEIGHTS and _NAME.fullmatch(p.name) and is_weights_dir(p)
+        )
+        if root.is_dir()
+        else []
+    )
     for path in imported:
         meta = _read_meta(path)
         arch = meta.get("architecture") or {}
         prov = meta.get("provenance") or {}
         ckpt = prov.get("checkpoint") or {}
-        out.append(WeightsInfo(
-            name=path.name, installed=True, path=path, size=_dir_size(path), registered=False, default=False,
-            arch=arch.get("name"), num_tags=arch.get("num_tags"), license=prov.get("license"),
-            description=prov.get("description") or f"imported {arch.get('name', 'RAM++')} weights",
-            source=str(ckpt.get("path") or prov.get("source") or "imported"),
-        ))
+        out.append(
+            WeightsInfo(
+                name=path.name,
+                installed=True,
+                path=path,
+                size=_dir_size(path),
+                registered=False,
+                default=False,
+                arch=arch.get("name"),
+                num_tags=arch.get("num_tags"),
+                license=prov.get("license"),
+                description=prov.get("description") or f"imported {arch.get('name', 'RAM++')} weights",
+                source=str(ckpt.get("path") or prov.get("source") or "imported"),
+            )
+        )
     return out
 
 
@@ -180,8 +215,16 @@ def _install(target: Path, write: Any) -> Path:
     return target
 
 
-def _convert_official(checkpoint: Path, vocabulary: Vocabulary, target: Path, *, preprocessing: Preprocessing,
-                      arch: str | None, provenance: Mapping[str, Any], vocab_files: str) -> Path:
+def _convert_official(
+    checkpoint: Path,
+    vocabulary: Vocabulary,
+    target: Path,
+    *,
+    preprocessing: Preprocessing,
+    arch: str | None,
+    provenance: Mapping[str, Any],
+    vocab_files: str,
+) -> Path:
     """Official .pth -> ramtag format at ``target`` (strict: every tensor must fit)."""
     from .model.convert import convert_official_state_dict, infer_official_config, read_official_checkpoint
     from .weights_format import save_weights
@@ -190,24 +233,41 @@ def _convert_official(checkpoint: Path, vocabulary: Vocabulary, target: Path, *,
     official = read_official_checkpoint(checkpoint)
     config = infer_official_config(official, image_size=preprocessing.image_size)
     if arch is not None and config.name != arch:
-        raise CheckpointError(f"{checkpoint}: is a {config.name!r} checkpoint, but {target.name!r} expects "
-                              f"{arch!r}; pass the checkpoint that belongs to these weights")
+        raise CheckpointError(
+            f"{checkpoint}: is a {config.name!r} checkpoint, but {target.name!r} expects "
+            f"{arch!r}; pass the checkpoint that belongs to these weights"
+        )
     if len(vocabulary) != config.num_tags:
-        raise VocabularyError(f"{vocab_files}: {len(vocabulary)} tags, but {checkpoint} was trained with "
-                              f"{config.num_tags}; pass the tag list and thresholds of this checkpoint")
+        raise VocabularyError(
+            f"{vocab_files}: {len(vocabulary)} tags, but {checkpoint} was trained with "
+            f"{config.num_tags}; pass the tag list and thresholds of this checkpoint"
+        )
     state_dict = convert_official_state_dict(official, config, source=str(checkpoint))
     del official
-    return _install(target, lambda tmp: save_weights(tmp, state_dict=state_dict, config=config,
-                                                     vocabulary=vocabulary, preprocessing=preprocessing,
-                                                     provenance=provenance))
+    return _install(
+        target,
+        lambda tmp: save_weights(
+            tmp,
+            state_dict=state_dict,
+            config=config,
+            vocabulary=vocabulary,
+            preprocessing=preprocessing,
+            provenance=provenance,
+        ),
+    )
 
 
 def _url_provenance(f: UrlFile | None) -> dict[str, str] | None:
     return None if f is None else {"url": f.url, "sha256": f.sha256}
 
 
-def download_weights(name: str = DEFAULT_WEIGHTS, *, force: bool = False, keep_download: bool = False,
-                     progress: bool | hub.ProgressFactory = True) -> Path:
+def download_weights(
+    name: str = DEFAULT_WEIGHTS,
+    *,
+    force: bool = False,
+    keep_download: bool = False,
+    progress: bool | hub.ProgressFactory = True,
+) -> Path:
     """Download registry weights and convert them once; returns the installed directory.
 
     Already-converted weights are returned at once (no network) unless ``force``. The checkpoint comes
@@ -235,8 +295,11 @@ def download_weights(name: str = DEFAULT_WEIGHTS, *, force: bool = False, keep_d
         "license": spec.license,
         "paper": spec.paper,
         "checkpoint": {
-            "repo_id": ckpt.repo_id, "filename": ckpt.filename, "revision": ckpt.revision,
-            "commit": hub.hub_commit(checkpoint), "bytes": checkpoint.stat().st_size,
+            "repo_id": ckpt.repo_id,
+            "filename": ckpt.filename,
+            "revision": ckpt.revision,
+            "commit": hub.hub_commit(checkpoint),
+            "bytes": checkpoint.stat().st_size,
             "sha256": ckpt.sha256 or hub.reported_sha256(checkpoint) or sha256_file(checkpoint),
         },
         "tag_list": _url_provenance(spec.tag_list),
@@ -244,8 +307,15 @@ def download_weights(name: str = DEFAULT_WEIGHTS, *, force: bool = False, keep_d
         "thresholds": _url_provenance(spec.thresholds),
         "converted_at": _now(),
     }
-    out = _convert_official(checkpoint, vocabulary, target, preprocessing=spec.preprocessing, arch=spec.arch,
-                            provenance=provenance, vocab_files=f"{tag_list} / {thresholds}")
+    out = _convert_official(
+        checkpoint,
+        vocabulary,
+        target,
+        preprocessing=spec.preprocessing,
+        arch=spec.arch,
+        provenance=provenance,
+        vocab_files=f"{tag_list} / {thresholds}",
+    )
     if not keep_download:
         hub.remove_cached_hub_file(spec.checkpoint)
     log.info("weights %s ready in %s", name, out)
@@ -286,23 +356,31 @@ def import_text_encoder(source: Path, *, name: str, force: bool = False) -> Path
     and loading it reports a bad file by name."""
     target = paths.weights_dir() / name
     if (target / TEXT_ENCODER_META).is_file() and not force:
-        raise WeightsError(f"{name} is already imported in {target}; `ramtag weights remove {name}` first "
-                           "or pass --force")
+        raise WeightsError(
+            f"{name} is already imported in {target}; `ramtag weights remove {name}` first or pass --force"
+        )
     if not source.is_file():
-        raise WeightsError(f"{source}: not found; pass the CLIP weights file "
-                           f"({TEXT_ENCODERS[name].file.filename})")
+        raise WeightsError(
+            f"{source}: not found; pass the CLIP weights file ({TEXT_ENCODERS[name].file.filename})"
+        )
 
     def write(tmp: Path) -> None:
         shutil.copyfile(source, tmp / source.name)
-        meta = {"name": name, "file": source.name, "sha256": sha256_file(tmp / source.name),
-                "source": str(source.resolve()), "imported_at": _now()}
+        meta = {
+            "name": name,
+            "file": source.name,
+            "sha256": sha256_file(tmp / source.name),
+            "source": str(source.resolve()),
+            "imported_at": _now(),
+        }
         (tmp / TEXT_ENCODER_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
     return _install(target, write) / source.name
 
 
-def download_text_encoder(name: str, *, force: bool = False,
-                          progress: bool | hub.ProgressFactory = True) -> Path:
+def download_text_encoder(
+    name: str, *, force: bool = False, progress: bool | hub.ProgressFactory = True
+) -> Path:
     """Download a registered CLIP text encoder (open-set tags) into the download cache; its path."""
     enc = TEXT_ENCODERS[name]
     if force:
@@ -327,20 +405,24 @@ def offline_help(name: str) -> str:
     off = "downloads are off (HF_HUB_OFFLINE / RAMTAG_OFFLINE)"
     if name in TEXT_ENCODERS:
         enc: TextEncoderSpec = TEXT_ENCODERS[name]
-        return (f"{name} (needed for open-set tags) is not downloaded and {off}; bring "
-                f"{enc.file.filename} from {hub.file_url(enc.file)}, then `ramtag weights import "
-                f"{enc.file.filename} --name {name}` (or pass it with --clip FILE), or run "
-                f"`ramtag weights download {name}` once while online ({mirror})")
+        return (
+            f"{name} (needed for open-set tags) is not downloaded and {off}; bring "
+            f"{enc.file.filename} from {hub.file_url(enc.file)}, then `ramtag weights import "
+            f"{enc.file.filename} --name {name}` (or pass it with --clip FILE), or run "
+            f"`ramtag weights download {name}` once while online ({mirror})"
+        )
     spec = WEIGHTS[name]
     files: list[HubFile | UrlFile] = [spec.checkpoint, spec.tag_list, spec.thresholds]
     files += [spec.tag_list_zh] if spec.tag_list_zh else []
     brought = ", ".join(f"{f.filename} ({hub.file_url(f)})" for f in files)
     zh = f" --tag-list-zh {spec.tag_list_zh.filename}" if spec.tag_list_zh else ""
-    return (f"weights {name!r} are not downloaded and {off}; bring {brought}, then `ramtag weights import "
-            f"{spec.checkpoint.filename} --name {name} --tag-list {spec.tag_list.filename} --thresholds "
-            f"{spec.thresholds.filename}{zh}`; or run `ramtag weights download --all` once while online "
-            f"({mirror}); open-set tags also need CLIP ViT-B/16 (`ramtag weights download "
-            f"{DEFAULT_SETUP[-1]}` or --clip FILE)")
+    return (
+        f"weights {name!r} are not downloaded and {off}; bring {brought}, then `ramtag weights import "
+        f"{spec.checkpoint.filename} --name {name} --tag-list {spec.tag_list.filename} --thresholds "
+        f"{spec.thresholds.filename}{zh}`; or run `ramtag weights download --all` once while online "
+        f"({mirror}); open-set tags also need CLIP ViT-B/16 (`ramtag weights download "
+        f"{DEFAULT_SETUP[-1]}` or --clip FILE)"
+    )
 
 
 def _file_provenance(path: Path | None) -> dict[str, Any] | None:
@@ -349,9 +431,15 @@ def _file_provenance(path: Path | None) -> dict[str, Any] | None:
     return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def import_checkpoint(checkpoint: str | Path, *, tag_list: str | Path | None = None,
-                      thresholds: str | Path | None = None, tag_list_zh: str | Path | None = None,
-                      name: str, force: bool = False) -> Path:
+def import_checkpoint(
+    checkpoint: str | Path,
+    *,
+    tag_list: str | Path | None = None,
+    thresholds: str | Path | None = None,
+    tag_list_zh: str | Path | None = None,
+    name: str,
+    force: bool = False,
+) -> Path:
     """Install a checkpoint the user already has under ``name``; returns the installed directory.
 
     ``checkpoint`` is an official-format RAM++ ``.pth`` (converted once, strictly) or a ramtag weights
@@ -367,8 +455,10 @@ def import_checkpoint(checkpoint: str | Path, *, tag_list: str | Path | None = N
         return import_text_encoder(source, name=name, force=force)
     target = paths.weights_dir() / name
     if is_weights_dir(target) and not force:
-        raise WeightsError(f"weights {name!r} are already installed in {target}; "
-                           f"choose another --name or `ramtag weights remove {name}` first")
+        raise WeightsError(
+            f"weights {name!r} are already installed in {target}; "
+            f"choose another --name or `ramtag weights remove {name}` first"
+        )
     if not source.exists():
         raise WeightsError(f"{source}: not found; pass an official RAM++ .pth or a ramtag weights folder")
     if (tag_list is None) != (thresholds is None):
@@ -384,16 +474,21 @@ def import_checkpoint(checkpoint: str | Path, *, tag_list: str | Path | None = N
         zh = Path(tag_list_zh).expanduser() if tag_list_zh is not None else None
         vocabulary = Vocabulary.from_files(tl, th, zh)
         vocab_files = f"{tl} / {th}"
-        files = {"tag_list": _file_provenance(tl), "thresholds": _file_provenance(th),
-                 "tag_list_zh": _file_provenance(zh)}
+        files = {
+            "tag_list": _file_provenance(tl),
+            "thresholds": _file_provenance(th),
+            "tag_list_zh": _file_provenance(zh),
+        }
 
     if source.is_dir():
         return _import_weights_dir(source, target, vocabulary, files, name)
 
     if vocabulary is None:
         if spec is None:
-            raise UsageError(f"{source}: an official checkpoint needs --tag-list and --thresholds "
-                             f"(or --name one of: {', '.join(WEIGHTS)} to use the registry's tag files)")
+            raise UsageError(
+                f"{source}: an official checkpoint needs --tag-list and --thresholds "
+                f"(or --name one of: {', '.join(WEIGHTS)} to use the registry's tag files)"
+            )
         try:
             tl = hub.fetch_url(spec.tag_list)
             th = hub.fetch_url(spec.thresholds)
@@ -402,8 +497,11 @@ def import_checkpoint(checkpoint: str | Path, *, tag_list: str | Path | None = N
             raise OfflineError(offline_help(name)) from None
         vocabulary = Vocabulary.from_files(tl, th, zh)
         vocab_files = f"{tl} / {th}"
-        files = {"tag_list": _url_provenance(spec.tag_list), "thresholds": _url_provenance(spec.thresholds),
-                 "tag_list_zh": _url_provenance(spec.tag_list_zh)}
+        files = {
+            "tag_list": _url_provenance(spec.tag_list),
+            "thresholds": _url_provenance(spec.thresholds),
+            "tag_list_zh": _url_provenance(spec.tag_list_zh),
+        }
     provenance = {
         "source": "import",
         "name": name,
@@ -413,30 +511,53 @@ def import_checkpoint(checkpoint: str | Path, *, tag_list: str | Path | None = N
         **files,
         "converted_at": _now(),
     }
-    return _convert_official(source, vocabulary, target,
-                             preprocessing=spec.preprocessing if spec else OFFICIAL_PREPROCESSING,
-                             arch=spec.arch if spec else None, provenance=provenance, vocab_files=vocab_files)
+    return _convert_official(
+        source,
+        vocabulary,
+        target,
+        preprocessing=spec.preprocessing if spec else OFFICIAL_PREPROCESSING,
+        arch=spec.arch if spec else None,
+        provenance=provenance,
+        vocab_files=vocab_files,
+    )
 
 
-def _import_weights_dir(source: Path, target: Path, vocabulary: Vocabulary | None, files: dict[str, Any],
-                        name: str) -> Path:
+def _import_weights_dir(
+    source: Path, target: Path, vocabulary: Vocabulary | None, files: dict[str, Any], name: str
+) -> Path:
     """Copy a ramtag weights folder (validated by loading it), optionally with a new vocabulary."""
     from .weights_format import load_weights, save_weights
 
     if not is_weights_dir(source):
-        raise WeightsError(f"{source}: a folder without {META_FILE}, so not ramtag weights; "
-                           "pass an official RAM++ .pth or a folder written by ramtag")
+        raise WeightsError(
+            f"{source}: a folder without {META_FILE}, so not ramtag weights; "
+            "pass an official RAM++ .pth or a folder written by ramtag"
+        )
     loaded = load_weights(source, verify=True)
     if vocabulary is not None and len(vocabulary) != loaded.config.num_tags:
-        raise VocabularyError(f"{files['tag_list']['path']}: {len(vocabulary)} tags, but {source} has "
-                              f"{loaded.config.num_tags}; pass the tag list and thresholds of these weights")
-    provenance = {**(loaded.metadata.get("provenance") or {}), "imported_from": str(source.resolve()),
-                  "imported_at": _now(), "name": name}
+        raise VocabularyError(
+            f"{files['tag_list']['path']}: {len(vocabulary)} tags, but {source} has "
+            f"{loaded.config.num_tags}; pass the tag list and thresholds of these weights"
+        )
+    provenance = {
+        **(loaded.metadata.get("provenance") or {}),
+        "imported_from": str(source.resolve()),
+        "imported_at": _now(),
+        "name": name,
+    }
     if vocabulary is not None:
         provenance["vocabulary_replaced_by"] = files
-    return _install(target, lambda tmp: save_weights(
-        tmp, state_dict=loaded.state_dict, config=loaded.config, vocabulary=vocabulary or loaded.vocabulary,
-        preprocessing=loaded.preprocessing, provenance=provenance))
+    return _install(
+        target,
+        lambda tmp: save_weights(
+            tmp,
+            state_dict=loaded.state_dict,
+            config=loaded.config,
+            vocabulary=vocabulary or loaded.vocabulary,
+            preprocessing=loaded.preprocessing,
+            provenance=provenance,
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- vocabulary
@@ -453,8 +574,11 @@ def read_vocabulary(spec: str | Path | None = None) -> Vocabulary:
         entry = WEIGHTS[name]
         try:
             zh = hub.fetch_url(entry.tag_list_zh, progress=False) if entry.tag_list_zh else None
-            return Vocabulary.from_files(hub.fetch_url(entry.tag_list, progress=False),
-                                         hub.fetch_url(entry.thresholds, progress=False), zh)
+            return Vocabulary.from_files(
+                hub.fetch_url(entry.tag_list, progress=False),
+                hub.fetch_url(entry.thresholds, progress=False),
+                zh,
+            )
         except OfflineError:
             raise OfflineError(offline_help(name)) from None
     directory = resolve_weights(spec, download=False)
@@ -462,8 +586,10 @@ def read_vocabulary(spec: str | Path | None = None) -> Vocabulary:
     try:
         return Vocabulary.from_dict(meta["vocabulary"])
     except (KeyError, TypeError, ValueError) as e:
-        raise VocabularyError(f"{directory / META_FILE}: no readable vocabulary ({type(e).__name__}); "
-                              "re-import these weights with `ramtag weights import`") from None
+        raise VocabularyError(
+            f"{directory / META_FILE}: no readable vocabulary ({type(e).__name__}); "
+            "re-import these weights with `ramtag weights import`"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------- remove
@@ -519,8 +645,10 @@ def resolve_weights(spec: str | Path | None = None, *, download: bool = True) ->
     if is_weights_dir(target):
         return target
     if name in TEXT_ENCODERS:
-        raise UsageError(f"{name} is a CLIP text encoder (for open-set tags), not tagging weights; "
-                         "pass a RAM++ name to --weights (see `ramtag weights list`)")
+        raise UsageError(
+            f"{name} is a CLIP text encoder (for open-set tags), not tagging weights; "
+            "pass a RAM++ name to --weights (see `ramtag weights list`)"
+        )
     if name not in WEIGHTS and as_path.exists():
         return _resolve_path(as_path)
     if name not in WEIGHTS:
@@ -531,13 +659,20 @@ def resolve_weights(spec: str | Path | None = None, *, download: bool = True) ->
         )
     entry = WEIGHTS[name]
     if not download:
-        raise WeightsError(f"weights {name!r} are not downloaded; run `ramtag weights download {name}` "
-                           "or `ramtag weights import` a checkpoint you have")
+        raise WeightsError(
+            f"weights {name!r} are not downloaded; run `ramtag weights download {name}` "
+            "or `ramtag weights import` a checkpoint you have"
+        )
     if paths.offline():
         raise OfflineError(offline_help(name))
     which = "default weights" if name == DEFAULT_WEIGHTS else "weights"
-    log.warning("downloading %s %s from %s (%s, once)", which, name, entry.checkpoint.repo_id,
-                _human(entry.checkpoint.size))
+    log.warning(
+        "downloading %s %s from %s (%s, once)",
+        which,
+        name,
+        entry.checkpoint.repo_id,
+        _human(entry.checkpoint.size),
+    )
     return download_weights(name)
 
 
@@ -545,11 +680,17 @@ def _resolve_path(path: Path) -> Path:
     if path.is_dir():
         if is_weights_dir(path):
             return path
-        raise WeightsError(f"{path}: a folder without {META_FILE}, so not ramtag weights; "
-                           "pass a folder written by `ramtag weights import` or a registry name")
+        raise WeightsError(
+            f"{path}: a folder without {META_FILE}, so not ramtag weights; "
+            "pass a folder written by `ramtag weights import` or a registry name"
+        )
     if path.is_file():
-        raise WeightsError(f"{path}: a checkpoint file cannot be used directly; convert it once with "
-                           f"`ramtag weights import {path} --tag-list ... --thresholds ... --name NAME`, "
-                           "then pass --weights NAME")
-    raise WeightsError(f"{path}: no such file or folder; pass a registry name (see `ramtag weights list`) "
-                       "or a ramtag weights folder")
+        raise WeightsError(
+            f"{path}: a checkpoint file cannot be used directly; convert it once with "
+            f"`ramtag weights import {path} --tag-list ... --thresholds ... --name NAME`, "
+            "then pass --weights NAME"
+        )
+    raise WeightsError(
+        f"{path}: no such file or folder; pass a registry name (see `ramtag weights list`) "
+        "or a ramtag weights folder"
+    )

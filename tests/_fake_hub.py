@@ -48,8 +48,9 @@ class FakeHub:
 
     # -- content ------------------------------------------------------------------------------------
 
-    def add_hub_file(self, repo_id: str, filename: str, data: bytes, *,
-                     linked_sha256: str | None = None) -> None:
+    def add_hub_file(
+        self, repo_id: str, filename: str, data: bytes, *, linked_sha256: str | None = None
+    ) -> None:
         """Serve ``data`` at both the branch ("main") and the commit revision of ``repo_id``."""
         sha = linked_sha256 or hashlib.sha256(data).hexdigest()
         for revision in ("main", COMMIT):
@@ -159,8 +160,9 @@ class FakeHubServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.hub))
         self._server.daemon_threads = True
         self.hub.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     def __enter__(self) -> FakeHub:
         self._thread.start()

@@ -152,7 +152,7 @@ def test_exception_in_worker_becomes_failure(shared_photos: Path, workers: int) 
     ]
     batches, good, bad = run(make_loader(files, FailsOnWide(), batch_size=4, workers=workers))
     assert good == [0, 2] and bad == [1]
-    (_, path, error), = batches[0].failures
+    ((_, path, error),) = batches[0].failures
     assert path == files[1]
     assert "RuntimeError" in error and "boom second line" in error and "\n" not in error
     assert batches[0].images.shape == (2, 3, SIZE, SIZE)
@@ -211,8 +211,11 @@ def test_empty_input() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
-    [({"batch_size": 0, "workers": 0}, "batch size"), ({"batch_size": 1, "workers": -1}, "workers"),
-     ({"batch_size": 1, "workers": 0, "draft_size": 0}, "draft size")],
+    [
+        ({"batch_size": 0, "workers": 0}, "batch size"),
+        ({"batch_size": 1, "workers": -1}, "workers"),
+        ({"batch_size": 1, "workers": 0, "draft_size": 0}, "draft size"),
+    ],
 )
 def test_bad_arguments(kwargs: dict, fragment: str) -> None:
     with pytest.raises(UsageError, match=fragment):
@@ -221,8 +224,9 @@ def test_bad_arguments(kwargs: dict, fragment: str) -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
 def test_pin_memory(shared_photos: Path) -> None:
-    (batch,) = list(make_loader([shared_photos / "coffee_cup.jpg"], Squash(), batch_size=1, workers=0,
-                                pin_memory=True))
+    (batch,) = list(
+        make_loader([shared_photos / "coffee_cup.jpg"], Squash(), batch_size=1, workers=0, pin_memory=True)
+    )
     assert isinstance(batch, Batch) and batch.images.is_pinned()
 
 

@@ -40,13 +40,29 @@ def test_tiny_benchmark_report(tmp_path: Path) -> None:
         BenchOptions(arch="tiny", num_images=3, image_size=(800, 600), batch_size=2, workers=0, out=out)
     )
     saved = json.loads(out.read_text())
-    for key in ("machine", "model", "images", "runner", "end_to_end", "stages", "reference", "ratio",
-                "agreement", "decode_options", "memory", "options"):
+    for key in (
+        "machine",
+        "model",
+        "images",
+        "runner",
+        "end_to_end",
+        "stages",
+        "reference",
+        "ratio",
+        "agreement",
+        "decode_options",
+        "memory",
+        "options",
+    ):
         assert key in saved, key
     for key in ("cpu", "cpu_cores", "torch", "gpu"):
         assert key in saved["machine"]
-    for key in ("decode_resize_s_per_img", "backbone_s_per_img", "reweight_decoder_s_per_img",
-                "write_xmp_s_per_img"):
+    for key in (
+        "decode_resize_s_per_img",
+        "backbone_s_per_img",
+        "reweight_decoder_s_per_img",
+        "write_xmp_s_per_img",
+    ):
         assert saved["stages"][key] > 0
     assert saved["images"]["count"] == 3 and saved["images"]["first_size"] == [800, 600]
     assert saved["end_to_end"]["images_per_s"] > 0 and saved["reference"]["images_per_s"] > 0
@@ -79,8 +95,17 @@ def test_benchmark_with_per_tag_thresholds_and_bf16_checked(tmp_path: Path) -> N
     th.write_text("\n".join(["0.45", "0.5", "0.55", "0.6"] * 10) + "\n")
     out = tmp_path / "bench.json"
     run_benchmark(
-        BenchOptions(arch="tiny", num_images=4, image_size=(384, 384), batch_size=2, workers=0, out=out,
-                     precision="bf16-checked", thresholds=th, decode_check=False)
+        BenchOptions(
+            arch="tiny",
+            num_images=4,
+            image_size=(384, 384),
+            batch_size=2,
+            workers=0,
+            out=out,
+            precision="bf16-checked",
+            thresholds=th,
+            decode_check=False,
+        )
     )
     saved = json.loads(out.read_text())
     assert saved["precision"] == "bf16-checked" and "re-check" in saved["runner"]
@@ -90,8 +115,17 @@ def test_benchmark_with_per_tag_thresholds_and_bf16_checked(tmp_path: Path) -> N
     assert rc["images"] == 4 and 0 <= rc["rechecked_images"] <= 4 and rc["margin"] > 0
     th.write_text("0.5\n" * 7)
     with pytest.raises(UsageError, match="7 values for 40 tags"):
-        run_benchmark(BenchOptions(arch="tiny", num_images=1, image_size=(384, 384), workers=0,
-                                   out=out, thresholds=th, decode_check=False))
+        run_benchmark(
+            BenchOptions(
+                arch="tiny",
+                num_images=1,
+                image_size=(384, 384),
+                workers=0,
+                out=out,
+                thresholds=th,
+                decode_check=False,
+            )
+        )
 
 
 def test_benchmarks_script_is_the_cli_command() -> None:

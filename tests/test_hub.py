@@ -32,8 +32,11 @@ def hub_file(*, revision: str = "main", size: int | None = len(DATA), sha256: st
 
 def raw_file(fake: FakeHub, data: bytes = DATA, *, sha256: str | None = None) -> UrlFile:
     fake.add_raw("owner/repo/abc/data/tags.txt", data)
-    return UrlFile(url=f"{registry.GITHUB_RAW}/owner/repo/abc/data/tags.txt",
-                   sha256=sha256 or hashlib.sha256(data).hexdigest(), filename="tags.txt")
+    return UrlFile(
+        url=f"{registry.GITHUB_RAW}/owner/repo/abc/data/tags.txt",
+        sha256=sha256 or hashlib.sha256(data).hexdigest(),
+        filename="tags.txt",
+    )
 
 
 def cache_files() -> list[Path]:
@@ -69,8 +72,11 @@ def test_registry_default_entry_and_pinned_tag_files(official_data: Path) -> Non
     assert spec.checkpoint.filename == "ram_plus_swin_large_14m.pth"
     assert spec.checkpoint.size == 3_010_210_801
     assert spec.arch == "swin_l_384" and spec.license == "Apache-2.0"
-    for f, name in ((spec.tag_list, "ram_tag_list.txt"), (spec.tag_list_zh, "ram_tag_list_chinese.txt"),
-                    (spec.thresholds, "ram_tag_list_threshold.txt")):
+    for f, name in (
+        (spec.tag_list, "ram_tag_list.txt"),
+        (spec.tag_list_zh, "ram_tag_list_chinese.txt"),
+        (spec.thresholds, "ram_tag_list_threshold.txt"),
+    ):
         assert f is not None and f.filename == name
         assert "/7cb804a8609e9f4b1a50b7f31436d2df40bb9481/ram/data/" in f.url
         assert sha256_file(OFFICIAL_DATA / name) == f.sha256  # the pinned digest is the real file's
@@ -110,8 +116,9 @@ def test_hub_download_is_verified_cached_and_request_free_afterwards(fake: FakeH
 
 
 @pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "RAMTAG_OFFLINE"])
-def test_hub_offline_uses_cache_or_raises_offline_error(fake: FakeHub, monkeypatch: pytest.MonkeyPatch,
-                                                         variable: str) -> None:
+def test_hub_offline_uses_cache_or_raises_offline_error(
+    fake: FakeHub, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
     fake.add_hub_file(REPO, "weights.pth", DATA)
     monkeypatch.setenv(variable, "1")
     with pytest.raises(OfflineError) as info:
@@ -127,8 +134,9 @@ def test_hub_offline_uses_cache_or_raises_offline_error(fake: FakeHub, monkeypat
     assert hub.fetch_hub_file(hub_file(), progress=False) == path and len(fake.requests) == n
 
 
-def test_hub_resumes_a_dropped_transfer_with_a_range_request(fake: FakeHub,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_resumes_a_dropped_transfer_with_a_range_request(
+    fake: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import huggingface_hub.constants
 
     # huggingface_hub keeps only whole read chunks (10 MiB) when a transfer drops; use 64 KiB chunks so a

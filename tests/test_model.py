@@ -58,9 +58,12 @@ def test_swin_windows_and_shifts_match_the_official_rules():
     """Official Swin: shift only odd blocks and only where the resolution exceeds the window."""
     tiny = SwinBackbone(CONFIGS["tiny"].swin)
     got = [[(b.window_size, b.shift_size) for b in stage.blocks] for stage in tiny.layers]
-    assert got == [[((12, 12), (0, 0))], [((12, 12), (0, 0))],
-                   [((12, 12), (0, 0)), ((12, 12), (6, 6))],
-                   [((12, 12), (0, 0))]]  # stage 4: 12x12 tokens = one window, never shifted
+    assert got == [
+        [((12, 12), (0, 0))],
+        [((12, 12), (0, 0))],
+        [((12, 12), (0, 0)), ((12, 12), (6, 6))],
+        [((12, 12), (0, 0))],
+    ]  # stage 4: 12x12 tokens = one window, never shifted
     shifted = tiny.layers[2].blocks[1]
     mask = shifted.attn_mask  # (windows, 144, 144), 0 within a region, -100 across
     assert mask is not None and mask.shape == (4, 144, 144)

@@ -37,8 +37,9 @@ def official(parity_dir) -> tuple[RamPlus, Vocabulary]:
     config = infer_official_config(sd)
     model = RamPlus(config).eval()
     load_state_dict_strict(model, convert_official_state_dict(sd, config))
-    vocab = Vocabulary.from_files(parity_dir / "tag_list.txt", parity_dir / "thresholds.txt",
-                                  parity_dir / "tag_list_chinese.txt")
+    vocab = Vocabulary.from_files(
+        parity_dir / "tag_list.txt", parity_dir / "thresholds.txt", parity_dir / "tag_list_chinese.txt"
+    )
     return model, vocab
 
 
@@ -101,8 +102,9 @@ def test_builtin_tags_match_the_official_code(official, batches, image_embeds, r
         assert sum(bool(ref[n]["tags_en"]) for n in names) == 3
 
 
-def test_open_set_and_combined_vocabularies_match_the_official_code(official, batches, image_embeds,
-                                                                   parity_dir):
+def test_open_set_and_combined_vocabularies_match_the_official_code(
+    official, batches, image_embeds, parity_dir
+):
     """The official open-set label embedding (3 tags x 51 rows) alone and appended to the built-in 40."""
     model, _ = official
     openset = torch.from_numpy(np.load(parity_dir / "openset_label_embed.npy")).view(3, 51, 512)
@@ -127,9 +129,14 @@ def test_open_set_and_combined_vocabularies_match_the_official_code(official, ba
 
 def test_saved_weights_give_identical_scores(official, batches, tmp_path, parity_dir):
     model, vocab = official
-    directory = save_weights(tmp_path / "tiny", state_dict=model.state_dict(), config=model.config,
-                             vocabulary=vocab, preprocessing=OFFICIAL_PREPROCESSING,
-                             provenance={"source": str(parity_dir / "ram_plus_tiny_official.pth")})
+    directory = save_weights(
+        tmp_path / "tiny",
+        state_dict=model.state_dict(),
+        config=model.config,
+        vocabulary=vocab,
+        preprocessing=OFFICIAL_PREPROCESSING,
+        provenance={"source": str(parity_dir / "ram_plus_tiny_official.pth")},
+    )
     loaded = load_weights(directory, verify=True)
     assert loaded.vocabulary == vocab and loaded.preprocessing == OFFICIAL_PREPROCESSING
     rebuilt = build_model(loaded)
@@ -144,14 +151,26 @@ def test_saved_weights_give_identical_scores(official, batches, tmp_path, parity
 def test_wrong_vocabulary_length_fails_clearly(official, tmp_path):
     model, vocab = official
     with pytest.raises(VocabularyError, match="39 tags but the architecture has 40"):
-        save_weights(tmp_path / "w", state_dict=model.state_dict(), config=model.config,
-                     vocabulary=vocab.subset(range(39)), preprocessing=OFFICIAL_PREPROCESSING, provenance={})
+        save_weights(
+            tmp_path / "w",
+            state_dict=model.state_dict(),
+            config=model.config,
+            vocabulary=vocab.subset(range(39)),
+            preprocessing=OFFICIAL_PREPROCESSING,
+            provenance={},
+        )
 
 
 def test_a_pickle_is_never_loaded_as_weights(official, tmp_path):
     model, vocab = official
-    directory = save_weights(tmp_path / "w", state_dict=model.state_dict(), config=model.config,
-                             vocabulary=vocab, preprocessing=OFFICIAL_PREPROCESSING, provenance={})
+    directory = save_weights(
+        tmp_path / "w",
+        state_dict=model.state_dict(),
+        config=model.config,
+        vocabulary=vocab,
+        preprocessing=OFFICIAL_PREPROCESSING,
+        provenance={},
+    )
     marker = tmp_path / "pwned"
 
     class Bomb:

@@ -16,11 +16,13 @@ from ramtag.weights_format import OFFICIAL_PREPROCESSING, Preprocessing
 
 def official_transform(pre: Preprocessing, interpolation: T.InterpolationMode = T.InterpolationMode.BILINEAR):
     """The official ram.get_transform, parameterised like ours."""
-    return T.Compose([
-        T.Resize((pre.image_size, pre.image_size), interpolation=interpolation),
-        T.ToTensor(),
-        T.Normalize(mean=list(pre.mean), std=list(pre.std)),
-    ])
+    return T.Compose(
+        [
+            T.Resize((pre.image_size, pre.image_size), interpolation=interpolation),
+            T.ToTensor(),
+            T.Normalize(mean=list(pre.mean), std=list(pre.std)),
+        ]
+    )
 
 
 def parity_photos(parity_dir):
@@ -39,11 +41,14 @@ def test_official_transform_is_bit_exact_on_the_parity_photos(parity_dir):
         assert torch.equal(a, b), path.name
 
 
-@pytest.mark.parametrize(("interpolation", "mode"), [("bicubic", T.InterpolationMode.BICUBIC),
-                                                     ("nearest", T.InterpolationMode.NEAREST)])
+@pytest.mark.parametrize(
+    ("interpolation", "mode"),
+    [("bicubic", T.InterpolationMode.BICUBIC), ("nearest", T.InterpolationMode.NEAREST)],
+)
 def test_other_sizes_and_filters_match_torchvision(parity_dir, interpolation, mode):
-    pre = Preprocessing(image_size=224, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3),
-                        interpolation=interpolation)
+    pre = Preprocessing(
+        image_size=224, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), interpolation=interpolation
+    )
     ours, theirs = make_transform(pre), official_transform(pre, mode)
     for path in parity_photos(parity_dir)[:3]:
         with Image.open(path) as im:
@@ -69,7 +74,12 @@ def test_unsupported_preprocessing_is_a_clear_error():
 
 def test_preprocessing_round_trips_through_a_dict():
     d = OFFICIAL_PREPROCESSING.to_dict()
-    assert d == {"image_size": 384, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-                 "interpolation": "bilinear", "resize": "squash"}
+    assert d == {
+        "image_size": 384,
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "interpolation": "bilinear",
+        "resize": "squash",
+    }
     as_json = {**d, "mean": list(d["mean"]), "std": list(d["std"])}
     assert Preprocessing.from_dict(as_json) == OFFICIAL_PREPROCESSING

@@ -27,15 +27,30 @@ FILES = {"tag_list.txt": "tag_list", "tag_list_chinese.txt": "tag_list_zh", "thr
 
 def _tiny_spec(parity: Path) -> WeightsSpec:
     ckpt = parity / "ram_plus_tiny_official.pth"
-    urls = {field: UrlFile(url=f"{registry.GITHUB_RAW}/ramtag-tests/data/{COMMIT}/{name}",
-                           sha256=sha256_file(parity / name), filename=name)
-            for name, field in FILES.items()}
+    urls = {
+        field: UrlFile(
+            url=f"{registry.GITHUB_RAW}/ramtag-tests/data/{COMMIT}/{name}",
+            sha256=sha256_file(parity / name),
+            filename=name,
+        )
+        for name, field in FILES.items()
+    }
     return WeightsSpec(
-        name=NAME, arch="tiny",
-        checkpoint=HubFile(repo_id=REPO, filename="ram_plus_tiny.pth", revision="main",
-                           size=ckpt.stat().st_size, sha256=CHECKPOINT_SHA256),
-        tag_list=urls["tag_list"], tag_list_zh=urls["tag_list_zh"], thresholds=urls["thresholds"],
-        preprocessing=OFFICIAL_PREPROCESSING, license="Apache-2.0", description="tiny random RAM++ for tests",
+        name=NAME,
+        arch="tiny",
+        checkpoint=HubFile(
+            repo_id=REPO,
+            filename="ram_plus_tiny.pth",
+            revision="main",
+            size=ckpt.stat().st_size,
+            sha256=CHECKPOINT_SHA256,
+        ),
+        tag_list=urls["tag_list"],
+        tag_list_zh=urls["tag_list_zh"],
+        thresholds=urls["thresholds"],
+        preprocessing=OFFICIAL_PREPROCESSING,
+        license="Apache-2.0",
+        description="tiny random RAM++ for tests",
         paper="https://arxiv.org/abs/2310.15200",
     )
 
@@ -60,8 +75,13 @@ def _weights_dir_entries() -> list[str]:
 
 def _import_tiny(parity: Path, name: str, **extra: Path) -> Path:
     """Import the tiny official checkpoint with its 40-tag files under ``name``."""
-    return weights.import_checkpoint(parity / "ram_plus_tiny_official.pth", tag_list=parity / "tag_list.txt",
-                                     thresholds=parity / "thresholds.txt", name=name, **extra)
+    return weights.import_checkpoint(
+        parity / "ram_plus_tiny_official.pth",
+        tag_list=parity / "tag_list.txt",
+        thresholds=parity / "thresholds.txt",
+        name=name,
+        **extra,
+    )
 
 
 def _lines(path: Path) -> list[str]:
@@ -86,12 +106,20 @@ def test_download_converts_once_into_a_loadable_ramtag_folder(tiny: FakeHub, par
     assert loaded.preprocessing == OFFICIAL_PREPROCESSING
     official = read_official_checkpoint(parity_dir / "ram_plus_tiny_official.pth")
     assert torch.equal(loaded.state_dict["label_embed"], official["label_embed"])
-    assert torch.equal(loaded.state_dict["visual_encoder.layers.1.downsample.reduction.weight"],
-                       official["visual_encoder.layers.0.downsample.reduction.weight"])
+    assert torch.equal(
+        loaded.state_dict["visual_encoder.layers.1.downsample.reduction.weight"],
+        official["visual_encoder.layers.0.downsample.reduction.weight"],
+    )
 
     prov = loaded.metadata["provenance"]
-    assert prov["checkpoint"] == {"repo_id": REPO, "filename": "ram_plus_tiny.pth", "revision": "main",
-                                  "commit": COMMIT, "bytes": 11_340_879, "sha256": CHECKPOINT_SHA256}
+    assert prov["checkpoint"] == {
+        "repo_id": REPO,
+        "filename": "ram_plus_tiny.pth",
+        "revision": "main",
+        "commit": COMMIT,
+        "bytes": 11_340_879,
+        "sha256": CHECKPOINT_SHA256,
+    }
     assert prov["tag_list"]["sha256"] == sha256_file(parity_dir / "tag_list.txt")
     assert prov["license"] == "Apache-2.0"
     # the raw checkpoint is dropped once converted; only the converted folder is kept
@@ -107,8 +135,9 @@ def test_download_keep_download_keeps_the_raw_checkpoint(tiny: FakeHub) -> None:
     assert hub.remove_cached_hub_file(registry.WEIGHTS[NAME].checkpoint) is True
 
 
-def test_download_rejects_a_checkpoint_of_another_architecture(tiny: FakeHub, monkeypatch: pytest.MonkeyPatch,
-                                                               parity_dir: Path) -> None:
+def test_download_rejects_a_checkpoint_of_another_architecture(
+    tiny: FakeHub, monkeypatch: pytest.MonkeyPatch, parity_dir: Path
+) -> None:
     spec = _tiny_spec(parity_dir)
     monkeypatch.setitem(registry.WEIGHTS, NAME, WeightsSpec(**{**spec.__dict__, "arch": "swin_l_384"}))
     with pytest.raises(WeightsError, match="'tiny' checkpoint"):
@@ -119,8 +148,9 @@ def test_download_rejects_a_checkpoint_of_another_architecture(tiny: FakeHub, mo
 # ------------------------------------------------------------------------------------------------ resolve
 
 
-def test_resolve_none_downloads_the_default_once_with_one_log_line(tiny: FakeHub,
-                                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_resolve_none_downloads_the_default_once_with_one_log_line(
+    tiny: FakeHub, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.INFO, logger="ramtag.weights"):
         out = weights.resolve_weights(None)
     lines = [r.getMessage() for r in caplog.records if "downloading default weights" in r.getMessage()]
@@ -133,8 +163,9 @@ def test_resolve_none_downloads_the_default_once_with_one_log_line(tiny: FakeHub
 
 
 @pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "RAMTAG_OFFLINE"])
-def test_resolve_offline_and_missing_is_one_line_naming_both_fixes(tiny: FakeHub, variable: str,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resolve_offline_and_missing_is_one_line_naming_both_fixes(
+    tiny: FakeHub, variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(variable, "1")
     with pytest.raises(OfflineError) as info:
         weights.resolve_weights(None)
@@ -149,8 +180,9 @@ def test_resolve_without_download_names_the_command(tiny: FakeHub) -> None:
     assert tiny.requests == []
 
 
-def test_resolve_paths(tiny: FakeHub, parity_dir: Path, tmp_path: Path,
-                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resolve_paths(
+    tiny: FakeHub, parity_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = weights.download_weights(NAME, progress=False)
     assert weights.resolve_weights(out) == out and weights.resolve_weights(str(out)) == out
     with pytest.raises(WeightsError, match="ramtag weights import"):
@@ -194,12 +226,14 @@ def test_import_official_checkpoint(parity_dir: Path) -> None:
         _import_tiny(parity_dir, "mine")
 
 
-def test_import_with_a_vocabulary_of_the_wrong_length_names_the_files(parity_dir: Path,
-                                                                      official_data: Path) -> None:
+def test_import_with_a_vocabulary_of_the_wrong_length_names_the_files(
+    parity_dir: Path, official_data: Path
+) -> None:
     tag_list, thresholds = official_data / "ram_tag_list.txt", official_data / "ram_tag_list_threshold.txt"
     with pytest.raises(VocabularyError) as info:
-        weights.import_checkpoint(parity_dir / "ram_plus_tiny_official.pth", tag_list=tag_list,
-                                  thresholds=thresholds, name="wrong")
+        weights.import_checkpoint(
+            parity_dir / "ram_plus_tiny_official.pth", tag_list=tag_list, thresholds=thresholds, name="wrong"
+        )
     message = str(info.value)
     assert str(tag_list) in message and "4585" in message and "40" in message and "\n" not in message
     assert not (paths.weights_dir() / "wrong").exists()
@@ -209,8 +243,9 @@ def test_import_needs_tag_files_for_an_unregistered_name(parity_dir: Path) -> No
     with pytest.raises(UsageError, match="--tag-list"):
         weights.import_checkpoint(parity_dir / "ram_plus_tiny_official.pth", name="mine")
     with pytest.raises(UsageError, match="both"):
-        weights.import_checkpoint(parity_dir / "ram_plus_tiny_official.pth",
-                                  tag_list=parity_dir / "tag_list.txt", name="mine")
+        weights.import_checkpoint(
+            parity_dir / "ram_plus_tiny_official.pth", tag_list=parity_dir / "tag_list.txt", name="mine"
+        )
 
 
 def test_import_under_a_registry_name_uses_its_pinned_tag_files(tiny: FakeHub, parity_dir: Path) -> None:
@@ -226,8 +261,9 @@ def test_import_a_ramtag_folder_and_replace_its_vocabulary(parity_dir: Path, tmp
     assert load_weights(copy).vocabulary == load_weights(src).vocabulary
     tags = tmp_path / "tags.txt"
     tags.write_text("".join(f"tag{i}\n" for i in range(40)), encoding="utf-8")
-    renamed = weights.import_checkpoint(src, tag_list=tags, thresholds=parity_dir / "thresholds.txt",
-                                        name="renamed")
+    renamed = weights.import_checkpoint(
+        src, tag_list=tags, thresholds=parity_dir / "thresholds.txt", name="renamed"
+    )
     assert load_weights(renamed).vocabulary.names[:2] == ("tag0", "tag1")
     short = tmp_path / "short.txt"
     short.write_text("a\n", encoding="utf-8")
@@ -274,6 +310,10 @@ def test_failed_conversion_leaves_no_folder(parity_dir: Path, tmp_path: Path) ->
     with open(broken, "r+b") as f:
         f.truncate(1000)
     with pytest.raises(WeightsError):
-        weights.import_checkpoint(broken, tag_list=parity_dir / "tag_list.txt",
-                                  thresholds=parity_dir / "thresholds.txt", name="broken")
+        weights.import_checkpoint(
+            broken,
+            tag_list=parity_dir / "tag_list.txt",
+            thresholds=parity_dir / "thresholds.txt",
+            name="broken",
+        )
     assert _weights_dir_entries() == []

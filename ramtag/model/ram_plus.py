@@ -78,8 +78,9 @@ class RamPlus(nn.Module):
 
     # -- tagging ------------------------------------------------------------------------------------
 
-    def tag_logits(self, image_embeds: Tensor, label_embed: Tensor,
-                   projected: Tensor | None = None) -> Tensor:
+    def tag_logits(
+        self, image_embeds: Tensor, label_embed: Tensor, projected: Tensor | None = None
+    ) -> Tensor:
         """Tag logits for every (image, tag) pair, all images at once.
 
         Args:
