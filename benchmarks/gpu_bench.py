@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import fnmatch
 import json
 import math
 import os
@@ -99,9 +100,10 @@ def make_jpegs(folder: Path, n: int, size: tuple[int, int], distinct: int, procs
 class Report:
     """The JSON report, rewritten (atomically) after every entry; a copy under $OUT when set."""
 
-    def __init__(self, path: Path, budget: float) -> None:
+    def __init__(self, path: Path, budget: float, only: list[str] | None = None) -> None:
         self.path = path
         self.budget = budget
+        self.only = only or []  # glob patterns of the entries to run (--only); the set-up always runs
         self.data: dict[str, Any] = {"entries": {}, "errors": {}, "skipped": {}}
 
     def left(self) -> float:
@@ -126,6 +128,8 @@ class Report:
         self, name: str, fn: Callable[[], dict[str, Any]], *, need: float = 5.0
     ) -> dict[str, Any] | None:
         """Run ``fn`` unless under ``need`` seconds of budget are left; record its dict or its error."""
+        if self.only and not any(fnmatch.fnmatch(name, pat) for pat in self.only):
+            return None  # not asked for (--only)
         if self.left() < need:
             self.data["skipped"][name] = f"time budget spent ({self.left():.0f} s left, needs ~{need:.0f})"
             log(f"SKIP {name}: time budget")
@@ -177,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("--images", type=int, default=None, help="JPEGs per size (default 2000; smoke 8)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument(
+        "--only", action="append", default=[], help="run only entries matching this glob (repeatable)"
+    )
     ap.add_argument("--photos", type=Path, default=None, help="real photos for the decode drift check")
     args = ap.parse_args(argv)
 
@@ -209,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     gpu_name = torch.cuda.get_device_name(device) if cuda else "cpu"
     slug = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-")
     date = _dt.date.today().isoformat()
-    report = Report(args.out_dir / f"{date}-{slug}-gpu{'-smoke' if smoke else ''}.json", args.budget)
+    report = Report(
+        args.out_dir / f"{date}-{slug}-gpu{'-smoke' if smoke else ''}{'-partial' if args.only else ''}.json",
+        args.budget,
+        args.only,
+    )
     report.data.update(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         smoke=smoke,
@@ -265,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             info["parameters"] = sum(p.numel() for p in state["model"].parameters())
             return info
 
+        report.only.extend(["checkpoint", "images"] if report.only else [])
         if report.measure("checkpoint", checkpoint, need=-math.inf) is None:
             log("no model: stopping")
             return 1
@@ -344,7 +356,11 @@ def main(argv: list[str] | None = None) -> int:
             draft: bool = False,
             workers: int | None = None,
             compile: bool = False,
+            catalog: Path | None = None,
         ) -> Callable[[], dict[str, Any]]:
+            """``catalog``: record into that catalog and write JSON Lines beside it (what `ramtag tag
+            --write json` does), instead of --write none without a catalog."""
+
             def run() -> dict[str, Any]:
                 tg = tagger(runner("bf16", compile, b))
                 if compile:  # compile outside the timed run
@@ -357,14 +373,19 @@ def main(argv: list[str] | None = None) -> int:
                     restore = Tagger.decode_mode
                     Tagger.decode_mode = lambda self, options: "gpu"  # type: ignore[method-assign]
                 try:
-                    summary = tag_library(
-                        paths, tg, options=opts, write=WriteOptions(mode="none"), use_state=False
-                    )
+                    if catalog is None:
+                        summary = tag_library(
+                            paths, tg, options=opts, write=WriteOptions(mode="none"), use_state=False
+                        )
+                    else:
+                        write = WriteOptions(mode="json", json_path=catalog.with_suffix(".jsonl"))
+                        summary = tag_library(paths, tg, options=opts, write=write, catalog=catalog)
                 finally:
                     if restore is not None:
                         Tagger.decode_mode = restore  # type: ignore[method-assign]
                 return {
-                    "images_per_s": round(summary.tagged / summary.seconds, 1),
+                    "images_per_s": round(summary.tagged / summary.seconds, 1) if summary.tagged else None,
+                    "files_per_s": round(len(paths) / summary.seconds, 1),
                     "images": summary.tagged,
                     "failed": len(summary.failed),
                     "batch": b,
@@ -542,6 +563,14 @@ def main(argv: list[str] | None = None) -> int:
                 end_to_end(small, main_b, "gpu", compile=True),
                 need=20,
             )
+        # the catalog and JSON Lines on top (fsync per batch), then the unchanged re-run of the same
+        cat = work / "catalog.sqlite"
+        m(
+            f"e2e_384_bf16{'' if smoke else '_compile'}_b{main_b}_decode_gpu_catalog_json",
+            end_to_end(small, main_b, "gpu", compile=not smoke, catalog=cat),
+            need=20,
+        )
+        m("rerun_384_unchanged_catalog_json", end_to_end(small, main_b, "gpu", catalog=cat), need=15)
         if cuda:
             m("model_only_bf16_b512", model_only(512), need=15)
             m(f"e2e_384_bf16_b256_decode_gpu_w{cw}", end_to_end(small, 256, "gpu", workers=cw), need=15)
