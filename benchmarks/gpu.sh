@@ -7,7 +7,8 @@
 # Environment:
 #   RAMTAG_GPU_BUDGET  seconds for the measurements; what is left when spent is skipped (default 420)
 #   RAMTAG_GPU_TIMEOUT hard wall-clock limit of the whole script in seconds (default 470)
-#   WHEELS             a folder of wheels to install first (pip --no-deps --no-index); optional
+#   WHEELS             a folder of wheels to install first (pip --no-deps --no-index): platformdirs
+#                      where the machine lacks it (the catalog entries need it)
 #   PYTHON             the interpreter (default python3)
 #   OUT                if set, a copy of the JSON report is written there too
 # Results: benchmarks/results/<date>-<gpu>-gpu.json, rewritten after every measurement.

@@ -165,5 +165,6 @@ def test_import_clip_offline_then_open_set_uses_it(
     assert code == 1 and "already imported" in err
     code, _, err = run_cli(["weights", "remove", "clip-vit-b-16"], monkeypatch, capsys)
     assert code == 0, err
-    code, _, err = run_cli([*args, "--write", "none"], monkeypatch, capsys)
+    # --force: the catalog already holds these scores, and an unchanged re-run needs neither model nor CLIP
+    code, _, err = run_cli([*args, "--write", "none", "--force"], monkeypatch, capsys)
     assert code == 1 and "weights import open_clip_model.safetensors --name clip-vit-b-16" in err, err

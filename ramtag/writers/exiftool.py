@@ -189,6 +189,10 @@ class ExiftoolWriter:
         old = _record_from(meta)
         holds_iptc = meta.get("File:FileType") in IPTC_FILE_TYPES or "IPTC:Keywords" in meta
         record = RamtagRecord(tags=list(names), model=self.model, date=utc_now())
+        if old is None and not names:  # nothing of ramtag's to add or take out: the photo is left alone,
+            # even where its own keyword fields disagree (reconciling them is not worth a rewrite)
+            note = f"{path}: no tags to embed"
+            return WriteOutcome(path, path, "unchanged", note, (), record.fingerprint())
         fields = [f for f in EMBED_FIELDS if holds_iptc or not f.tag.startswith("IPTC:")]
         current = {f.key: _as_list(meta[f.tag]) if f.tag in meta else None for f in fields}
         final = plan_fields(fields, current, old, record, names, self.hierarchy_root, fill=True)
