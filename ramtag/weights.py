@@ -24,6 +24,7 @@ from typing import Any
 from . import hub, paths
 from .errors import (
     CheckpointError,
+    DownloadError,
     OfflineError,
     UnknownWeightsError,
     UsageError,
@@ -281,12 +282,17 @@ def download_weights(
     target = paths.weights_dir() / name
     if is_weights_dir(target) and not force:
         return target
-    # the small tag files first: a problem with them shows before gigabytes are transferred
-    tag_list = hub.fetch_url(spec.tag_list, progress=progress)
-    thresholds = hub.fetch_url(spec.thresholds, progress=progress)
-    tag_list_zh = hub.fetch_url(spec.tag_list_zh, progress=progress) if spec.tag_list_zh else None
-    vocabulary = Vocabulary.from_files(tag_list, thresholds, tag_list_zh)
-    checkpoint = hub.fetch_hub_file(spec.checkpoint, progress=progress)
+    try:
+        # the small tag files first: a problem with them shows before gigabytes are transferred
+        tag_list = hub.fetch_url(spec.tag_list, progress=progress)
+        thresholds = hub.fetch_url(spec.thresholds, progress=progress)
+        tag_list_zh = hub.fetch_url(spec.tag_list_zh, progress=progress) if spec.tag_list_zh else None
+        vocabulary = Vocabulary.from_files(tag_list, thresholds, tag_list_zh)
+        checkpoint = hub.fetch_hub_file(spec.checkpoint, progress=progress)
+    except OfflineError:
+        raise
+    except DownloadError as e:  # behind a firewall: say what to bring by hand, not only what failed
+        raise DownloadError(f"{e}; without network access: {bring_help(name)}") from e
     ckpt = spec.checkpoint
     provenance = {
         "source": "registry",
@@ -411,17 +417,23 @@ def offline_help(name: str) -> str:
             f"{enc.file.filename} --name {name}` (or pass it with --clip FILE), or run "
             f"`ramtag weights download {name}` once while online ({mirror})"
         )
+    return (
+        f"weights {name!r} are not downloaded and {off}; {bring_help(name)}; or run `ramtag weights "
+        f"download --all` once while online ({mirror}); open-set tags also need CLIP ViT-B/16 (`ramtag "
+        f"weights download {DEFAULT_SETUP[-1]}` or --clip FILE)"
+    )
+
+
+def bring_help(name: str) -> str:
+    """For registry weights ``name``: the exact files and URLs to bring by hand, and the import command."""
     spec = WEIGHTS[name]
     files: list[HubFile | UrlFile] = [spec.checkpoint, spec.tag_list, spec.thresholds]
     files += [spec.tag_list_zh] if spec.tag_list_zh else []
     brought = ", ".join(f"{f.filename} ({hub.file_url(f)})" for f in files)
     zh = f" --tag-list-zh {spec.tag_list_zh.filename}" if spec.tag_list_zh else ""
     return (
-        f"weights {name!r} are not downloaded and {off}; bring {brought}, then `ramtag weights import "
-        f"{spec.checkpoint.filename} --name {name} --tag-list {spec.tag_list.filename} --thresholds "
-        f"{spec.thresholds.filename}{zh}`; or run `ramtag weights download --all` once while online "
-        f"({mirror}); open-set tags also need CLIP ViT-B/16 (`ramtag weights download "
-        f"{DEFAULT_SETUP[-1]}` or --clip FILE)"
+        f"bring {brought}, then `ramtag weights import {spec.checkpoint.filename} --name {name} "
+        f"--tag-list {spec.tag_list.filename} --thresholds {spec.thresholds.filename}{zh}`"
     )
 
 

@@ -317,3 +317,25 @@ def test_failed_conversion_leaves_no_folder(parity_dir: Path, tmp_path: Path) ->
             name="broken",
         )
     assert _weights_dir_entries() == []
+
+
+def test_unreachable_server_says_which_files_to_bring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behind a firewall (not offline mode): the error names every file, its URL and the import command."""
+    import socket
+
+    from ramtag.errors import DownloadError
+
+    with socket.socket() as s:  # a loopback port nobody listens on: connection refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RAMTAG_GITHUB_RAW", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(hub.time, "sleep", lambda s: None)  # no back-off waits between attempts
+    with pytest.raises(DownloadError) as info:
+        weights.download_weights(registry.DEFAULT_WEIGHTS, progress=False)
+    msg = str(info.value)
+    spec = registry.WEIGHTS[registry.DEFAULT_WEIGHTS]
+    assert "\n" not in msg and "without network access: bring" in msg
+    for f in (spec.checkpoint, spec.tag_list, spec.thresholds):
+        assert f.filename in msg and hub.file_url(f) in msg
+    assert f"ramtag weights import {spec.checkpoint.filename} --name {registry.DEFAULT_WEIGHTS}" in msg
