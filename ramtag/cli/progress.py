@@ -199,7 +199,8 @@ def summary_lines(summary: RunSummary) -> list[str]:
     if s.not_images:
         n = sum(s.not_images.values())
         lines.append(
-            f"  skipped {n} {'file' if n == 1 else 'files'} that are not images ({_suffixes(s.not_images)})"
+            f"  skipped {n} {'file that is not an image' if n == 1 else 'files that are not images'} "
+            f"({_suffixes(s.not_images)})"
         )
     lines.append(f"  {len(s.failed)} failed" + (" (listed below)" if s.failed else ""))
     if s.interrupted:

@@ -422,7 +422,10 @@ def select_or_fail(paths: list[Path], opts: TagOptions) -> Selection:
         what = [f"{p}: {r}" for p, r in selection.skipped[:3]]
         n = sum(selection.not_images.values())
         if n:
-            what.append(f"{n} files that are not images ({_suffixes(selection.not_images)})")
+            what.append(
+                f"{n} {'file that is not an image' if n == 1 else 'files that are not images'} "
+                f"({_suffixes(selection.not_images)})"
+            )
         hint = "" if opts.recursive else "; --recursive walks sub-folders"
         found = "; ".join(what) or "empty"
         raise InputError(f"no images to tag in {', '.join(map(str, paths))} ({found}){hint}")

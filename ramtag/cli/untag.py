@@ -101,5 +101,6 @@ def _report(outcomes: Iterable[Any], dry_run: bool) -> tuple[list[Any], int]:
             changed += 1
             verb = "would change" if dry_run else "changed"
             out.print(f"{verb}: {escape(o.message)}", highlight=False)
-    err.print(f"{changed} files {'to change' if dry_run else 'changed'}, {failed} failed", highlight=False)
+    files = "file" if changed == 1 else "files"
+    err.print(f"{changed} {files} {'to change' if dry_run else 'changed'}, {failed} failed", highlight=False)
     return seen, failed
