@@ -298,8 +298,10 @@ def tag(
     ] = False,
     verbose: Verbose = False,
 ) -> None:
-    """Tag images and write the tags (XMP sidecars by default). A re-run tags only new or changed
-    images; after Ctrl-C, what was written is kept and a re-run resumes."""
+    """Tag images and write the tags (XMP sidecars by default); re-runs do only new work.
+
+    A re-run tags only new or changed images; after Ctrl-C, what was written is kept and a re-run
+    resumes."""
     from .. import api
     from ..device import tune_cpu_allocator
     from .progress import print_summary, run_with_progress
