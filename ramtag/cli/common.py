@@ -113,30 +113,27 @@ def _plain_flags(params: Iterable[click_core.Parameter]) -> None:
             p.metavar = ""
 
 
-class Command(TyperCommand):
-    """typer's command with flags shown as ``--flag/--no-flag`` only (no ``<bool>``), help included."""
+class _PlainFlagsMixin:
+    """Flags shown as ``--flag/--no-flag`` only (no ``<bool>``), the help option included."""
+
+    params: list[Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _plain_flags(self.params)
 
     def get_help_option(self, ctx: click_core.Context) -> Any:
-        opt = super().get_help_option(ctx)
+        opt = super().get_help_option(ctx)  # type: ignore[misc]
         _plain_flags([opt] if opt is not None else [])
         return opt
 
 
-class Group(TyperGroup):
+class Command(_PlainFlagsMixin, TyperCommand):
+    """typer's command with plain flags."""
+
+
+class Group(_PlainFlagsMixin, TyperGroup):
     """The same for command groups (``ramtag``, ``ramtag weights``)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _plain_flags(self.params)
-
-    def get_help_option(self, ctx: click_core.Context) -> Any:
-        opt = super().get_help_option(ctx)
-        _plain_flags([opt] if opt is not None else [])
-        return opt
 
 
 def examples(*lines: str) -> str:

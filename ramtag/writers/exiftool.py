@@ -97,11 +97,9 @@ def _record_from(meta: dict[str, Any]) -> RamtagRecord | None:
     )
 
 
-def _same_keywords(old: RamtagRecord | None, new: RamtagRecord) -> bool:
+def _same_keywords(old: RamtagRecord, new: RamtagRecord) -> bool:
     """True when ``new`` would leave ramtag's embedded keywords as they are: the same tags and additions
-    as last time, or no tags and no earlier record (the date and model alone never rewrite an image)."""
-    if old is None:
-        return not new.tags
+    as last time (the date and model alone never rewrite an image)."""
     return RamtagRecord(new.tags, new.added).same_content(RamtagRecord(old.tags, old.added))
 
 
@@ -204,9 +202,8 @@ class ExiftoolWriter:
             if field.key == "Keywords" and final["Keywords"] and meta.get("IPTC:CodedCharacterSet") != "UTF8":
                 args.append("-IPTC:CodedCharacterSet=UTF8")
         tags = tuple(names)
-        if not args and _same_keywords(old, record):  # no keyword changes: no rewrite, no *_original
-            fp = (old or record).fingerprint()
-            return WriteOutcome(path, path, "unchanged", f"{path}: up to date", tags, fp)
+        if old is not None and not args and _same_keywords(old, record):  # no rewrite, no *_original
+            return WriteOutcome(path, path, "unchanged", f"{path}: up to date", tags, old.fingerprint())
         if self.dry_run:
             return WriteOutcome(path, path, "dry-run", f"{path}: would embed {len(names)} tags", tags)
         self._run_write(path, args + _record_args(record))
