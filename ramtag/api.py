@@ -4,8 +4,9 @@
 
 ``load_tagger`` loads weights (downloading the default on first use), optional open-set tags, and
 prepares the vocabulary once; ``Tagger.tag`` yields :class:`ImageTags` for paths or PIL images;
-``tag_library`` (:mod:`ramtag.library`) is what ``ramtag tag`` runs. The option dataclasses live in
-:mod:`ramtag.options`; every name this module offered before the split is still importable here.
+``tag_library`` (:mod:`ramtag.library`) is what ``ramtag tag`` runs, with the options ``tag_settings``
+(:mod:`ramtag.settings`) reads from a config file, ``--set`` overrides and flags. The option dataclasses
+live in :mod:`ramtag.options`; every name this module offered before the split is still importable here.
 """
 
 from __future__ import annotations
@@ -16,9 +17,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import RamtagError, UsageError
-from .library import Interrupted, ProgressFn, ResultFn, RunSummary, Selection, select_files, tag_library
-from .options import EXACT_PRECISIONS, OpenSetOptions, TagOptions, WriteOptions
+from .library import (
+    Interrupted,
+    ProgressFn,
+    ResultFn,
+    RunSummary,
+    Selection,
+    select_files,
+    select_or_fail,
+    tag_library,
+)
+from .options import EXACT_PRECISIONS, ModelOptions, OpenSetOptions, TagOptions, WriteOptions
 from .results import ImageTags, TagScore
+from .settings import TagSettings, check_settings, tag_settings
 from .tagger import Tagger, _with, _workers  # noqa: F401  (the private two: for old imports)
 from .tags import Vocabulary, decide, effective_thresholds
 
@@ -33,6 +44,7 @@ __all__ = [
     "EXACT_PRECISIONS",
     "ImageTags",
     "Interrupted",
+    "ModelOptions",
     "OpenSetOptions",
     "ProgressFn",
     "RamtagError",
@@ -41,17 +53,21 @@ __all__ = [
     "Selection",
     "TagOptions",
     "TagScore",
+    "TagSettings",
     "Tagger",
     "UsageError",
     "Vocabulary",
     "WriteOptions",
     "benchmark",
+    "check_settings",
     "decide",
     "describe",
     "effective_thresholds",
     "load_tagger",
     "select_files",
+    "select_or_fail",
     "tag_library",
+    "tag_settings",
     "tagger_source",
     "untag",
 ]

@@ -39,7 +39,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ramtag.decode import decode_image, to_rgb
+from ramtag.decode import decode_file, to_rgb
 from ramtag.errors import ImageDecodeError, UsageError
 from ramtag.gpu_decode import Encoded, GpuDecoder, RawSample, decode_raw, read_encoded
 
@@ -49,8 +49,9 @@ log = logging.getLogger(__name__)
 Item = Union[str, Path, Image.Image]  # noqa: UP007 -- a runtime alias, must work on Python 3.10
 # RGB PIL image -> (3, S, S) float32 tensor (the weights' resize + normalize).
 Transform = Callable[[Image.Image], Tensor]
-# One dataset item: (image (3, S, S) float32 or None, index into the input list, error or None).
-Sample = tuple[Union[Tensor, None], int, Union[str, None]]  # noqa: UP007
+# One dataset item: (image (3, S, S) float32 or None, index into the input list, error or None, the
+# file's stat taken on the descriptor it was decoded from, or None for in-memory images and failures).
+Sample = tuple[Union[Tensor, None], int, Union[str, None], Union[os.stat_result, None]]  # noqa: UP007
 
 
 @dataclass
@@ -62,6 +63,8 @@ class Batch:
             tensor is ``(0, 3, 0, 0)`` and the caller skips the model for this batch).
         indices: B positions in the loader's input list, in order, one per row of ``images``.
         paths: B paths, one per row (None for in-memory images).
+        stats: B file identities, one per row: ``os.fstat`` of the descriptor the image was decoded
+            from (None for in-memory images), so a result is recorded with the file it came from.
         failures: ``(index, path, error)`` for each item of this batch that failed; ``error`` is one line
             naming the file and the reason.
     """
@@ -70,6 +73,7 @@ class Batch:
     indices: list[int]
     paths: list[Path | None]
     failures: list[tuple[int, Path | None, str]] = field(default_factory=list)
+    stats: list[os.stat_result | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -112,21 +116,26 @@ class ImageDataset(Dataset[Sample]):
         item = self.items[index]
         name = f"in-memory image #{index}" if isinstance(item, Image.Image) else str(item)
         try:
+            st = None
             if isinstance(item, Image.Image):
                 rgb = to_rgb(item, exif_orientation=self.exif_orientation)
             else:
-                rgb = decode_image(item, exif_orientation=self.exif_orientation, draft_size=self.draft_size)
+                decoded = decode_file(
+                    item, exif_orientation=self.exif_orientation, draft_size=self.draft_size
+                )
+                rgb, st = decoded.image, decoded.stat
             image = self.transform(rgb)  # (3, S, S)
             if not isinstance(image, Tensor) or image.ndim != 3:
                 shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
-                return None, index, f"{name}: the transform returned {shape}, expected a (3, S, S) tensor"
-            return image, index, None
+                error = f"{name}: the transform returned {shape}, expected a (3, S, S) tensor"
+                return None, index, error, None
+            return image, index, None, st
         except ImageDecodeError as err:
-            return None, index, str(err)
+            return None, index, str(err), None
         except Exception as err:  # anything else must not kill the run: record it for this file
             log.debug("unexpected error on %s", name, exc_info=True)
             detail = " ".join(str(err).split()) or "no message"
-            return None, index, f"{name}: unexpected {type(err).__name__} while decoding ({detail})"
+            return None, index, f"{name}: unexpected {type(err).__name__} while decoding ({detail})", None
 
 
 class EncodedDataset(Dataset[RawSample]):
@@ -144,7 +153,7 @@ class EncodedDataset(Dataset[RawSample]):
         if not isinstance(item, Image.Image):
             encoded = read_encoded(item, exif_orientation=self.cpu.exif_orientation)
             if encoded is not None:
-                return encoded, index, None
+                return encoded, index, None, encoded.stat
         return self.cpu[index]
 
 
@@ -190,8 +199,9 @@ def collate(samples: list[Sample], items: Sequence[Item]) -> Batch:
     """
     images: list[Tensor] = []
     indices: list[int] = []
+    stats: list[os.stat_result | None] = []
     failures: list[tuple[int, Path | None, str]] = []
-    for image, index, error in samples:
+    for image, index, error, st in samples:
         path = _item_path(items[index])
         if image is None:
             failures.append((index, path, error or f"{path}: failed"))
@@ -207,12 +217,14 @@ def collate(samples: list[Sample], items: Sequence[Item]) -> Batch:
         else:
             images.append(image)
             indices.append(index)
+            stats.append(st)
     stacked = torch.stack(images) if images else torch.empty((0, 3, 0, 0))  # (B, 3, S, S)
     return Batch(
         images=stacked,
         indices=indices,
         paths=[_item_path(items[i]) for i in indices],
         failures=failures,
+        stats=stats,
     )
 
 
@@ -352,9 +364,9 @@ def _gpu_batches(
     dataset = EncodedDataset(cpu)
     starts = range(0, len(items), batch_size)
 
-    def fallback(index: int) -> tuple[Tensor | None, str | None]:
-        image, _, error = cpu[index]
-        return image, error
+    def fallback(index: int) -> tuple[Tensor | None, str | None, os.stat_result | None]:
+        image, _, error, st = cpu[index]
+        return image, error, st
 
     def raw_batches() -> Iterator[list[RawSample]]:
         if workers > 0:

@@ -41,6 +41,7 @@ import os
 import re
 import stat
 import warnings
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -100,6 +101,14 @@ def _bomb_error(path: Path, pixels: int | None, detail: str = "") -> ImageDecode
     )
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """One decoded file: the picture and the identity of the very file it was read from."""
+
+    image: Image.Image  # 8-bit RGB
+    stat: os.stat_result  # os.fstat of the descriptor the pixels were read from (size, mtime, inode)
+
+
 def decode_image(
     path: str | Path,
     *,
@@ -120,37 +129,88 @@ def decode_image(
         ImageDecodeError: one line naming the file and the reason (missing, folder, empty, unreadable, not
             an image, truncated or corrupt, over the decompression-bomb limit).
     """
+    return decode_file(path, exif_orientation=exif_orientation, draft_size=draft_size).image
+
+
+def decode_file(
+    path: str | Path,
+    *,
+    exif_orientation: bool = True,
+    draft_size: int | None = None,
+) -> Decoded:
+    """:func:`decode_image`, with the file's identity taken from the descriptor it was decoded from.
+
+    The file is opened once; its stat is ``os.fstat`` of that descriptor and the pixels are read
+    through it, so a photo replaced at its path meanwhile can never lend its identity to the other
+    one's pixels (the catalog records that identity with the scores).
+    """
     path = Path(path)
     try:
-        st = os.stat(path)
+        # O_NONBLOCK: opening a named pipe must not wait for a writer (it is refused just below)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise _fail(path, "no such file") from None
-    except OSError as err:
-        raise _fail(path, f"cannot access the file ({_one_line(err)}); check its permissions") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise _fail(path, "it is a folder, not an image file")
-    if not stat.S_ISREG(st.st_mode):
-        raise _fail(path, "not a regular file (device, pipe or socket)")
-    if st.st_size == 0:
-        raise _fail(path, "empty file (0 bytes); copy it again from the original")
-
-    if is_raw(path):
-        min_preview = draft_size or DEFAULT_MIN_PREVIEW
-        img = decode_raw(
-            path, min_preview=min_preview, exif_orientation=exif_orientation, draft_size=draft_size
-        )
-        try:
-            return _to_rgb(img, exif_orientation=False, owned=True)  # already upright
-        except _ModeError as err:
-            raise _fail(path, str(err)) from None
-
-    register_optional_formats()
-    try:
-        fp = open(path, "rb")  # noqa: SIM115 -- closed in the finally below, after the full decode
     except PermissionError:
         raise _fail(path, "permission denied; check the file's read permissions") from None
     except OSError as err:
-        raise _fail(path, f"cannot read the file ({_one_line(err)})") from None
+        raise _fail(path, f"cannot access the file ({_one_line(err)}); check its permissions") from None
+    fp: io.BufferedReader | None = None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise _fail(path, "it is a folder, not an image file")
+        if not stat.S_ISREG(st.st_mode):
+            raise _fail(path, "not a regular file (device, pipe or socket)")
+        if st.st_size == 0:
+            raise _fail(path, "empty file (0 bytes); copy it again from the original")
+        if is_raw(path):
+            return Decoded(_decode_raw(path, fd, st, exif_orientation, draft_size), st)
+        os.set_blocking(fd, True)
+        fp = os.fdopen(fd, "rb")  # owns fd from here
+        return Decoded(_decode_pillow(path, fp, exif_orientation, draft_size), st)
+    finally:  # after the full decode (Pillow reads lazily)
+        if fp is not None:
+            fp.close()
+        else:
+            os.close(fd)
+
+
+def _decode_raw(
+    path: Path, fd: int, st: os.stat_result, exif_orientation: bool, draft_size: int | None
+) -> Image.Image:
+    """libraw opens the file by name: the name of the open descriptor where the OS has one (Linux),
+    else the path, checked after decoding to still be the file ``fd`` was opened on."""
+    own = f"/proc/self/fd/{fd}"
+    source = own if os.path.exists(own) else None
+    img = decode_raw(
+        path,
+        min_preview=draft_size or DEFAULT_MIN_PREVIEW,
+        exif_orientation=exif_orientation,
+        draft_size=draft_size,
+        source=source,
+    )
+    if source is None:
+        try:
+            now = os.stat(path)
+        except OSError:
+            now = None
+        if now is None or (now.st_ino, now.st_dev, now.st_size, now.st_mtime_ns) != (
+            st.st_ino,
+            st.st_dev,
+            st.st_size,
+            st.st_mtime_ns,
+        ):
+            raise _fail(path, "the file was replaced while it was being decoded; run again")
+    try:
+        return _to_rgb(img, exif_orientation=False, owned=True)  # already upright
+    except _ModeError as err:
+        raise _fail(path, str(err)) from None
+
+
+def _decode_pillow(
+    path: Path, fp: io.BufferedReader, exif_orientation: bool, draft_size: int | None
+) -> Image.Image:
+    register_optional_formats()
     try:
         with warnings.catch_warnings():
             # We refuse anything over the limit ourselves (below), so Pillow's warning would be noise.
@@ -183,8 +243,6 @@ def decode_image(
         raise _fail(
             path, f"truncated or corrupt image data ({_one_line(err)}); re-copy or re-export the file"
         ) from None
-    finally:
-        fp.close()
 
 
 class _ModeError(ValueError):

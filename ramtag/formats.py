@@ -140,3 +140,10 @@ def unsupported_reason(path: str | Path) -> str:
         + ", ".join(sorted(e.lstrip(".") for e in supported_extensions()))
         + ")"
     )
+
+
+def suffix_list(counts: dict[str, int], limit: int = 5) -> str:
+    """``{".txt": 3, "": 1}`` -> ``".txt, no extension"``: the commonest suffixes first (for messages)."""
+    names = sorted(counts, key=lambda k: (-counts[k], k))
+    shown = [k or "no extension" for k in names[:limit]]
+    return ", ".join(shown) + (", ..." if len(names) > limit else "")

@@ -64,11 +64,13 @@ class Encoded:
     data: Tensor  # (n,) uint8, the file's bytes (CPU)
     orientation: int  # EXIF Orientation 1..8 to apply after decoding (1: as stored)
     size: tuple[int, int]  # (W, H) as stored
+    stat: os.stat_result | None = None  # os.fstat of the descriptor the bytes were read from
 
 
 # One raw sample (what the CPU workers produce): an Encoded JPEG for the GPU, or the CPU path's
-# (3, S, S) float32 tensor, or None with an error line; plus the item's index.
-RawSample = tuple[Union[Encoded, Tensor, None], int, Union[str, None]]  # noqa: UP007 -- runtime alias
+# (3, S, S) float32 tensor, or None with an error line; plus the item's index and the file's stat as
+# decoded (the CPU path's; an Encoded carries its own).
+RawSample = tuple[Union[Encoded, Tensor, None], int, Union[str, None], Union[os.stat_result, None]]  # noqa: UP007
 
 
 def _quiet_torchvision_io() -> Any:
@@ -88,10 +90,11 @@ def read_encoded(path: str | Path, *, exif_orientation: bool = True) -> Encoded 
     decodes the file or reports the problem with its usual one-line error.
     """
     try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
-            return None
-        with open(path, "rb") as f:
+        with open(path, "rb", opener=_nonblocking) as f:  # one open: the stat is of the bytes read
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+                return None
+            os.set_blocking(f.fileno(), True)
             data = f.read()
         if data.rstrip(b"\0")[-2:] != b"\xff\xd9":  # no end-of-image marker: truncated, let the CPU
             return None  # path refuse it (libjpeg and nvJPEG would fill the rest with grey)
@@ -117,7 +120,12 @@ def read_encoded(path: str | Path, *, exif_orientation: bool = True) -> Encoded 
     except Exception:
         return None
     buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)  # (n,)
-    return Encoded(data=buf, orientation=orientation, size=size)
+    return Encoded(data=buf, orientation=orientation, size=size, stat=st)
+
+
+def _nonblocking(path: str, flags: int) -> int:
+    """``open``'s opener: a named pipe must not block the open (it is refused after the fstat)."""
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
 
 
 def orient(image: Tensor, orientation: int) -> Tensor:
@@ -289,27 +297,29 @@ class GpuDecoder:
 def decode_raw(
     samples: Sequence[RawSample],
     decoder: GpuDecoder,
-    cpu_fallback: Callable[[int], tuple[Tensor | None, str | None]],
-) -> list[tuple[Tensor | None, int, str | None]]:
-    """Raw samples of one batch -> ``(image on the decoder's device or None, index, error)`` in input order.
+    cpu_fallback: Callable[[int], tuple[Tensor | None, str | None, os.stat_result | None]],
+) -> list[tuple[Tensor | None, int, str | None, os.stat_result | None]]:
+    """Raw samples of one batch -> ``(image on the decoder's device or None, index, error, the file's
+    stat as decoded)`` in input order.
 
-    ``cpu_fallback(index)`` runs the CPU path for an item nvJPEG failed on: ``(tensor, None)`` or
-    ``(None, error line)``.
+    ``cpu_fallback(index)`` runs the CPU path for an item nvJPEG failed on: ``(tensor, None, stat)`` or
+    ``(None, error line, None)`` (it reads the file again, so the stat is of that read).
     """
     jpegs = [(pos, s[0]) for pos, s in enumerate(samples) if isinstance(s[0], Encoded)]
     images = decoder.decode([e for _, e in jpegs])
-    result: list[tuple[Tensor | None, int, str | None]] = []
+    result: list[tuple[Tensor | None, int, str | None, os.stat_result | None]] = []
     gpu = {pos: img for (pos, _), img in zip(jpegs, images, strict=True)}
-    for pos, (thing, index, error) in enumerate(samples):
+    for pos, (thing, index, error, st) in enumerate(samples):
         if pos in gpu:
             image = gpu[pos]
+            st = thing.stat if isinstance(thing, Encoded) else None
             if image is None:
-                image, error = cpu_fallback(index)
+                image, error, st = cpu_fallback(index)
         else:
             image = thing if isinstance(thing, Tensor) else None
         if image is not None:
             image = image.to(decoder.device, non_blocking=True)
-        result.append((image, index, error))
+        result.append((image, index, error, st))
     return result
 
 

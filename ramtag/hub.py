@@ -1,13 +1,23 @@
 """The one place that downloads.
 
-- :func:`fetch_hub_file`: a file of a Hugging Face Hub repository, through ``huggingface_hub``'s cache
-  (``<downloads>/hub``). The only ``hf_hub_download`` call in ramtag.
-- :func:`fetch_url`: a file at an HTTPS URL, checked by sha256 (``<downloads>/files/<sha256>/<name>``),
-  streamed to ``*.part`` and resumed with an HTTP ``Range`` request when interrupted.
+- :func:`fetch_hub_file`: a file of a Hugging Face Hub repository, into ``huggingface_hub``'s cache layout
+  (``<downloads>/hub``). ``huggingface_hub`` finds the file (URL, commit, ETag/sha256, size, auth);
+  ramtag streams the body itself so that the bounds below hold.
+- :func:`fetch_url`: a file at an HTTPS URL, checked by sha256 (``<downloads>/files/<sha256>/<name>``).
+
+Both stream to a partial file (``*.incomplete`` / ``*.part``) that an HTTP ``Range`` request resumes, in
+the same call or a later one (after Ctrl-C too). Every file is bounded: at most ``attempts`` tries
+(connection errors, 408/429/5xx, a transfer cut short), ``Retry-After`` honoured up to
+``_MAX_RETRY_AFTER`` seconds, connecting and the headers within ``timeout + _STALL_SECONDS``
+(:class:`ramtag.net.Deadline`), a body slower than ``_MIN_RATE`` over ``_STALL_SECONDS`` cut (a server
+trickling a byte now and then never hits a read timeout), and an overall deadline scaled to the file's
+size. The Hub's metadata HEAD (made by ``huggingface_hub``) has the same connect-and-headers deadline:
+its call is abandoned when it passes (``huggingface_hub``'s per-read timeout ends it later). Giving up is
+one :class:`DownloadError` line naming the file and the cause; what arrived is kept.
 
 Environment, read at call time (so a user's settings always apply):
 
-- ``HF_ENDPOINT``: the Hub (or a mirror) to download from.
+- ``HF_ENDPOINT``: the Hub (or a mirror) to download from; ``HF_TOKEN``: for gated repositories.
 - ``HF_HUB_OFFLINE=1`` / ``RAMTAG_OFFLINE=1``: never touch the network; cached files still work.
 - ``RAMTAG_GITHUB_RAW``: replaces ``https://raw.githubusercontent.com`` (mirrors, tests).
 
@@ -17,30 +27,37 @@ files, the sha256 the Hub reports for the object). A bad download is deleted, ne
 
 from __future__ import annotations
 
-import functools
 import http.client
 import logging
 import os
 import re
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from . import paths
-from .errors import DownloadError, OfflineError
+from .errors import DownloadError, OfflineError, OutputError, printable
 from .fsutil import durable_replace
+from .net import Deadline, opener, retry_after
 from .registry import GITHUB_RAW, HubFile, UrlFile
 from .weights_format import sha256_file
 
 log = logging.getLogger(__name__)
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_SAFE_NAME = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z._-]{0,127}")  # a commit or ETag used as a file name
 _CHUNK = 1 << 20  # bytes per read when streaming and hashing
 _STALL_SECONDS = 60.0  # a download slower than _MIN_RATE over this long is cut and resumed (Range)
 _MIN_RATE = 1024  # bytes per second
+_ATTEMPTS = 3  # tries per file; each resumes what the ones before received
+_TIMEOUT = 30.0  # seconds for connecting and for each read
+_MAX_RETRY_AFTER = 60.0  # a server asking to wait longer (Retry-After) is given up on at once
+_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _FIX = (
     "retry `ramtag weights download` when online (HF_ENDPOINT=https://MIRROR for a Hub mirror), "
     "or `ramtag weights import` files you already have"
@@ -83,7 +100,10 @@ class _LogBar:
         self.done += n
 
     def close(self) -> None:
-        log.info("downloaded %s (%.1f MB)", self.description, self.done / 2**20)
+        if self.total is None or self.done >= self.total:
+            log.info("downloaded %s (%.1f MB)", self.description, self.done / 2**20)
+        else:  # an attempt that failed: the next one (or the error) says what happens
+            log.info("stopped %s at %.1f of %.1f MB", self.description, self.done / 2**20, self.total / 2**20)
 
 
 def log_progress(description: str, total: int | None, initial: int) -> ProgressBar:
@@ -107,30 +127,6 @@ def _progress_factory(progress: bool | ProgressFactory) -> ProgressFactory:
     if progress is False:
         return lambda description, total, initial: _NullBar()
     return progress
-
-
-class _TqdmShim:
-    """Looks enough like tqdm for ``hf_hub_download(tqdm_class=...)`` and forwards to a ProgressBar."""
-
-    def __init__(
-        self,
-        factory: ProgressFactory,
-        *,
-        desc: str = "",
-        total: float | None = None,
-        initial: float = 0,
-        **_: Any,
-    ) -> None:
-        self._bar = factory(desc, int(total) if total is not None else None, int(initial))
-
-    def __enter__(self) -> _TqdmShim:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._bar.close()
-
-    def update(self, n: float | None = 1) -> None:
-        self._bar.update(int(n or 0))
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -241,12 +237,20 @@ def _is_network_error(e: BaseException) -> bool:
     return isinstance(e, OSError)
 
 
-def fetch_hub_file(f: HubFile, *, progress: bool | ProgressFactory = True) -> Path:
+def fetch_hub_file(
+    f: HubFile,
+    *,
+    progress: bool | ProgressFactory = True,
+    attempts: int = _ATTEMPTS,
+    timeout: float = _TIMEOUT,
+) -> Path:
     """Download one Hub file (or find it in the cache) and return its checked local path.
 
-    A cached file is returned without any network request (its size is checked). A new download is
-    checked for size and sha256 (the registry's, else the one the Hub reports for the LFS object) and
-    deleted when it does not match. huggingface_hub resumes a transfer that drops midway (HTTP Range).
+    A cached file is returned without any network request (its size is checked). Otherwise
+    ``huggingface_hub`` asks the Hub for the file's commit, ETag (the sha256 of an LFS object), size and
+    download URL (one HEAD request), and the body is streamed to ``blobs/<etag>.incomplete`` under the
+    bounds of the module docstring, resuming what an earlier call left. The result is checked for size
+    and sha256 (the registry's, else the Hub's) and deleted when it does not match.
     Raises :class:`OfflineError` when offline and not cached, :class:`DownloadError` on any failure.
     """
     what = f"{f.repo_id}/{f.filename}@{f.revision}"
@@ -257,48 +261,125 @@ def fetch_hub_file(f: HubFile, *, progress: bool | ProgressFactory = True) -> Pa
     if paths.offline():
         raise _offline_error(what, file_url(f))
 
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub.file_download import repo_folder_name
+    from huggingface_hub.utils import WeakFileLock, build_hf_headers
+
+    endpoint = hub_endpoint()
+    log.info("downloading %s from %s", what, endpoint)
+    tries = _Tries(what, attempts, timeout)
+    meta = tries.run(lambda: _hub_metadata(f, endpoint, timeout), lambda: "")
+    # the ETag and commit become file names, the location is opened: a hostile server must not steer them
+    if not (
+        _SAFE_NAME.fullmatch(meta.commit_hash or "")
+        and _SAFE_NAME.fullmatch(meta.etag or "")
+        and urllib.parse.urlsplit(meta.location).scheme in ("http", "https")
+    ):
+        raise DownloadError(
+            f"{what}: {endpoint} did not answer like the Hub (commit {printable(meta.commit_hash)}, ETag "
+            f"{printable(meta.etag)}, location {printable(meta.location)}); check HF_ENDPOINT, {_FIX}"
+        )
+    folder = repo_folder_name(repo_id=f.repo_id, repo_type="model")
+    storage = hub_cache_dir() / folder
+    blob = storage / "blobs" / meta.etag
+    pointer = storage / "snapshots" / meta.commit_hash / f.filename
+    if not blob.is_file():
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        part = blob.with_name(blob.name + ".incomplete")  # huggingface_hub's name: either resumes the other's
+        # auth for the Hub itself only, never for the storage the Hub redirects to (signed URLs)
+        headers = build_hf_headers(library_name="ramtag")
+        if _origin(meta.location) != _origin(endpoint):
+            headers.pop("authorization", None)
+        lock = hub_cache_dir() / ".locks" / folder / f"{meta.etag}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with WeakFileLock(lock):  # another ramtag process downloading the same file: wait for it
+            if not blob.is_file():
+                tries.size = meta.size
+                description = f.filename
+                tries.run(
+                    lambda: _stream_to_part(
+                        meta.location, part, _progress_factory(progress), description, tries, headers
+                    ),
+                    lambda: _kept(part, meta.size),
+                )
+                durable_replace(part, blob)
+    _link(pointer, blob)
+    if f.revision != meta.commit_hash:  # a branch or tag: its commit, which try_to_load_from_cache reads
+        ref = storage / "refs" / f.revision
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(meta.commit_hash)
+    _check_hub_file(f, pointer, hash_it=True)
+    return pointer
+
+
+def _hub_metadata(f: HubFile, endpoint: str, timeout: float) -> Any:
+    """``huggingface_hub``'s metadata of ``f`` (one HEAD request) within ``timeout + _STALL_SECONDS``;
+    transient failures (and no answer in time) raise _Transient."""
+    # huggingface_hub's client has only a per-read timeout: a server trickling its headers a byte now and
+    # then would hold the call forever, so it runs in a daemon thread that is abandoned at the deadline
+    limit = timeout + _STALL_SECONDS
+    result: list[Any] = []
+    failure: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            result.append(_hub_metadata_call(f, endpoint, timeout))
+        except BaseException as e:  # handed to the caller's thread
+            failure.append(e)
+
+    worker = threading.Thread(target=call, name="ramtag-hub-head", daemon=True)
+    worker.start()
+    worker.join(limit)
+    if failure:
+        raise failure[0]
+    if not result:
+        raise _Transient(f"no answer within {limit:g} s")
+    return result[0]
+
+
+def _hub_metadata_call(f: HubFile, endpoint: str, timeout: float) -> Any:
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import (
         EntryNotFoundError,
-        GatedRepoError,
         HfHubHTTPError,
-        LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
-    endpoint = hub_endpoint()
-    log.info("downloading %s from %s", what, endpoint)
-    tqdm_class: Any = functools.partial(_TqdmShim, _progress_factory(progress))
+    what = f"{f.repo_id}/{f.filename}@{f.revision}"
+    url = hf_hub_url(f.repo_id, f.filename, revision=f.revision, endpoint=endpoint)
     try:
-        local = hf_hub_download(
-            f.repo_id,
-            f.filename,
-            revision=f.revision,
-            cache_dir=hub_cache_dir(),
-            endpoint=endpoint,
-            library_name="ramtag",
-            tqdm_class=tqdm_class,
-        )
-    except LocalEntryNotFoundError as e:  # the Hub could not be reached and nothing is cached
-        if paths.offline():
-            raise _offline_error(what, file_url(f)) from e
-        cause = e.__cause__ or e
-        raise DownloadError(f"cannot reach {endpoint} for {what} ({_one_line(cause)}); {_FIX}") from e
-    except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError, EntryNotFoundError) as e:
+        return get_hf_file_metadata(url, timeout=timeout, library_name="ramtag", endpoint=endpoint)
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:  # gated: a subclass
         raise DownloadError(
             f"{what} not found on {endpoint} ({type(e).__name__}); check HF_ENDPOINT, {_FIX}"
         ) from e
     except HfHubHTTPError as e:
-        status = getattr(getattr(e, "response", None), "status_code", "?")
+        response = getattr(e, "response", None)
+        status = getattr(response, "status_code", None)
+        if status in _RETRY_STATUS:
+            wait = retry_after(response.headers.get("Retry-After") if response is not None else None)
+            raise _Transient(f"HTTP {status} from {endpoint}", wait) from e
         raise DownloadError(f"{what}: HTTP {status} from {endpoint}; {_FIX}") from e
     except Exception as e:
         if _is_network_error(e):
-            raise DownloadError(f"downloading {what} from {endpoint} failed ({_one_line(e)}); {_FIX}") from e
+            raise _Transient(f"cannot reach {endpoint} ({_one_line(e)})") from e
         raise
-    path = Path(local)
-    _check_hub_file(f, path, hash_it=True)
-    return path
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parsed = urllib.parse.urlsplit(url)
+    return parsed.scheme.lower(), parsed.netloc.lower()
+
+
+def _link(pointer: Path, blob: Path) -> None:
+    """``snapshots/<commit>/<file>`` -> ``blobs/<etag>``, as huggingface_hub links them."""
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    if pointer.is_symlink() or pointer.exists():
+        pointer.unlink()
+    try:
+        pointer.symlink_to(os.path.relpath(blob, pointer.parent))
+    except OSError:  # no symbolic links here (Windows without developer mode): the snapshot holds the file
+        os.replace(blob, pointer)
 
 
 # ---------------------------------------------------------------------------------------------- URLs
@@ -318,33 +399,120 @@ def url_cache_path(f: UrlFile) -> Path:
 
 
 class _Transient(Exception):
-    """A failure worth retrying (connection dropped, timeout, 5xx)."""
+    """A failure worth retrying (connection dropped, timeout, too slow, 408/429/5xx)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.retry_after = reason, retry_after
+
+
+_T = TypeVar("_T")
+
+
+class _Tries:
+    """One file's bounded attempts: at most ``attempts`` tries per step, Retry-After honoured up to
+    ``_MAX_RETRY_AFTER``, everything over by a deadline scaled to the file's size (once known)."""
+
+    def __init__(self, what: str, attempts: int, timeout: float) -> None:
+        self.what, self.attempts, self.timeout = what, max(1, attempts), timeout
+        self.started = time.monotonic()
+        self.size: int | None = None
+
+    def deadline(self) -> float:
+        # per attempt: connecting, one rate window and the longest wait honoured; then the whole file at
+        # the floor rate (a transfer that never falls below it ends well before)
+        per_attempt = self.timeout + _STALL_SECONDS + _MAX_RETRY_AFTER
+        return self.started + self.attempts * per_attempt + (self.size or 0) / _MIN_RATE
+
+    def run(self, step: Callable[[], _T], kept: Callable[[], str]) -> _T:
+        """``step()``, tried again on _Transient; raises one-line :class:`DownloadError` when the bound is
+        reached (``kept()`` says what was received and is kept for the next call)."""
+        used = 0  # counted per step (finding the file, then its body)
+        while True:
+            used += 1
+            try:
+                return step()
+            except _Transient as e:
+                wait = e.retry_after if e.retry_after is not None else min(8.0, 2.0 ** (used - 1))
+                if e.retry_after is not None and e.retry_after > _MAX_RETRY_AFTER:
+                    raise DownloadError(
+                        f"{self.what}: {e.reason}, and the server asked to wait {e.retry_after:.0f} s "
+                        f"(Retry-After), longer than ramtag waits ({_MAX_RETRY_AFTER:.0f} s); {kept()}{_FIX}"
+                    ) from e
+                if used >= self.attempts or time.monotonic() + wait > self.deadline():
+                    tries = f"{used} attempt{'s' if used > 1 else ''}"
+                    raise DownloadError(
+                        f"{self.what}: {e.reason}, stopped after {tries}; {kept()}{_FIX}"
+                    ) from e
+                log.warning(
+                    "%s: %s; trying again in %.0f s (attempt %d of %d)",
+                    self.what,
+                    e.reason,
+                    wait,
+                    used + 1,
+                    self.attempts,
+                )
+                time.sleep(wait)
+
+
+def _kept(part: Path, total: int | None) -> str:
+    have = part.stat().st_size if part.exists() else 0
+    if not have:
+        return ""
+    of = f" of {_size(total)}" if total else ""
+    return f"re-run to resume ({_size(have)}{of} received are kept in {part}); or "
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"  # as the CLI's bars count
 
 
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    return printable(text[0]) if text else type(e).__name__
 
 
-def _stream_to_part(url: str, part: Path, factory: ProgressFactory, description: str, timeout: float) -> None:
+def _stream_to_part(
+    url: str,
+    part: Path,
+    factory: ProgressFactory,
+    description: str,
+    tries: _Tries,
+    headers: dict[str, str] | None = None,
+) -> None:
     """Append the rest of ``url`` to ``part`` (Range request when it already holds bytes)."""
     have = part.stat().st_size if part.exists() else 0
-    headers = {"User-Agent": "ramtag", "Accept-Encoding": "identity"}
+    request = urllib.request.Request(url)
+    for name, value in {"User-Agent": "ramtag", **(headers or {}), "Accept-Encoding": "identity"}.items():
+        if name.lower() == "authorization":  # never sent on to where a redirect points
+            request.add_unredirected_header(name, value)
+        else:
+            request.add_header(name, value)
     if have:
-        headers["Range"] = f"bytes={have}-"
+        request.add_header("Range", f"bytes={have}-")
+    # connecting and the headers within one deadline (a server trickling its headers a byte at a time
+    # never hits a read timeout); the body is held to the rate floor below
+    answer = Deadline(tries.timeout + _STALL_SECONDS)
     try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+        response = opener(answer, follow_redirects=True).open(request, timeout=tries.timeout)
     except urllib.error.HTTPError as e:
-        if e.code == 416 and have:  # the .part is not a prefix of this file: start again
+        if e.code == 416 and have:  # the part is not a prefix of this file: start again
             part.unlink()
             raise _Transient(f"HTTP 416 for a resumed download of {url}") from e
-        if e.code in (408, 429) or e.code >= 500:
-            raise _Transient(f"HTTP {e.code} {e.reason}") from e
+        if e.code in _RETRY_STATUS:
+            raise _Transient(
+                f"HTTP {e.code} {printable(e.reason)}", retry_after(e.headers.get("Retry-After"))
+            ) from e
         raise DownloadError(
-            f"{url}: HTTP {e.code} {e.reason}; check the URL (RAMTAG_GITHUB_RAW?), {_FIX}"
+            f"{url}: HTTP {e.code} {printable(e.reason)}; check the URL (RAMTAG_GITHUB_RAW?), {_FIX}"
         ) from e
     except (OSError, http.client.HTTPException) as e:
-        raise _Transient(_one_line(e)) from e
+        raise _Transient(f"no answer within {answer.seconds:g} s" if answer.expired else _one_line(e)) from e
+    finally:
+        answer.cancel()
+    if answer.expired:  # the headers were cut off midway, which http.client may take for their end
+        response.close()
+        raise _Transient(f"no answer within {answer.seconds:g} s")
     with response:
         content_range = response.headers.get("Content-Range", "")
         if have and response.status == 206 and content_range.startswith(f"bytes {have}-"):
@@ -353,22 +521,33 @@ def _stream_to_part(url: str, part: Path, factory: ProgressFactory, description:
             mode, have = "wb", 0
         length = response.headers.get("Content-Length")
         total = have + int(length) if length and length.isdigit() else None
+        tries.size = tries.size or total
         bar = factory(description, total, have)
         try:
             with open(part, mode) as out:
                 # read1: what has arrived (not a full chunk), so a trickling server is noticed (issue 12)
                 window_start, window_bytes = time.monotonic(), 0
-                while chunk := response.read1(_CHUNK):
+                while True:
+                    try:
+                        chunk = response.read1(_CHUNK)
+                    except (OSError, http.client.HTTPException) as e:
+                        raise _Transient(_one_line(e) or "connection dropped") from e
+                    if not chunk:
+                        break
                     out.write(chunk)
                     bar.update(len(chunk))
                     window_bytes += len(chunk)
-                    elapsed = time.monotonic() - window_start
+                    now = time.monotonic()
+                    elapsed = now - window_start
                     if elapsed >= _STALL_SECONDS:
                         if window_bytes < _MIN_RATE * elapsed:
-                            raise _Transient(f"slower than {_MIN_RATE // 1024} KB/s for {elapsed:.0f} s")
-                        window_start, window_bytes = time.monotonic(), 0
-        except (OSError, http.client.HTTPException) as e:
-            raise _Transient(_one_line(e) or "connection dropped") from e
+                            rate = window_bytes / elapsed / 1024
+                            raise _Transient(f"server too slow: {rate:.1f} KB/s over {elapsed:.0f} s")
+                        window_start, window_bytes = now, 0
+                    if now > tries.deadline():
+                        raise _Transient("not finished by the deadline for its size")
+        except OSError as e:  # opening, writing or closing the partial file: the disk, not the server
+            raise OutputError.from_os(e, part, "cannot write the download") from e
         finally:
             bar.close()
     if total is not None and part.stat().st_size < total:
@@ -376,12 +555,16 @@ def _stream_to_part(url: str, part: Path, factory: ProgressFactory, description:
 
 
 def fetch_url(
-    f: UrlFile, *, progress: bool | ProgressFactory = True, attempts: int = 3, timeout: float = 30.0
+    f: UrlFile,
+    *,
+    progress: bool | ProgressFactory = True,
+    attempts: int = _ATTEMPTS,
+    timeout: float = _TIMEOUT,
 ) -> Path:
     """Download ``f`` (or find it cached) and return its local path, checked against ``f.sha256``.
 
-    Streams to ``<name>.part`` next to the destination; an interrupted transfer is resumed with an HTTP
-    Range request (within this call, up to ``attempts`` tries, and by the next call when all fail).
+    Streams to ``<name>.part`` next to the destination under the bounds of the module docstring; an
+    interrupted transfer is resumed with an HTTP Range request (within this call and by the next one).
     The finished file is renamed into place atomically only when its sha256 matches; on a mismatch the
     ``.part`` is deleted and :class:`DownloadError` names the URL and both digests.
     """
@@ -400,15 +583,8 @@ def fetch_url(
     part = dest.with_name(dest.name + ".part")
     factory = _progress_factory(progress)
     log.info("downloading %s", url)
-    for attempt in range(1, attempts + 1):
-        try:
-            _stream_to_part(url, part, factory, f.filename, timeout)
-            break
-        except _Transient as e:
-            if attempt == attempts:
-                raise DownloadError(f"downloading {url} failed ({e}); {_FIX}") from e
-            log.warning("downloading %s: %s; resuming (attempt %d of %d)", url, e, attempt + 1, attempts)
-            time.sleep(0.2 * attempt)
+    tries = _Tries(f"downloading {url}", attempts, timeout)
+    tries.run(lambda: _stream_to_part(url, part, factory, f.filename, tries), lambda: _kept(part, None))
     actual = sha256_file(part)
     if actual != f.sha256:
         part.unlink()

@@ -5,10 +5,11 @@
 
 The catalog (:mod:`ramtag.catalog`) is the record of what was done: an image is skipped only when
 the output the current settings ask for is still there with the content that was written; when
-only deciding settings changed (thresholds, top-k, language, hierarchy root, output mode) its tags
-are decided again from the stored scores, so a run that needs no new scores never loads the model
-or imports torch. Nothing is recorded before its output is durable: sidecars are written atomically
-with fsync, JSON Lines are fsynced (:meth:`JsonlWriter.sync`) before the batch is recorded.
+only deciding settings changed (thresholds, top-k, renames, language, hierarchy root, output mode)
+its tags are decided again from the stored scores, so a run that needs no new scores never loads the
+model or imports torch. Nothing is recorded before its output is durable: a batch of sidecars is
+committed together (each atomic and fsynced, :class:`~ramtag.fsutil.AtomicBatch`) and the JSON Lines
+are fsynced (:meth:`JsonlWriter.sync`) before the batch is recorded.
 :class:`RunBook` is the one place that knows how this run reads and writes the catalog.
 """
 
@@ -50,6 +51,7 @@ __all__ = [
     "Selection",
     "WriteFn",
     "select_files",
+    "select_or_fail",
     "tag_library",
 ]
 
@@ -134,6 +136,31 @@ def select_files(paths: Sequence[str | Path], opts: TagOptions | None = None) ->
     return Selection(files, skipped, others)
 
 
+def select_or_fail(paths: Sequence[str | Path], opts: TagOptions | None = None) -> Selection:
+    """:func:`select_files`, where a missing path (a typo: a UsageError) or nothing to tag (an
+    InputError naming what was found instead) fails before any model loads."""
+    from .errors import InputError, UsageError
+    from .formats import suffix_list
+
+    missing = [p for p in paths if not os.path.lexists(p)]  # a typo; broken links are reported per file
+    if missing:
+        raise UsageError(f"{missing[0]}: no such file or folder; check the path")
+    opts = opts or TagOptions()
+    selection = select_files(paths, opts)
+    if not selection.files:
+        what = [f"{p}: {r}" for p, r in selection.skipped[:3]]
+        n = sum(selection.not_images.values())
+        if n:
+            what.append(
+                f"{n} {'file that is not an image' if n == 1 else 'files that are not images'} "
+                f"({suffix_list(selection.not_images)})"
+            )
+        hint = "" if opts.recursive else "; --recursive walks sub-folders"
+        found = "; ".join(what) or "empty"
+        raise InputError(f"no images to tag in {', '.join(map(str, paths))} ({found}){hint}")
+    return selection
+
+
 def tag_library(
     paths: Sequence[str | Path],
     tagger: Tagger | TaggerSource,
@@ -163,12 +190,14 @@ def tag_library(
     """
     from .distributed import dist_info
     from .source import TaggerSource
+    from .tags.rename import rename_columns
 
     use_catalog = use_catalog if use_state is None else use_state
     catalog = catalog if catalog is not None else state_db
     source = tagger if isinstance(tagger, TaggerSource) else TaggerSource.of(tagger)
     opts = options or TagOptions()
     wopts = write or WriteOptions()
+    rename_columns(opts.rename, source.vocabulary)  # a misspelt --rename fails before the model loads
     t0 = time.perf_counter()
     summary = RunSummary()
     rank, world, _ = dist_info()
@@ -184,11 +213,7 @@ def tag_library(
     json_path = rank_json_path(wopts, rank, world)
     book = RunBook.open(source, opts, wopts, json_path, catalog, rank, world) if use_catalog else None
     try:
-        plan = book.plan(files, force=force) if book is not None else None
-        redecide = cast("list[Path]", plan.redecide) if plan is not None else []
-        todo = cast("list[Path]", plan.score) if plan is not None else list(files)
-        summary.unchanged = len(plan.skip) if plan is not None else 0
-        summary.to_tag = len(todo)  # images for the model (re-decided ones are counted apart)
+        redecide, todo = plan_files(files, book, summary, force=force)
         main_writer, jsonl = make_run_writers(source, opts, wopts, json_path)
         writer = BackgroundWriter(
             main_writer, summary, book, jsonl=jsonl, on_write=on_write, progress=progress
@@ -199,33 +224,7 @@ def tag_library(
                 redecide_files(redecide, book, opts, summary, writer.put, on_result=on_result)
             if todo:
                 summary.model_loaded = True
-                tagged = source.get()
-                stats = _stats(todo) if book is not None else {}
-                raw: dict[int, np.ndarray] = {}
-
-                def keep_scores(res: ImageTags) -> ImageTags:
-                    """Every tag's score goes to the catalog; the result keeps them only if asked."""
-                    if book is not None and res.scores is not None:
-                        raw[res.index] = np.fromiter(res.scores.values(), np.float32, len(res.scores))
-                        if not opts.all_scores:
-                            res.scores = None
-                    return res
-
-                def put(res: ImageTags) -> None:
-                    st = stats.get(res.path) if res.path is not None else None
-                    writer.put(res, st, raw.pop(res.index, None))
-
-                model_opts = opts if book is None else _with_all_scores(opts)
-                tag_files(
-                    todo,
-                    tagged,
-                    model_opts,
-                    summary,
-                    put,
-                    on_result=on_result,
-                    progress=progress,
-                    transform=keep_scores,
-                )
+                score_files(todo, source.get(), opts, book, summary, writer, on_result, progress)
         except KeyboardInterrupt:  # write and record what is done (below), then say so
             summary.interrupted = True
         finally:
@@ -244,6 +243,39 @@ def tag_library(
 
 
 # ---------------------------------------------------------------------------------- the steps
+
+
+def score_files(
+    todo: list[Path],
+    tagger: Tagger,
+    opts: TagOptions,
+    book: RunBook | None,
+    summary: RunSummary,
+    writer: BackgroundWriter,
+    on_result: ResultFn | None,
+    progress: ProgressFn | None,
+) -> None:
+    """Run the model on ``todo`` and hand each result to the writer; with a catalog, every tag's score
+    goes to it too (the results keep them only with ``all_scores``)."""
+    raw: dict[int, np.ndarray] = {}
+
+    def keep_scores(res: ImageTags) -> ImageTags:
+        if book is not None and res.scores is not None:
+            raw[res.index] = np.fromiter(res.scores.values(), np.float32, len(res.scores))
+            if not opts.all_scores:
+                res.scores = None
+        return res
+
+    def put(res: ImageTags) -> None:
+        # the identity the decoder took from the file it read (a failed file has none; a tagger that
+        # does not decode files itself reports none either: its file is stat'ed now, the best there is)
+        st = res.stat if res.stat is not None or res.path is None or not res.ok else _stat(res.path)
+        writer.put(res, st if book is not None else None, raw.pop(res.index, None))
+
+    model_opts = opts if book is None else _with_all_scores(opts)
+    tag_files(
+        todo, tagger, model_opts, summary, put, on_result=on_result, progress=progress, transform=keep_scores
+    )
 
 
 def find_files(
@@ -280,6 +312,19 @@ def rank_json_path(wopts: WriteOptions, rank: int, world: int) -> Path | None:
     return json_path
 
 
+def plan_files(
+    files: list[Path], book: RunBook | None, summary: RunSummary, *, force: bool
+) -> tuple[list[Path], list[Path]]:
+    """Split ``files`` into (re-decide from stored scores, score with the model), counting the
+    unchanged ones and the ones for the model in ``summary``; without a catalog every file is scored."""
+    plan = book.plan(files, force=force) if book is not None else None
+    redecide = cast("list[Path]", plan.redecide) if plan is not None else []
+    todo = cast("list[Path]", plan.score) if plan is not None else list(files)
+    summary.unchanged = len(plan.skip) if plan is not None else 0
+    summary.to_tag = len(todo)  # images for the model (re-decided ones are counted apart)
+    return redecide, todo
+
+
 def make_run_writers(
     source: TaggerSource, opts: TagOptions, wopts: WriteOptions, json_path: Path | None
 ) -> tuple[TagWriter, JsonlWriter | None]:
@@ -305,26 +350,6 @@ def make_run_writers(
     main = make_writer(wopts.mode, **common)
     jsonl = JsonlWriter(json_path, dry_run=wopts.dry_run, all_scores=opts.all_scores) if json_path else None
     return main, jsonl
-
-
-def make_run_writer(
-    tagger: Tagger, opts: TagOptions, wopts: WriteOptions, json_path: Path | None
-) -> TagWriter:
-    """One writer for everything (``--write`` plus ``--json``), as before the catalog."""
-    from .writers import make_writer
-
-    return make_writer(
-        wopts.mode,
-        sidecar_name=wopts.sidecar_name,
-        hierarchy_root=wopts.hierarchy_root,
-        lang=opts.lang,
-        dry_run=wopts.dry_run,
-        backup=wopts.backup,
-        repair_sidecars=wopts.repair_sidecars,
-        json_path=json_path,
-        all_scores=opts.all_scores,
-        model=tagger.name,
-    )
 
 
 def tag_files(
@@ -375,6 +400,8 @@ def redecide_files(
             threshold=opts.threshold,
             top_k=opts.top_k,
             all_scores=opts.all_scores,
+            rename=opts.rename,
+            lang=opts.lang,
         )
         for path in missing:  # (raced with another process's change of the catalog)
             summary.failed.append((str(path), "its scores left the catalog during the run; run again"))
@@ -384,16 +411,6 @@ def redecide_files(
             if on_result:
                 on_result(res)
             put(res)
-
-
-def _stats(files: Sequence[Path]) -> dict[Path, os.stat_result]:
-    """Each file's stat before it is decoded: what the catalog records (with the digest) once its
-    output is written, and how the writer notices a file replaced while it was being tagged."""
-    out = {}
-    for f in files:
-        with contextlib.suppress(OSError):  # the decoder reports it
-            out[f] = os.stat(f)
-    return out
 
 
 def _with_all_scores(opts: TagOptions) -> TagOptions:
@@ -579,8 +596,9 @@ def decide_key(vocab: Any, opts: TagOptions, wopts: WriteOptions) -> str:
     import json
 
     from .catalog import vocabulary_id
+    from .tags.rename import canonical_renames
 
-    body = {
+    body: dict[str, Any] = {
         "vocabulary": vocabulary_id(vocab),  # names, Chinese names, thresholds, open-set flags
         "threshold": opts.threshold,
         "top_k": opts.top_k,
@@ -589,6 +607,8 @@ def decide_key(vocab: Any, opts: TagOptions, wopts: WriteOptions) -> str:
         "hierarchy_root": wopts.hierarchy_root,
         "sidecar_name": wopts.sidecar_name,
     }
+    if opts.rename:  # (left out when there is none: outputs recorded before renames existed still match)
+        body["rename"] = canonical_renames(opts.rename, vocab)
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -617,9 +637,11 @@ class BackgroundWriter:
 
     ``put`` hands it a result (blocking when 256 are queued); ``close`` waits for the queue, records
     the last batch, closes the writers. Write failures go to ``errors`` (path, one-line reason), never
-    stop the run. With a :class:`RunBook`, written images are recorded in batches, each only after
-    the JSON Lines file is synced (sidecars are durable when written); an image whose file changed
-    since it was decoded is not written (its tags are the old photo's) and not recorded.
+    stop the run. Written images are recorded in batches, each only after its outputs are durable:
+    the writer's staged sidecars committed together (``sync``, see
+    :meth:`~ramtag.writers.xmp.XmpSidecarWriter.defer_durability`) and the JSON Lines file synced;
+    an image whose file changed since it was decoded is not written (its tags are the old photo's)
+    and not recorded.
     """
 
     FLUSH_EVERY = 64  # images per catalog transaction (and JSON Lines fsync) at most
@@ -638,15 +660,20 @@ class BackgroundWriter:
         self.on_write, self.progress = on_write, progress
         self.errors: list[tuple[str, str]] = []
         self._pending: list[Pending] = []
+        self._unsynced = 0  # results handed to the writers since the last flush
         self._queue: queue.Queue[tuple[ImageTags, Any, Any] | None] = queue.Queue(maxsize=256)
+        defer = getattr(writer, "defer_durability", None)
+        if defer is not None:
+            defer()  # sidecars staged and made durable together in flush(), before they are recorded
         self._thread = threading.Thread(target=self._loop, name="ramtag-writer", daemon=True)
         self._thread.start()
 
     def put(
         self, result: ImageTags, stat: os.stat_result | None = None, scores: np.ndarray | None = None
     ) -> None:
-        """``stat``: the file's stat before decoding and ``scores`` every tag's score (tagged by the
-        model); both None for a result decided again from the catalog."""
+        """``stat``: the file's stat taken by the decoder on the descriptor it read (its identity as
+        decoded) and ``scores`` every tag's score (tagged by the model); both None for a result
+        decided again from the catalog."""
         self._queue.put((result, stat, scores))
 
     def close(self) -> None:
@@ -680,26 +707,33 @@ class BackgroundWriter:
             finally:
                 if self.progress:
                     self.progress("written", 1, 0)
-            if len(self._pending) >= self.FLUSH_EVERY or (self._pending and self._queue.empty()):
+            self._unsynced += 1
+            if self._unsynced >= self.FLUSH_EVERY or self._queue.empty():
                 self.flush()
 
     def flush(self) -> None:
-        """Make the JSON Lines durable, then record what was written."""
-        if not self._pending:
+        """Make what was written durable (staged sidecars, JSON Lines), then record it."""
+        if not self._pending and not self._unsynced:
             return
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._unsynced = self._pending, [], 0
         try:
+            sync = getattr(self.writer, "sync", None)  # staged sidecars; or --write json's JSON Lines
+            failed = (sync() if sync is not None else None) or []
+            if failed:  # those images' outputs are not durable: reported, not recorded
+                self.errors.extend(failed)
+                bad = {path for path, _ in failed}
+                self.summary.written -= len(bad)  # each was counted when it was staged
+                pending = [p for p in pending if str(p.path) not in bad]
             if self.jsonl is not None:
                 self.jsonl.sync()
-            sync = getattr(self.writer, "sync", None)  # --write json: the main writer is the JSON Lines one
-            if sync is not None:
-                sync()
         except (RamtagError, OSError) as e:  # not durable: not recorded (the next run writes them again)
             msg = (
                 str(e) if isinstance(e, RamtagError) else str(OutputError.from_os(e, e.filename or "output"))
             )
             self.errors.append(("", msg))
             return
+        for p in pending:  # a sidecar's stat as it is now in place (the re-run's quick "still there")
+            p.outputs = [(k, t, tg, fp, _stat(t) if st is STAGED else st) for k, t, tg, fp, st in p.outputs]
         if self.book is not None:
             try:
                 self.book.record(pending)
@@ -755,8 +789,8 @@ class BackgroundWriter:
             if kind == "json":
                 target = book.wanted.json_path or outcome.target
                 outputs.append(("json", Path(os.fsdecode(target)), tags, outcome.fingerprint, None))
-            else:
-                st = _stat(outcome.target) if outcome.target != res.path else None
+            else:  # a sidecar's stat is taken once it is in place (flush)
+                st = STAGED if outcome.target != res.path else None
                 outputs.append((kind, outcome.target, tags, outcome.fingerprint, st))
         if book.wanted.json_path is not None:  # JSON lines are recorded under the final file
             final = Path(os.fsdecode(book.wanted.json_path))
@@ -768,6 +802,9 @@ class BackgroundWriter:
             self.errors.append((str(res.path), "changed while it was being tagged; run again"))
             return
         self._pending.append(Pending(res.path, identity, scores, outputs))
+
+
+STAGED: Any = object()  # in a Pending output: the sidecar's stat, to be taken after the writer's sync
 
 
 def _stat(path: Path) -> os.stat_result | None:
@@ -791,9 +828,10 @@ def _moved(path: Path, stat: os.stat_result) -> bool:
 
 
 def _identity(path: Path, stat: os.stat_result | None, rewritten: bool) -> Any:
-    """The identity to record: taken before decoding (its stat) plus the content digest, read now and
-    checked against that stat; after embedding, the file as written. None: keep the catalog's (a
-    re-decided image that was not rewritten). False: the file changed under us."""
+    """The identity to record: the stat the decoder took on the file it read, plus the content
+    digest, read now and checked against that stat (so both are of the decoded file); after
+    embedding, the file as written. None: keep the catalog's (a re-decided image that was not
+    rewritten). False: the file changed since it was decoded."""
     from .catalog import Identity, content_digest
 
     if rewritten:  # --write embed changed the file itself: record it as it is now

@@ -7,12 +7,17 @@ knows how to make each writer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "DECODES",
+    "DEVICES",
     "EXACT_PRECISIONS",
+    "LANGS",
     "PRECISIONS",
+    "SIDECAR_NAMES",
+    "ModelOptions",
     "OpenSetOptions",
     "TagOptions",
     "WriteOptions",
@@ -22,6 +27,20 @@ __all__ = [
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-checked", "fp16")
 # Precisions whose tag decisions are the fp32 decisions (they share incremental-state records).
 EXACT_PRECISIONS = ("fp32", "bf16-checked")
+DEVICES = ("auto", "cuda", "mps", "cpu")  # --device; ramtag.device.select_device also takes "cuda:N"
+LANGS = ("en", "zh")  # --lang: the tag names to write
+DECODES = ("auto", "gpu", "cpu")  # --decode: JPEG decoding
+SIDECAR_NAMES = ("ext", "replace")  # --sidecar-name: photo.jpg.xmp | photo.xmp
+
+
+@dataclass
+class ModelOptions:
+    """Which model runs, where and how (``load_tagger`` / ``tagger_source``'s arguments)."""
+
+    weights: str | None = None  # registry name or weights folder; None: the default weights
+    device: str = "auto"  # one of DEVICES (or "cuda:N")
+    precision: str = "auto"  # one of PRECISIONS
+    compile: bool = False  # torch.compile the model
 
 
 @dataclass
@@ -53,6 +72,8 @@ class TagOptions:
     top_k: int | None = None  # at most this many tags per image
     all_scores: bool = False  # also report every tag's score
     lang: str = "en"  # "en" or "zh": the tag names to write
+    # vocabulary tag -> name to write instead, whatever lang is; "" never writes it (ramtag.tags.rename)
+    rename: dict[str, str] = field(default_factory=dict)
     batch_size: int | None = None  # None: sized by the runner for the device
     workers: int | None = None  # decode processes; None: 0 on CPU (decoder threads), else min(4, CPUs)
     exif_orientation: bool = True  # rotate by EXIF orientation before tagging (official code does not)

@@ -50,19 +50,22 @@ def decode_raw(
     min_preview: int = DEFAULT_MIN_PREVIEW,
     exif_orientation: bool = True,
     draft_size: int | None = None,
+    source: str | None = None,
 ) -> Image.Image:
     """One RAW file -> an upright ``PIL.Image`` (RGB, or the preview's own mode for the caller to convert).
 
     ``min_preview``: the shortest preview side worth using (the model's input size). ``exif_orientation``
     False keeps the sensor's orientation. ``draft_size`` lets libjpeg decode a large preview at reduced
-    scale (as for JPEG files). Raises :class:`ImageDecodeError` (one line) for anything libraw cannot read.
+    scale (as for JPEG files). ``source``: the name libraw opens instead of ``path`` (the caller's
+    open descriptor, ``/proc/self/fd/N``); messages name ``path``. Raises :class:`ImageDecodeError`
+    (one line) for anything libraw cannot read.
     """
     try:
         import rawpy
     except ImportError:
         raise _fail(path, "RAW files need rawpy (pip install rawpy)") from None
     try:
-        with rawpy.imread(str(path)) as raw:
+        with rawpy.imread(source or str(path)) as raw:
             flip = int(raw.sizes.flip) if exif_orientation else 0
             landscape = raw.sizes.width >= raw.sizes.height
             preview = _preview(rawpy, raw, path, min_preview, draft_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,16 +17,27 @@ class TagScore:
     threshold: float  # the threshold it beat (score > threshold)
     name_zh: str | None = None  # Chinese name where the vocabulary has one (trailing spaces stripped)
     open_set: bool = False  # True for a tag added at run time
+    rename: str | None = None  # the name written instead, in every language (--rename); None: not renamed
 
     def display_name(self, lang: str = "en") -> str:
-        """The name to write for ``lang`` ("en" or "zh"); falls back to English."""
+        """The name to write for ``lang`` ("en" or "zh"): the rename, else the vocabulary's name
+        (Chinese falls back to English)."""
+        if self.rename:
+            return self.rename
         if lang == "zh" and self.name_zh:
             return self.name_zh.strip()
         return self.name
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "score": round(self.score, 6), "threshold": self.threshold}
-        if self.name_zh:
+        """JSON form; a renamed tag's "name" is the name written, "renamed_from" the vocabulary's."""
+        d: dict[str, Any] = {
+            "name": self.display_name(),
+            "score": round(self.score, 6),
+            "threshold": self.threshold,
+        }
+        if self.rename:
+            d["renamed_from"] = self.name
+        elif self.name_zh:
             d["name_zh"] = self.name_zh.strip()
         if self.open_set:
             d["open_set"] = True
@@ -41,6 +53,9 @@ class ImageTags:
     scores: dict[str, float] | None = None  # every tag's score (only with all_scores=True)
     error: str | None = None  # one-line reason when the image was skipped; tags are then empty
     index: int = 0  # position in the input order
+    # the file as decoded (os.fstat of the descriptor read): the identity the catalog records with
+    # these tags; None for in-memory images and results decided from stored scores
+    stat: os.stat_result | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:

@@ -1,7 +1,7 @@
 """What will tag a run, known before (and often instead of) loading the model.
 
 ``ramtag tag`` on a library that is already tagged, or with only deciding settings changed
-(thresholds, top-k, language, hierarchy, output mode), needs no model: the catalog holds every tag's
+(thresholds, top-k, renames, language, hierarchy, output mode), needs no model: the catalog holds every tag's
 score. A :class:`TaggerSource` knows the vocabulary and the *scorer key* (what produced the scores:
 weights file, preprocessing, decoding, open-set tag sources) from the weights folder's ``ramtag.json``
 and the options alone, without torch; :meth:`TaggerSource.get` loads the model the first time an

@@ -158,7 +158,14 @@ class Tagger:
         """(B, T) scores of images ``paths`` -> one :class:`ImageTags` each, tags decided by ``options``."""
         opts = options or TagOptions()
         arr = scores.float().numpy()
-        decided = decide(arr, self.vocabulary, threshold=opts.threshold, top_k=opts.top_k)
+        decided = decide(
+            arr,
+            self.vocabulary,
+            threshold=opts.threshold,
+            top_k=opts.top_k,
+            rename=opts.rename,
+            lang=opts.lang,
+        )
         idx = range(len(paths)) if indices is None else indices
         out = []
         for row, (path, i, tags) in enumerate(zip(paths, idx, decided, strict=True)):
@@ -203,7 +210,10 @@ class Tagger:
             results = [ImageTags(path=path, error=reason, index=idx) for idx, path, reason in batch.failures]
             if len(batch.indices):
                 scores = self.scores(batch.images, opts.threshold)
-                results += self.decide(scores, batch.paths, batch.indices, opts)
+                decided = self.decide(scores, batch.paths, batch.indices, opts)
+                for res, st in zip(decided, batch.stats, strict=True):
+                    res.stat = st
+                results += decided
             yield from sorted(results, key=lambda r: r.index)
 
 

@@ -466,6 +466,36 @@ def import_checkpoint(
     if name in TEXT_ENCODERS:
         return import_text_encoder(source, name=name, force=force)
     target = paths.weights_dir() / name
+    _check_import(source, target, name, force, tag_list, thresholds, tag_list_zh)
+    given = _given_tag_files(tag_list, thresholds, tag_list_zh)
+    if source.is_dir():
+        if given is None:
+            return _import_weights_dir(source, target, None, {}, name)
+        return _import_weights_dir(source, target, given.vocabulary, given.provenance, name)
+    spec = WEIGHTS.get(name)
+    tags = given if given is not None else _registry_tag_files(source, name, spec)
+    return _import_official(source, target, name, spec, tags)
+
+
+@dataclass(frozen=True)
+class _TagFiles:
+    """The vocabulary an import installs, and where it came from."""
+
+    vocabulary: Vocabulary  # tags + thresholds (+ Chinese names) to install with the weights
+    label: str  # "tag_list / thresholds": named in a VocabularyError when the lengths disagree
+    provenance: dict[str, Any]  # the tag_list / thresholds / tag_list_zh entries of ramtag.json
+
+
+def _check_import(
+    source: Path,
+    target: Path,
+    name: str,
+    force: bool,
+    tag_list: str | Path | None,
+    thresholds: str | Path | None,
+    tag_list_zh: str | Path | None,
+) -> None:
+    """Refuse an import before reading anything: taken name, missing source, half a set of tag files."""
     if is_weights_dir(target) and not force:
         raise WeightsError(
             f"weights {name!r} are already installed in {target}; "
@@ -478,59 +508,71 @@ def import_checkpoint(
     if tag_list_zh is not None and tag_list is None:
         raise UsageError("a Chinese tag list needs the English tag list and thresholds too")
 
-    spec: WeightsSpec | None = WEIGHTS.get(name)
-    vocabulary: Vocabulary | None = None
-    files: dict[str, Any] = {}
-    if tag_list is not None and thresholds is not None:
-        tl, th = Path(tag_list).expanduser(), Path(thresholds).expanduser()
-        zh = Path(tag_list_zh).expanduser() if tag_list_zh is not None else None
-        vocabulary = Vocabulary.from_files(tl, th, zh)
-        vocab_files = f"{tl} / {th}"
-        files = {
+
+def _given_tag_files(
+    tag_list: str | Path | None, thresholds: str | Path | None, tag_list_zh: str | Path | None
+) -> _TagFiles | None:
+    """The user's own tag files (--tag-list / --thresholds / --tag-list-zh), or None when not given."""
+    if tag_list is None or thresholds is None:
+        return None
+    tl, th = Path(tag_list).expanduser(), Path(thresholds).expanduser()
+    zh = Path(tag_list_zh).expanduser() if tag_list_zh is not None else None
+    return _TagFiles(
+        Vocabulary.from_files(tl, th, zh),
+        f"{tl} / {th}",
+        {
             "tag_list": _file_provenance(tl),
             "thresholds": _file_provenance(th),
             "tag_list_zh": _file_provenance(zh),
-        }
+        },
+    )
 
-    if source.is_dir():
-        return _import_weights_dir(source, target, vocabulary, files, name)
 
-    if vocabulary is None:
-        if spec is None:
-            raise UsageError(
-                f"{source}: an official checkpoint needs --tag-list and --thresholds "
-                f"(or --name one of: {', '.join(WEIGHTS)} to use the registry's tag files)"
-            )
-        try:
-            tl = hub.fetch_url(spec.tag_list)
-            th = hub.fetch_url(spec.thresholds)
-            zh = hub.fetch_url(spec.tag_list_zh) if spec.tag_list_zh else None
-        except OfflineError:
-            raise OfflineError(offline_help(name)) from None
-        vocabulary = Vocabulary.from_files(tl, th, zh)
-        vocab_files = f"{tl} / {th}"
-        files = {
+def _registry_tag_files(source: Path, name: str, spec: WeightsSpec | None) -> _TagFiles:
+    """The pinned tag files of registry entry ``name`` (fetched once, or cached) for an official .pth."""
+    if spec is None:
+        raise UsageError(
+            f"{source}: an official checkpoint needs --tag-list and --thresholds "
+            f"(or --name one of: {', '.join(WEIGHTS)} to use the registry's tag files)"
+        )
+    try:
+        tl = hub.fetch_url(spec.tag_list)
+        th = hub.fetch_url(spec.thresholds)
+        zh = hub.fetch_url(spec.tag_list_zh) if spec.tag_list_zh else None
+    except OfflineError:
+        raise OfflineError(offline_help(name)) from None
+    return _TagFiles(
+        Vocabulary.from_files(tl, th, zh),
+        f"{tl} / {th}",
+        {
             "tag_list": _url_provenance(spec.tag_list),
             "thresholds": _url_provenance(spec.thresholds),
             "tag_list_zh": _url_provenance(spec.tag_list_zh),
-        }
+        },
+    )
+
+
+def _import_official(
+    source: Path, target: Path, name: str, spec: WeightsSpec | None, tags: _TagFiles
+) -> Path:
+    """Convert an official .pth into ``target``, recording where it and its tag files came from."""
     provenance = {
         "source": "import",
         "name": name,
         "description": spec.description if spec else f"imported from {source.name}",
         "license": spec.license if spec else None,
         "checkpoint": _file_provenance(source),
-        **files,
+        **tags.provenance,
         "converted_at": _now(),
     }
     return _convert_official(
         source,
-        vocabulary,
+        tags.vocabulary,
         target,
         preprocessing=spec.preprocessing if spec else OFFICIAL_PREPROCESSING,
         arch=spec.arch if spec else None,
         provenance=provenance,
-        vocab_files=vocab_files,
+        vocab_files=tags.label,
     )
 
 

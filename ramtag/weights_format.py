@@ -142,56 +142,9 @@ def load_weights(directory: str | Path, *, verify: bool = False) -> LoadedWeight
 
     d = Path(directory)
     meta_path, model_path = d / META_FILE, d / MODEL_FILE
-    if not meta_path.is_file():
-        raise WeightsError(f"{meta_path}: not found, so {d} is not a ramtag weights directory; {_FIX}")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WeightsError(f"{meta_path}: unreadable ({type(e).__name__}); {_FIX}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise WeightsError(f"{meta_path}: not a ramtag weights description (format != {FORMAT!r}); {_FIX}")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-        raise WeightsError(
-            f"{meta_path}: format version {version!r} is not supported by this ramtag "
-            f"(reads version {FORMAT_VERSION}); upgrade ramtag or {_FIX}"
-        )
-    problem = _check_meta(meta)
-    if problem:
-        raise WeightsError(f"{meta_path}: malformed ({problem}); {_FIX}")
-    try:
-        config = RamPlusConfig.from_dict(meta["architecture"])
-        preprocessing = Preprocessing.from_dict(meta["preprocessing"])
-        vocab_data = meta["vocabulary"]
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise WeightsError(f"{meta_path}: malformed ({type(e).__name__}: {e}); {_FIX}") from None
-    try:
-        vocabulary = Vocabulary.from_dict(vocab_data)
-    except (KeyError, TypeError, ValueError) as e:
-        raise VocabularyError(
-            f"{meta_path}: malformed vocabulary ({type(e).__name__}: {e}); {_FIX}"
-        ) from None
-    except VocabularyError as e:
-        raise VocabularyError(f"{meta_path}: {e}; {_FIX}") from None
-    if len(vocabulary) != config.num_tags:
-        raise VocabularyError(
-            f"{meta_path}: the vocabulary has {len(vocabulary)} tags but the architecture "
-            f"has {config.num_tags} (num_tags); {_FIX}"
-        )
-
-    if not model_path.is_file():
-        raise WeightsError(f"{model_path}: not found; {_FIX}")
-    recorded = (meta.get("files") or {}).get(MODEL_FILE) or {}
-    size = model_path.stat().st_size
-    if not isinstance(recorded, dict):
-        raise WeightsError(f"{meta_path}: malformed (files.{MODEL_FILE} is not an object); {_FIX}")
-    if "bytes" in recorded and recorded["bytes"] != size:
-        raise WeightsError(
-            f"{model_path}: {size} bytes but {recorded['bytes']} were written (incomplete or "
-            f"replaced file); {_FIX}"
-        )
-    if verify and "sha256" in recorded and sha256_file(model_path) != recorded["sha256"]:
-        raise WeightsError(f"{model_path}: sha256 does not match {META_FILE} (corrupt file); {_FIX}")
+    meta = _read_meta(meta_path, d)
+    config, preprocessing, vocabulary = _parse_meta(meta, meta_path)
+    size = _check_model_file(model_path, meta, meta_path, verify=verify)
     # Every tensor's name and shape (from the file's header) must fit the architecture before anything
     # is allocated: then the model is never larger than the file, whatever ramtag.json announces.
     from .model.convert import check_state_dict, expected_shapes
@@ -213,6 +166,70 @@ def load_weights(directory: str | Path, *, verify: bool = False) -> LoadedWeight
         metadata=meta,
         directory=d,
     )
+
+
+def _read_meta(meta_path: Path, d: Path) -> dict[str, Any]:
+    """ramtag.json as a dict of a format version this ramtag reads, its fields checked (_check_meta)."""
+    if not meta_path.is_file():
+        raise WeightsError(f"{meta_path}: not found, so {d} is not a ramtag weights directory; {_FIX}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WeightsError(f"{meta_path}: unreadable ({type(e).__name__}); {_FIX}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise WeightsError(f"{meta_path}: not a ramtag weights description (format != {FORMAT!r}); {_FIX}")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise WeightsError(
+            f"{meta_path}: format version {version!r} is not supported by this ramtag "
+            f"(reads version {FORMAT_VERSION}); upgrade ramtag or {_FIX}"
+        )
+    problem = _check_meta(meta)
+    if problem:
+        raise WeightsError(f"{meta_path}: malformed ({problem}); {_FIX}")
+    return meta
+
+
+def _parse_meta(meta: dict[str, Any], meta_path: Path) -> tuple[RamPlusConfig, Preprocessing, Vocabulary]:
+    """The architecture, preprocessing and vocabulary of checked metadata (one tag per num_tags)."""
+    try:
+        config = RamPlusConfig.from_dict(meta["architecture"])
+        preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+        vocab_data = meta["vocabulary"]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise WeightsError(f"{meta_path}: malformed ({type(e).__name__}: {e}); {_FIX}") from None
+    try:
+        vocabulary = Vocabulary.from_dict(vocab_data)
+    except (KeyError, TypeError, ValueError) as e:
+        raise VocabularyError(
+            f"{meta_path}: malformed vocabulary ({type(e).__name__}: {e}); {_FIX}"
+        ) from None
+    except VocabularyError as e:
+        raise VocabularyError(f"{meta_path}: {e}; {_FIX}") from None
+    if len(vocabulary) != config.num_tags:
+        raise VocabularyError(
+            f"{meta_path}: the vocabulary has {len(vocabulary)} tags but the architecture "
+            f"has {config.num_tags} (num_tags); {_FIX}"
+        )
+    return config, preprocessing, vocabulary
+
+
+def _check_model_file(model_path: Path, meta: dict[str, Any], meta_path: Path, *, verify: bool) -> int:
+    """The tensor file's size, after checking it is there with the size (and sha256) recorded."""
+    if not model_path.is_file():
+        raise WeightsError(f"{model_path}: not found; {_FIX}")
+    recorded = (meta.get("files") or {}).get(MODEL_FILE) or {}
+    size = model_path.stat().st_size
+    if not isinstance(recorded, dict):
+        raise WeightsError(f"{meta_path}: malformed (files.{MODEL_FILE} is not an object); {_FIX}")
+    if "bytes" in recorded and recorded["bytes"] != size:
+        raise WeightsError(
+            f"{model_path}: {size} bytes but {recorded['bytes']} were written (incomplete or "
+            f"replaced file); {_FIX}"
+        )
+    if verify and "sha256" in recorded and sha256_file(model_path) != recorded["sha256"]:
+        raise WeightsError(f"{model_path}: sha256 does not match {META_FILE} (corrupt file); {_FIX}")
+    return size
 
 
 # Bounds no RAM++ variant comes near (Swin-L: 24 blocks, 192 channels, 384 px), checked before a model is

@@ -3,7 +3,8 @@
 Hub: ``HEAD``/``GET /{repo_id}/resolve/{revision}/{filename}`` answered the way huggingface_hub expects
 for an LFS file (``X-Repo-Commit``, ``ETag``, ``X-Linked-Etag`` = sha256, ``X-Linked-Size``,
 ``Content-Length``), with HTTP Range support. Raw files: ``GET /gh/<path>``. Every request is recorded;
-a path can be set to drop the connection midway through its next GET body.
+a path can be set to drop the connection midway through its next GET body, to trickle its body, or to
+answer its next requests with scripted HTTP errors (``errors``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+# the server's own pauses: tests patch time.sleep to skip ramtag's waits, and a handler still trickling
+# bytes from an earlier test must neither be skipped nor show up among the next test's waits
+_sleep = time.sleep
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -42,6 +47,10 @@ class FakeHub:
     hub_paths: set[str] = field(default_factory=set)  # paths that get Hub headers
     drop_next: dict[str, int] = field(default_factory=dict)  # path -> bytes to send before dropping (once)
     trickle: dict[str, float] = field(default_factory=dict)  # path -> seconds between single body bytes
+    # path (GET only) or "METHOD path" -> seconds between header bytes
+    slow_headers: dict[str, float] = field(default_factory=dict)
+    # "GET /path" or "HEAD /path" -> (status, Retry-After or None) answers for its next requests, in order
+    errors: dict[str, list[tuple[int, str | None]]] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -97,6 +106,28 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 hub.requests.append(Request(self.command, path, rng))
                 served = hub.files.get(path)
                 drop = hub.drop_next.pop(path, None) if body else None
+                scripted = hub.errors.get(f"{self.command} {path}")
+                error = scripted.pop(0) if scripted else None
+            pause = hub.slow_headers.get(
+                f"{self.command} {path}", hub.slow_headers.get(path) if body else None
+            )
+            if pause is not None:  # 3 s of header bytes, one at a time, then the connection closes
+                for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * int(3 / pause):
+                    try:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    _sleep(pause)
+                self.close_connection = True
+                return
+            if error is not None:
+                self.send_response(error[0])
+                if error[1] is not None:
+                    self.send_header("Retry-After", error[1])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if served is None:
                 self.send_response(404)
                 if path in hub.hub_paths or "/resolve/" in path:
@@ -139,7 +170,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                         self.wfile.flush()
                     except OSError:
                         return
-                    time.sleep(pause)
+                    _sleep(pause)
                 return
             if drop is not None:
                 self.wfile.write(chunk[:drop])

@@ -69,6 +69,8 @@ CONTRACTS: dict[str, Contract] = {
             "ramtag.precision",
             "ramtag.runner",
             "ramtag.options",
+            "ramtag.config",
+            "ramtag.settings",
         ),
         forbidden=(
             "ramtag.api",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -75,13 +76,19 @@ def run(loader) -> tuple[list[Batch], list[int], list[int]]:
 def test_dataset_item(mixed_files: list[Path]) -> None:
     ds = ImageDataset(mixed_files, Squash())
     assert len(ds) == 7
-    image, index, error = ds[0]
+    image, index, error, st = ds[0]
     assert index == 0 and error is None
     assert image is not None and image.shape == (3, SIZE, SIZE) and image.dtype == torch.float32
     expected = Squash()(decode_image(mixed_files[0]))
     assert torch.equal(image, expected)
-    image, index, error = ds[1]
-    assert image is None and index == 1 and error is not None
+    now = os.stat(mixed_files[0])  # the identity of the file as decoded travels with the image
+    assert st is not None and (st.st_ino, st.st_size, st.st_mtime_ns) == (
+        now.st_ino,
+        now.st_size,
+        now.st_mtime_ns,
+    )
+    image, index, error, st = ds[1]
+    assert image is None and index == 1 and error is not None and st is None
     assert str(mixed_files[1]) in error and "empty file" in error
 
 
@@ -124,6 +131,9 @@ def test_make_batches_threads_or_processes_give_the_loaders_batches(
     assert [b.indices for b in got] == [b.indices for b in ref]
     assert [b.failures for b in got] == [b.failures for b in ref]
     assert all(torch.equal(a.images, b.images) for a, b in zip(got, ref, strict=True))
+    # every row carries the identity of the file it was decoded from (also out of worker processes)
+    rows = [(p, st) for b in got for p, st in zip(b.paths, b.stats, strict=True)]
+    assert rows and all(st is not None and p is not None and st.st_ino == p.stat().st_ino for p, st in rows)
 
 
 def test_make_batches_stops_its_thread_when_the_consumer_stops(mixed_files: list[Path]) -> None:
@@ -193,7 +203,7 @@ def test_draft_size_passed_to_decoder(shared_photos: Path) -> None:
 
 def test_collate_rejects_odd_shapes(shared_photos: Path) -> None:
     items = [shared_photos / "coffee_cup.jpg", shared_photos / "cat_chelsea.png"]
-    samples = [(torch.zeros(3, 8, 8), 0, None), (torch.zeros(3, 4, 4), 1, None)]
+    samples = [(torch.zeros(3, 8, 8), 0, None, None), (torch.zeros(3, 4, 4), 1, None, None)]
     batch = collate(samples, items)
     assert batch.indices == [0] and batch.images.shape == (1, 3, 8, 8)
     assert batch.failures[0][0] == 1 and "shape" in batch.failures[0][2]
@@ -201,7 +211,7 @@ def test_collate_rejects_odd_shapes(shared_photos: Path) -> None:
 
 def test_bad_transform_output_is_a_failure(shared_photos: Path) -> None:
     ds = ImageDataset([shared_photos / "coffee_cup.jpg"], lambda im: np.zeros((3, 4, 4)))
-    image, _, error = ds[0]
+    image, _, error, _ = ds[0]
     assert image is None and error is not None and "expected a (3, S, S) tensor" in error
 
 

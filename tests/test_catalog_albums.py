@@ -72,6 +72,20 @@ def test_album_never_removes_what_the_user_replaced(cat: Catalog, tmp_path: Path
     assert "b.jpg" not in manifest["links"]  # no longer ours
 
 
+def test_album_link_replaced_by_the_user_while_still_matching(cat: Catalog, tmp_path: Path) -> None:
+    album = tmp_path / "dogs"
+    make_album(cat, "dog", album)
+    (album / "b.jpg").unlink()
+    (album / "b.jpg").write_text("the user's own photo now")
+    res = make_album(cat, "dog", album)
+    assert any("replaced by another file" in why for _, why in res.skipped)
+    assert (album / "b.jpg").read_text() == "the user's own photo now"
+    (name,) = res.added  # the image is linked again, under a name that is free
+    assert name.startswith("b~") and os.readlink(album / name) == str(tmp_path / "lib/2024/b.jpg")
+    manifest = json.loads((album / MANIFEST).read_text())
+    assert "b.jpg" not in manifest["links"] and name in manifest["links"]
+
+
 def test_album_name_taken_by_a_user_file(cat: Catalog, tmp_path: Path) -> None:
     album = tmp_path / "dogs"
     album.mkdir()

@@ -149,6 +149,55 @@ def test_photo_replaced_while_tagged_is_not_written_with_the_old_tags(
     )
 
 
+def test_photo_replaced_between_the_walk_and_decoding_is_recorded_as_the_file_decoded(
+    tiny_weights: str, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The identity comes from the descriptor the decoder read, not from a stat taken before: a
+    photo swapped after the walk is recorded with the new file's identity and the new file's scores."""
+    import numpy as np
+
+    from ramtag import batch as batch_mod
+    from ramtag.api import tagger_source
+    from ramtag.catalog import Catalog, content_digest, path_key
+    from ramtag.library import tag_library
+    from ramtag.options import TagOptions
+
+    victim, other = _low(photos), photos / "coffee_cup.jpg"
+    walked = os.stat(victim)
+    real = batch_mod.decode_file
+
+    def swap_then_decode(path, **kwargs):  # type: ignore[no-untyped-def]
+        if Path(path) == victim:  # the walk has stat'ed every file; someone replaces this one now
+            tmp = victim.with_name("tmp.bin")
+            tmp.write_bytes(other.read_bytes())
+            os.replace(tmp, victim)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(batch_mod, "decode_file", swap_then_decode)
+    catalog = tmp_path / "c.sqlite"
+    opts = TagOptions(threshold=0.3, workers=0)
+    summary = tag_library(
+        [photos], tagger_source(tiny_weights, precision="fp32"), options=opts, catalog=catalog
+    )
+    assert summary.ok and not summary.failed
+    now = os.stat(victim)
+    assert now.st_ino != walked.st_ino  # (os.replace: a new inode)
+    with Catalog(catalog, readonly=True) as cat:
+        ident = cat.lookup([victim])[path_key(victim)].identity
+        assert (ident.size, ident.mtime_ns, ident.inode, ident.device) == (
+            now.st_size,
+            now.st_mtime_ns,
+            now.st_ino,
+            now.st_dev,
+        )
+        assert ident.digest == content_digest(victim)
+        ((_, keys, matrix),) = list(cat.scores([victim, other]))
+        assert keys == [path_key(victim), path_key(other)]
+        assert np.allclose(
+            matrix[0].astype(np.float32), matrix[1].astype(np.float32), atol=2e-3
+        )  # same bytes
+
+
 def test_non_utf8_name_and_two_spellings_of_one_folder(
     tag, photos: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
@@ -223,6 +272,76 @@ def test_kill_9_then_rerun_completes_every_image_once(
                 assert record is not None and record.tags == names_written
     res = subprocess.run([sys.executable, "-m", "ramtag", *args], env=env, capture_output=True, text=True)
     assert "0 tagged" in res.stderr and f"{len(images)} unchanged" in res.stderr
+
+
+def _scored_library(folder: Path, n: int, weights: str) -> None:
+    """``n`` small JPEGs whose scores are in the catalog (as a tagging run leaves them) and no sidecars:
+    the next ``ramtag tag`` re-decides them all without the model."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from ramtag.api import tagger_source
+    from ramtag.catalog import Identity, ImageScores
+    from ramtag.options import TagOptions
+
+    source = tagger_source(weights)
+    cat = open_catalog()
+    vid = cat.add_vocabulary(source.vocabulary)
+    run = cat.begin_run("setup")
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(n):
+        p = folder / f"{i // 100:02d}" / f"img{i:04d}.jpg"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(buf, "JPEG")
+        p.write_bytes(buf.getvalue())
+        scores = rng.random(len(source.vocabulary)).astype(np.float32)
+        items.append(ImageScores(p, Identity.of_path(p), source.scorer(TagOptions()), vid, scores))
+    cat.record_images(items, run)
+    cat.close()
+
+
+@pytest.mark.slow
+def test_kill_9_during_batched_sidecar_writes_records_only_sidecars_in_place(
+    tiny_weights: str, tmp_path: Path, ramtag_home: Path
+) -> None:
+    """Re-deciding writes sidecars in batches (staged, committed together, then recorded): killed
+    while the first batches go to disk, the catalog claims no sidecar that is not there with the
+    recorded content, and the re-run completes the library."""
+    from ramtag.catalog import path_key
+    from ramtag.catalog.outputs import sidecar_fingerprint
+
+    lib = tmp_path / "lib"
+    _scored_library(lib, 600, tiny_weights)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAMTAG_HOME": str(ramtag_home)}
+    args = ["tag", str(lib), "--weights", tiny_weights, "--threshold", "0.6", "-q"]
+
+    def sidecars() -> int:
+        return sum(1 for _ in lib.glob("*/*.xmp"))
+
+    _killed_run(args, env, lambda: sidecars() >= 1)  # killed in the middle of committing a batch
+    images = sorted(lib.glob("*/*.jpg"))
+    cat = open_catalog()
+    outputs = cat.outputs(images)
+    recorded = [row for rows in outputs.values() for row in rows if row.kind == "xmp"]
+    assert 0 < sidecars() < len(images)  # some written, not all
+    for row in recorded:  # every record's sidecar is there, with what the record says
+        assert sidecar_fingerprint(row.target) == row.fingerprint
+    cat.close()
+    res = subprocess.run([sys.executable, "-m", "ramtag", *args], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    cat = open_catalog()
+    outputs = cat.outputs(images)
+    assert len(outputs) == len(images)
+    for p in images:
+        [row] = [r for r in outputs[path_key(p)] if r.kind == "xmp"]
+        assert row.tags and sidecar_fingerprint(row.target) == row.fingerprint
+    cat.close()
+    res = subprocess.run([sys.executable, "-m", "ramtag", *args], env=env, capture_output=True, text=True)
+    assert f"{len(images)} unchanged" in res.stderr
 
 
 def test_query_export_albums_stats_runs_untag_commands(

@@ -93,26 +93,34 @@ def test_offline_messages_name_files_urls_import_clip_and_mirror(
         assert needed in err, needed
 
 
+@pytest.mark.parametrize("model", [["--llm-model", "m"], []], ids=["model-given", "model-asked"])
 def test_open_set_checks_clip_before_any_llm_call(
     tiny_weights: str,
     photos: Path,
     fake_llm: FakeLLM,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    model: list[str],
 ) -> None:
+    """Every local check comes before the first request, GET /models (finding the model) included."""
+    fake_llm.models = ["m"]
     monkeypatch.setenv("RAMTAG_OFFLINE", "1")
     args = ["tag", str(photos), "--weights", tiny_weights, "--open-set", "corgi,meteor shower"]
-    code, _, err = run_cli([*args, "--llm-base-url", fake_llm.url, "--llm-model", "m"], monkeypatch, capsys)
+    code, _, err = run_cli([*args, "--llm-base-url", fake_llm.url, *model], monkeypatch, capsys)
     assert code == 1 and "clip-vit-b-16" in err and "--clip" in err, err
     assert fake_llm.hits == 0
     monkeypatch.delenv("RAMTAG_OFFLINE")
     code, _, err = run_cli(
-        [*args, "--clip", str(photos / "no-clip.pt"), "--llm-base-url", fake_llm.url, "--llm-model", "m"],
+        [*args, "--clip", str(photos / "no-clip.pt"), "--llm-base-url", fake_llm.url, *model],
         monkeypatch,
         capsys,
     )
     assert code == 1 and "no-clip.pt: CLIP weights file not found; check --clip" in err, err
     assert fake_llm.hits == 0
+    for bad in (["--open-set", ",,,,"], ["--open-set", "corgi", "--descriptions", str(photos / "none.json")]):
+        code, _, err = run_cli([*args[:4], *bad, "--llm-base-url", fake_llm.url, *model], monkeypatch, capsys)
+        assert code in (1, 2) and "Traceback" not in err, err
+        assert fake_llm.hits == 0, (bad, err)
 
 
 def test_tags_of_registry_weights_need_only_the_tag_files(
@@ -168,3 +176,30 @@ def test_import_clip_offline_then_open_set_uses_it(
     # --force: the catalog already holds these scores, and an unchanged re-run needs neither model nor CLIP
     code, _, err = run_cli([*args, "--write", "none", "--force"], monkeypatch, capsys)
     assert code == 1 and "weights import open_clip_model.safetensors --name clip-vit-b-16" in err, err
+
+
+def test_a_trickling_hub_is_one_line_and_the_next_run_resumes(
+    hub_with_clip: FakeHub, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ramtag weights download` from a Hub that sends a byte now and then: cut below the rate floor, a
+    bounded number of tries, one line (no traceback), the partial file kept; the next run resumes it."""
+    import time
+
+    from ramtag import hub
+
+    monkeypatch.setattr(hub, "_STALL_SECONDS", 0.3)
+    monkeypatch.setattr(hub, "_MIN_RATE", 1000)
+    sleep = time.sleep  # (one function for the whole process: the server's trickle pauses use it too)
+    monkeypatch.setattr(hub.time, "sleep", lambda seconds: sleep(seconds) if seconds < 0.5 else None)
+    path = f"/{CLIP.repo_id}/resolve/main/{CLIP.filename}"
+    hub_with_clip.trickle[path] = 0.01
+    code, _, err = run_cli(["weights", "download", "clip-vit-b-16"], monkeypatch, capsys)
+    lines = [line for line in err.splitlines() if "server too slow" in line]
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert CLIP.filename in lines[0] and "stopped after 3 attempts; re-run to resume" in lines[0]
+    assert err.count(f"stopped {CLIP.filename} at 0.0 of 6.9 MB") == 3  # no "downloaded" for a failed try
+    assert f"downloaded {CLIP.filename}" not in err
+    del hub_with_clip.trickle[path]
+    code, _, err = run_cli(["weights", "download", "clip-vit-b-16"], monkeypatch, capsys)
+    assert code == 0, err
+    assert hub_with_clip.ranges()[-1].startswith("bytes=") and hub_with_clip.ranges()[-1] != "bytes=0-"

@@ -372,10 +372,14 @@ def test_unreadable_file_via_mocked_open(tmp_path: Path, monkeypatch: pytest.Mon
     path = tmp_path / "locked.jpg"
     Image.new("RGB", (4, 4)).save(path)
 
-    def deny(file, *args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(file))
+    real_open = os.open
 
-    monkeypatch.setattr(decode_mod, "open", deny, raising=False)
+    def deny(file, *args, **kwargs):  # the decoder opens the file once, with os.open
+        if os.fsdecode(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(decode_mod.os, "open", deny)
     assert_error(path, "permission denied", "permissions")
 
 
@@ -401,3 +405,29 @@ def test_wrong_extension_still_decodes_by_content(tmp_path: Path, shared_photos:
     path = tmp_path / "actually_png.jpg"
     path.write_bytes((shared_photos / "cat_chelsea.png").read_bytes())
     assert decode_image(path).size == (451, 300)
+
+
+def test_decode_file_identity_is_of_the_bytes_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is opened once: its stat is fstat of that descriptor and the pixels come through it,
+    so a photo replaced at the path meanwhile lends neither its pixels nor its identity."""
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(a)
+    Image.new("RGB", (6, 6), (0, 0, 255)).save(b)
+    before = os.stat(a)
+    real_open = Image.open
+
+    def swap_then_open(fp, *args, **kwargs):  # type: ignore[no-untyped-def]
+        os.replace(b, a)  # the name now points at another photo
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(decode_mod.Image, "open", swap_then_open)
+    decoded = decode_mod.decode_file(a)
+    assert decoded.image.size == (4, 4) and decoded.image.getpixel((0, 0)) == (255, 0, 0)
+    assert (decoded.stat.st_ino, decoded.stat.st_size, decoded.stat.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    assert os.stat(a).st_ino != before.st_ino

@@ -76,6 +76,11 @@ def test_read_encoded_routes_files(tmp_path: Path) -> None:
     enc = read_encoded(jpg)
     assert enc is not None and enc.orientation == 6 and enc.size == (64, 48)
     assert enc.data.dtype == torch.uint8 and enc.data.numel() == jpg.stat().st_size
+    # the identity of the bytes read (fstat of the descriptor), carried to the catalog
+    assert enc.stat is not None and (enc.stat.st_ino, enc.stat.st_size) == (
+        jpg.stat().st_ino,
+        jpg.stat().st_size,
+    )
     no_exif = read_encoded(jpg, exif_orientation=False)
     assert no_exif is not None and no_exif.orientation == 1
     grey = _jpeg(tmp_path / "grey.jpg", img.convert("L"))
@@ -138,9 +143,10 @@ def test_gpu_path_with_worker_processes(tmp_path: Path) -> None:
     assert [b.indices for b in batches] == [[0, 1], [3, 4, 5]]
     assert [i for b in batches for i, _, _ in b.failures] == [2]
     for b in batches:
-        for row, path in zip(b.images, b.paths, strict=True):
+        for row, path, st in zip(b.images, b.paths, b.stats, strict=True):
             assert path is not None
             assert float((row - _cpu_path(path)).abs().max()) < MAX_PIXEL_DIFF
+            assert st is not None and st.st_ino == path.stat().st_ino  # through the worker processes
 
 
 def test_failed_nvjpeg_decode_falls_back_per_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

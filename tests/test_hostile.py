@@ -101,15 +101,15 @@ def test_disk_full_sidecars_are_one_line_each_and_leave_no_temp_files(
     lib = library(tmp_path, ["a.jpg", "b.jpg", "c.jpg"])
     (lib / "b.jpg.xmp").write_text("<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
     before = (lib / "b.jpg.xmp").read_bytes()
-    _fail_on(monkeypatch, "fsync", errno.ENOSPC)
-    summary = run(lib)
+    with pytest.MonkeyPatch.context() as mp:  # (monkeypatch.undo() would also undo RAMTAG_HOME)
+        _fail_on(mp, "fsync", errno.ENOSPC)
+        summary = run(lib)
     assert summary.tagged == 3 and summary.written == 0 and len(summary.failed) == 3
     assert all(reason.endswith("cannot write it (disk full)") for _, reason in summary.failed)
     assert {Path(p).name for p, _ in summary.failed} == {"a.jpg", "b.jpg", "c.jpg"}
     one_line_each(summary)
     assert leftovers(lib) == [] and (lib / "b.jpg.xmp").read_bytes() == before
     assert not (lib / "a.jpg.xmp").exists()
-    monkeypatch.undo()
     again = run(lib)  # nothing was recorded as done: the next run writes them
     assert again.written == 3 and not again.failed
 
@@ -433,6 +433,64 @@ def test_xmp_writer_takes_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert seen == ["a.jpg"]
 
 
+@pytest.mark.parametrize(
+    ("files", "given", "locked"),
+    [
+        (["a.jpg", "a.jpg.xmp"], "a.jpg.xmp", "a.jpg"),  # the sidecar passed on its own
+        (["a.CR2", "a.jpg", "a.xmp"], "a.xmp", "a.CR2"),  # Adobe naming: the photo that owns a.xmp
+        (["a.jpg", "a.jpg.xmp"], ".", "a.jpg"),  # found in a folder walk
+        (["a.jpg.xmp"], "a.jpg.xmp", "a.jpg.xmp"),  # no photo (tag cannot be writing it): the sidecar
+    ],
+)
+def test_untag_of_a_sidecar_takes_the_lock_tagging_its_photo_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: list[str], given: str, locked: str
+) -> None:
+    import ramtag.writers.xmp as xmp
+
+    seen = []
+
+    class Spy:
+        def __init__(self, path: Path) -> None:
+            seen.append(Path(path).name)
+
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, *a: object) -> None:
+            return None
+
+    lib = library(tmp_path, [f for f in files if not f.endswith(".xmp")])
+    XmpSidecarWriter().write(ImageTags(lib / "a.jpg", [TagScore("cat", 0.9, 0.5)]))
+    sidecar = next(lib.glob("a.jpg.xmp"))
+    for f in files:
+        if f.endswith(".xmp") and not (lib / f).exists():
+            (lib / f).write_bytes(sidecar.read_bytes())
+    for f in lib.iterdir():
+        if f.name not in files:
+            f.unlink()
+    monkeypatch.setattr(xmp, "file_lock", Spy)
+    outcomes = list(api.untag([lib / given], sidecars_only=True))
+    assert seen == [locked] and [o.action for o in outcomes] == ["deleted"], outcomes
+
+
+def test_untag_of_a_bare_sidecar_waits_for_a_run_tagging_its_photo(tmp_path: Path) -> None:
+    import threading
+
+    from ramtag.writers.lock import file_lock
+
+    lib = library(tmp_path, ["a.jpg"])
+    XmpSidecarWriter().write(ImageTags(lib / "a.jpg", [TagScore("cat", 0.9, 0.5)]))
+    done: list[Any] = []
+    sidecar = lib / "a.jpg.xmp"
+    with file_lock(lib / "a.jpg"):  # a `ramtag tag` run writing a.jpg's sidecar holds this
+        worker = threading.Thread(target=lambda: done.extend(api.untag([sidecar], sidecars_only=True)))
+        worker.start()
+        worker.join(0.5)
+        assert done == [] and (lib / "a.jpg.xmp").exists()  # untag waits for it
+    worker.join(10)
+    assert [o.action for o in done] == ["deleted"] and not (lib / "a.jpg.xmp").exists()
+
+
 # -------------------------------------------------------------------------- through the `ramtag` command
 def test_open_set_of_only_commas_is_a_usage_error(
     tiny_weights: str,  # noqa: F811
@@ -483,7 +541,9 @@ def test_a_trickling_download_is_cut_and_bounded(
     f = raw_file(fake, b"x" * 5000)
     fake.trickle["/gh/owner/repo/abc/data/tags.txt"] = 0.05  # 20 bytes/s: each read is quick, the file is not
     t0 = time.monotonic()
-    with pytest.raises(DownloadError, match=r"failed \(slower than 0 KB/s for \d+ s\)"):
+    sleep = time.sleep  # (one function for the whole process: the server's trickle pauses use it too)
+    monkeypatch.setattr(hub.time, "sleep", lambda seconds: sleep(seconds) if seconds < 0.5 else None)
+    with pytest.raises(DownloadError, match=r"server too slow: 0\.0 KB/s over \d+ s, stopped after 2 "):
         hub.fetch_url(f, progress=False, attempts=2)
     assert time.monotonic() - t0 < 10 and fake.count("GET") == 2
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _fake_hub import COMMIT, FakeHub, serving
@@ -137,17 +140,159 @@ def test_hub_offline_uses_cache_or_raises_offline_error(
 def test_hub_resumes_a_dropped_transfer_with_a_range_request(
     fake: FakeHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import huggingface_hub.constants
-
-    # huggingface_hub keeps only whole read chunks (10 MiB) when a transfer drops; use 64 KiB chunks so a
-    # 1 MiB file shows the resume.
-    monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 65536)
     fake.add_hub_file(REPO, "weights.pth", DATA)
     fake.drop_midway(f"/{REPO}/resolve/main/weights.pth", after=300_000)
+    monkeypatch.setattr(hub.time, "sleep", lambda seconds: None)
     path = hub.fetch_hub_file(hub_file(), progress=False)
     assert path.read_bytes() == DATA
     assert fake.count("GET") == 2
-    assert fake.ranges() == [f"bytes={4 * 65536}-"]  # the 4 whole chunks received are kept
+    assert fake.ranges() == ["bytes=300000-"]  # every byte received is kept
+
+
+HUB_PATH = f"/{REPO}/resolve/main/weights.pth"
+
+
+def incomplete_parts() -> list[Path]:
+    return list(hub.hub_cache_dir().rglob("*.incomplete"))
+
+
+def test_hub_trickling_server_is_cut_resumed_and_bounded(
+    fake: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server sending a byte now and then (never silent long enough for a read timeout) is cut below
+    the rate floor, resumed a bounded number of times, then given up on with one line; what arrived is
+    kept and the next call resumes from it."""
+    monkeypatch.setattr(hub, "_STALL_SECONDS", 0.3)
+    monkeypatch.setattr(hub, "_MIN_RATE", 1000)
+    sleep = time.sleep  # (one function for the whole process: the server's trickle pauses use it too)
+    monkeypatch.setattr(hub.time, "sleep", lambda seconds: sleep(seconds) if seconds < 0.5 else None)
+    data = DATA[:4000]
+    fake.add_hub_file(REPO, "weights.pth", data)
+    fake.trickle[HUB_PATH] = 0.01  # 100 bytes/s: each read is quick, the file is not
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        hub.fetch_hub_file(hub_file(size=len(data)), progress=False)
+    msg = str(info.value)
+    assert time.monotonic() - t0 < 10 and "\n" not in msg, msg
+    assert re.search(
+        r"weights\.pth.*: server too slow: 0\.\d KB/s over \d+ s, stopped after 3 attempts; ", msg
+    )
+    assert "re-run to resume" in msg
+    assert fake.count("GET") == 3 and len(fake.ranges()) == 2  # attempts 2 and 3 resumed
+    (part,) = incomplete_parts()
+    kept = part.stat().st_size
+    assert 0 < kept < len(data)
+    del fake.trickle[HUB_PATH]
+    path = hub.fetch_hub_file(hub_file(size=len(data)), progress=False)
+    assert path.read_bytes() == data and fake.ranges()[-1] == f"bytes={kept}-" and incomplete_parts() == []
+
+
+def test_hub_metadata_head_trickling_its_headers_is_cut(
+    fake: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Hub's HEAD (made by huggingface_hub, which has only a per-read timeout) has the same
+    connect-and-headers deadline as the body: a server trickling header bytes costs bounded time."""
+    monkeypatch.setattr(hub, "_STALL_SECONDS", 0.3)
+    sleep = time.sleep  # (one function for the whole process: the server's trickle pauses use it too)
+    monkeypatch.setattr(hub.time, "sleep", lambda seconds: sleep(seconds) if seconds < 0.5 else None)
+    fake.add_hub_file(REPO, "weights.pth", DATA)
+    fake.slow_headers[f"HEAD {HUB_PATH}"] = 0.01
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        hub.fetch_hub_file(hub_file(), progress=False, attempts=2, timeout=0.2)
+    msg = str(info.value)
+    assert re.search(r"weights\.pth.*: no answer within 0\.5 s, stopped after 2 attempts", msg), msg
+    assert time.monotonic() - t0 < 2.5 and fake.count("HEAD") == 2 and fake.count("GET") == 0
+    del fake.slow_headers[f"HEAD {HUB_PATH}"]
+    assert hub.fetch_hub_file(hub_file(), progress=False).read_bytes() == DATA
+
+
+def test_hub_download_stopped_with_ctrl_c_resumes_on_the_next_call(fake: FakeHub) -> None:
+    data = DATA * 8  # more than one read brings
+    fake.add_hub_file(REPO, "weights.pth", data)
+
+    class CtrlC(Recorder):
+        def update(self, n: int) -> None:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        hub.fetch_hub_file(hub_file(size=len(data)), progress=CtrlC())
+    (part,) = incomplete_parts()
+    kept = part.stat().st_size
+    assert 0 < kept < len(data)
+    assert hub.fetch_hub_file(hub_file(size=len(data)), progress=False).read_bytes() == data
+    assert fake.ranges() == [f"bytes={kept}-"] and incomplete_parts() == []
+
+
+def test_hub_etag_that_is_a_path_is_refused(fake: FakeHub, tmp_path: Path) -> None:
+    """The ETag names the blob file: a server's '../..' must not place it anywhere."""
+    fake.add_hub_file(REPO, "weights.pth", DATA, linked_sha256="../../../../evil")
+    with pytest.raises(DownloadError, match=r"did not answer like the Hub .*ETag \.\./\.\./") as info:
+        hub.fetch_hub_file(hub_file(), progress=False)
+    assert "\n" not in str(info.value) and fake.count("GET") == 0
+    assert not [p for p in tmp_path.rglob("evil*")]
+
+
+def test_hub_full_disk_is_one_line_and_not_retried(fake: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+    import errno
+
+    from ramtag.errors import OutputError
+
+    class Full:
+        def __init__(self, f: Any) -> None:
+            self.f = f
+
+        def __enter__(self) -> Full:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.f.close()
+
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(hub, "open", lambda *a, **k: Full(builtins.open(*a, **k)), raising=False)  # noqa: SIM115
+    fake.add_hub_file(REPO, "weights.pth", DATA)
+    with pytest.raises(OutputError, match=r"\.incomplete: cannot write the download \(disk full\)$"):
+        hub.fetch_hub_file(hub_file(), progress=False)
+    assert fake.count("GET") == 1
+
+
+def test_hub_retry_after_is_honoured_then_the_download_succeeds(
+    fake: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(hub.time, "sleep", waits.append)
+    fake.add_hub_file(REPO, "weights.pth", DATA)
+    fake.errors[f"HEAD {HUB_PATH}"] = [(503, "2")]
+    fake.errors[f"GET {HUB_PATH}"] = [(429, "3")]
+    assert hub.fetch_hub_file(hub_file(), progress=False).read_bytes() == DATA
+    assert waits == [2.0, 3.0] and fake.count("GET") == 2
+    # a wait longer than ramtag's bound is not slept through: one line says so at once
+    fake.errors[f"GET /{REPO}/resolve/main/other.pth"] = [(503, "3600")]
+    fake.add_hub_file(REPO, "other.pth", DATA[::-1])  # (the same content would be the same blob)
+    other = HubFile(repo_id=REPO, filename="other.pth", revision="main", size=len(DATA), sha256=None)
+    with pytest.raises(DownloadError, match=r"other\.pth.*HTTP 503.*asked to wait 3600 s \(Retry-After\)"):
+        hub.fetch_hub_file(other, progress=False)
+    assert waits == [2.0, 3.0]
+
+
+@pytest.mark.parametrize("method", ["HEAD", "GET"])
+def test_hub_server_that_always_fails_costs_a_bounded_number_of_requests(
+    fake: FakeHub, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(hub.time, "sleep", waits.append)
+    fake.add_hub_file(REPO, "weights.pth", DATA)
+    fake.errors[f"{method} {HUB_PATH}"] = [(500, None)] * 100
+    with pytest.raises(DownloadError) as info:
+        hub.fetch_hub_file(hub_file(), progress=False)
+    msg = str(info.value)
+    assert (
+        "weights.pth" in msg and "HTTP 500" in msg and "stopped after 3 attempts" in msg and "\n" not in msg
+    )
+    assert fake.count(method) == 3 and len(waits) == 2
 
 
 def test_hub_commit_revision(fake: FakeHub) -> None:
@@ -269,6 +414,19 @@ def test_url_server_ignoring_range_restarts_cleanly(fake: FakeHub) -> None:
     part.parent.mkdir(parents=True)
     part.write_bytes(b"garbage that is not a prefix")
     assert hub.fetch_url(f, progress=False).read_bytes() == DATA
+
+
+def test_url_server_trickling_its_headers_is_cut(fake: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connecting and the headers have one deadline: a byte now and then never hits a read timeout."""
+    monkeypatch.setattr(hub, "_STALL_SECONDS", 0.3)
+    sleep = time.sleep  # (one function for the whole process: the server's trickle pauses use it too)
+    monkeypatch.setattr(hub.time, "sleep", lambda seconds: sleep(seconds) if seconds < 0.5 else None)
+    f = raw_file(fake)
+    fake.slow_headers["/gh/owner/repo/abc/data/tags.txt"] = 0.01
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError, match=r"tags\.txt: no answer within 0\.5 s, stopped after 2 attempts"):
+        hub.fetch_url(f, progress=False, attempts=2, timeout=0.2)
+    assert time.monotonic() - t0 < 2.5 and fake.count("GET") == 2
 
 
 def test_url_checksum_mismatch_names_url_and_digests_and_leaves_nothing(fake: FakeHub) -> None:

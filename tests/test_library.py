@@ -6,6 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 from ramtag.errors import RamtagError
 from ramtag.library import BackgroundWriter, RunSummary, find_files, rank_json_path, shard_files
@@ -88,6 +91,54 @@ def test_background_writer_counts_only_what_was_written(tmp_path: Path) -> None:
     assert set(reasons) == {str(p) for p in paths[1:4]}
     assert "repair-sidecars" in reasons[str(paths[1])] and "disk full" in reasons[str(paths[2])]
     assert reasons[str(paths[3])] == "writing failed: a writer bug"
+
+
+def test_background_writer_records_sidecars_only_once_they_are_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The XMP writer stages sidecars and the writer thread commits them together: every image handed
+    to the catalog has its sidecar in place, with the stat recorded as it is there; one that could
+    not be put in place is one error line, not recorded, not counted as written."""
+    import os
+
+    from ramtag.results import TagScore
+    from ramtag.writers import make_writer
+    from ramtag.writers.xmp import XmpPacket
+
+    paths = _images(tmp_path / "lib", 150)
+    bad = paths[70].with_name(paths[70].name + ".xmp")
+    real_replace = os.replace
+
+    def replace(src: object, dst: object) -> None:
+        if str(dst) == str(bad):
+            raise OSError(13, "Permission denied")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", replace)
+    recorded: list[Path] = []
+
+    def record(pending: list) -> None:  # type: ignore[type-arg]
+        for p in pending:
+            [(kind, target, _, fp, st)] = p.outputs
+            assert kind == "xmp"
+            record_ = XmpPacket.parse(target.read_bytes()).read_record()
+            assert record_ is not None and record_.fingerprint() == fp  # in place, as recorded
+            assert st is not None and (st.st_ino, st.st_size) == (
+                os.stat(target).st_ino,
+                target.stat().st_size,
+            )
+            recorded.append(p.path)
+
+    wanted = SimpleNamespace(json_path=None, decide_key="k")
+    book = SimpleNamespace(lang="en", kind="xmp", wanted=wanted, record=record, catalog_path=tmp_path)
+    summary = RunSummary()
+    bg = BackgroundWriter(make_writer("xmp"), summary, book)  # type: ignore[arg-type]
+    for p in paths:
+        bg.put(ImageTags(p, [TagScore("cat", 0.9, 0.5)]))
+    bg.close()
+    assert sorted(recorded) == sorted(set(paths) - {paths[70]})
+    assert bg.errors == [(str(paths[70]), f"{bad}: cannot write it (permission denied)")]
+    assert summary.written == 149 and not bad.exists()
 
 
 def test_every_name_of_the_old_api_module_is_still_importable() -> None:

@@ -197,3 +197,42 @@ def test_ramtag_tag_writes_a_sidecar_for_a_dng(
         record = XmpPacket.parse((folder / name).read_bytes()).read_record()
         assert record is not None and record.tags
     assert {p.name: sha(p) for p in folder.iterdir() if p.suffix != ".xmp"} == before
+
+
+@pytest.mark.parametrize("own_fd_name", [True, False])
+def test_raw_identity_is_of_the_file_libraw_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_fd_name: bool
+) -> None:
+    """libraw opens the decoder's own descriptor (/proc/self/fd/N), so a RAW replaced at its path
+    meanwhile is not read; where the OS has no such name it opens the path, and a replacement is
+    caught after decoding and refused (never recorded with the other file's identity)."""
+    import os
+
+    import rawpy
+
+    from ramtag import decode as decode_mod
+
+    if own_fd_name and not os.path.isdir("/proc/self/fd"):
+        pytest.skip("no /proc/self/fd on this platform")
+    dng = make_dng(tmp_path / "a.dng", sample_picture(400, 600))
+    other = make_dng(tmp_path / "b.dng", sample_picture(200, 300))
+    before = os.stat(dng)
+    real = rawpy.imread
+
+    def swap_then_read(source, *args, **kwargs):  # type: ignore[no-untyped-def]
+        os.replace(other, dng)
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(rawpy, "imread", swap_then_read)
+    if own_fd_name:
+        decoded = decode_mod.decode_file(dng)
+        assert decoded.image.size == (300, 200) and decoded.stat.st_ino == before.st_ino
+    else:
+        real_exists = os.path.exists
+        monkeypatch.setattr(
+            decode_mod.os.path,
+            "exists",
+            lambda p: False if str(p).startswith("/proc/self/fd/") else real_exists(p),
+        )
+        with pytest.raises(ImageDecodeError, match="replaced while it was being decoded"):
+            decode_mod.decode_file(dng)

@@ -15,7 +15,14 @@ from PIL import Image
 from ramtag import formats
 from ramtag.discover import Skipped, discover
 from ramtag.errors import WeightsError
-from ramtag.fsutil import TMP_SUFFIX, AtomicFile, atomic_path, atomic_write_bytes, durable_replace
+from ramtag.fsutil import (
+    TMP_SUFFIX,
+    AtomicBatch,
+    AtomicFile,
+    atomic_path,
+    atomic_write_bytes,
+    durable_replace,
+)
 from ramtag.results import ImageTags, TagScore
 from ramtag.training.data import ViewTransform, load_records
 from ramtag.weights_format import OFFICIAL_PREPROCESSING
@@ -176,6 +183,58 @@ def test_atomic_write_failing_fsync_keeps_the_old_file_and_no_temp(
                 tmp.write_bytes(b"new")
     assert target.read_bytes() == b"old"
     assert _leftovers(tmp_path) == []
+
+
+@needs_proc
+def test_atomic_batch_puts_each_file_in_place_after_its_fsync_and_fsyncs_each_folder_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch keeps AtomicFile's order for every file (its data on disk, then the rename) and the
+    rename's durability (its folder fsynced after it), with one folder fsync for many files; a file
+    whose fsync fails is left as it was and handed back, the others are written."""
+    import threading
+
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if "bad" in path and path.endswith(TMP_SUFFIX):
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+        with lock:
+            events.append(("fsync", path))
+
+    def replace(src: str, dst: str) -> None:
+        real_replace(src, dst)
+        with lock:
+            events.append(("replace", str(src)))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    folders = [tmp_path / "a", tmp_path / "b"]
+    targets = [folders[i % 2] / f"f{i}.xmp" for i in range(40)] + [folders[0] / "bad.xmp"]
+    for t in targets:
+        t.parent.mkdir(exist_ok=True)
+        t.write_bytes(b"old")
+    batch = AtomicBatch()
+    for t in targets:
+        batch.add(t, b"new " + t.name.encode())
+    assert all(t.read_bytes() == b"old" for t in targets)  # nothing visible before the commit
+    failed = batch.commit()
+    batch.close()
+    assert [(t, str(e)) for t, e in failed] == [(targets[-1], "[Errno 5] Input/output error")]
+    assert targets[-1].read_bytes() == b"old"
+    assert all(t.read_bytes() == b"new " + t.name.encode() for t in targets[:-1])
+    order = {(kind, path): i for i, (kind, path) in enumerate(events)}
+    renamed = [path for kind, path in events if kind == "replace"]
+    assert len(renamed) == 40
+    for tmp in renamed:
+        assert order[("fsync", tmp)] < order[("replace", tmp)]
+    folder_syncs = [i for i, (kind, path) in enumerate(events) if kind == "fsync" and Path(path) in folders]
+    assert len(folder_syncs) == 2 and min(folder_syncs) > max(order[("replace", t)] for t in renamed)
+    assert _leftovers(folders[0]) == _leftovers(folders[1]) == []
 
 
 def test_atomic_path_error_in_the_block_leaves_nothing(tmp_path: Path) -> None:

@@ -6,10 +6,12 @@ import itertools
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from PIL import Image
+from test_hub import fake  # noqa: F401
 
 from ramtag.errors import InputError, TrainingError
 from ramtag.model.swin_checkpoint import resize_rel_pos_table
@@ -290,7 +292,8 @@ def test_timm_backbone_is_adapted_to_the_window(monkeypatch: pytest.MonkeyPatch)
 
     tiny = get_config("tiny")  # 384 px, window 12: stands in for a downloaded ImageNet Swin
     source = SwinBackbone(tiny.swin)
-    monkeypatch.setattr(timm, "create_model", lambda name, pretrained, num_classes: source)
+    monkeypatch.setattr(timm, "create_model", lambda name, pretrained, num_classes, **kw: source)
+    monkeypatch.setattr("ramtag.hub.fetch_hub_file", lambda f: Path("/nowhere/model.safetensors"))
     small = tiny.from_dict(
         {**tiny.to_dict(), "swin": {**tiny.to_dict()["swin"], "img_size": 96, "window_size": 3}}
     )
@@ -299,3 +302,32 @@ def test_timm_backbone_is_adapted_to_the_window(monkeypatch: pytest.MonkeyPatch)
     got = model.visual_encoder.state_dict()
     assert torch.equal(got["patch_embed.proj.weight"], source.state_dict()["patch_embed.proj.weight"])
     assert got["layers.0.blocks.0.attn.relative_position_bias_table"].shape == (25, 1)
+
+
+def test_timm_imagenet_weights_come_through_ramtags_bounded_download(
+    fake: Any,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--init timm:NAME: the weights are fetched by ramtag.hub (attempts, rate floor, deadline, resume),
+    not by timm's own unbounded hf_hub_download, and timm is handed the file."""
+    import timm
+
+    from ramtag.model.config import get_config
+    from ramtag.model.ram_plus import RamPlus
+    from ramtag.training.trainer import _load_timm_backbone
+
+    name = "swin_tiny_patch4_window7_224"
+    repo = timm.models.get_pretrained_cfg(name).hf_hub_id
+    fake.add_hub_file(repo, "model.safetensors", b"weights stand-in")
+    model = RamPlus(get_config("tiny"))
+    seen: dict[str, Any] = {}
+
+    def create_model(name: str, pretrained: bool, num_classes: int, **kw: Any) -> Any:
+        seen.update(kw)
+        return model.visual_encoder
+
+    monkeypatch.setattr(timm, "create_model", create_model)
+    _load_timm_backbone(model, name)
+    given = Path(seen["pretrained_cfg_overlay"]["file"])
+    assert given.name == "model.safetensors" and given.read_bytes() == b"weights stand-in"
+    assert fake.count("GET") == 1 and fake.requests[-1].path == f"/{repo}/resolve/main/model.safetensors"

@@ -248,6 +248,28 @@ def test_import_needs_tag_files_for_an_unregistered_name(parity_dir: Path) -> No
         )
 
 
+def test_import_refuses_a_missing_source_and_a_chinese_list_alone(parity_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match=r"nope\.pth: not found; pass an official RAM\+\+ \.pth"):
+        weights.import_checkpoint(tmp_path / "nope.pth", name="mine")
+    with pytest.raises(UsageError, match="a Chinese tag list needs the English tag list and thresholds"):
+        weights.import_checkpoint(
+            parity_dir / "ram_plus_tiny_official.pth",
+            tag_list_zh=parity_dir / "tag_list_chinese.txt",
+            name="mine",
+        )
+    assert _weights_dir_entries() == []
+
+
+def test_import_under_a_registry_name_offline_says_which_tag_files_to_bring(
+    tiny: FakeHub, parity_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAMTAG_OFFLINE", "1")
+    with pytest.raises(OfflineError) as info:
+        weights.import_checkpoint(parity_dir / "ram_plus_tiny_official.pth", name=NAME)
+    assert str(info.value) == weights.offline_help(NAME) and not tiny.requests
+    assert _weights_dir_entries() == []
+
+
 def test_import_under_a_registry_name_uses_its_pinned_tag_files(tiny: FakeHub, parity_dir: Path) -> None:
     out = weights.import_checkpoint(parity_dir / "ram_plus_tiny_official.pth", name=NAME)
     assert tiny.count("HEAD") == 0  # the checkpoint itself was not downloaded

@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import threading
+import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -414,6 +415,72 @@ def test_writer_from_a_background_thread(tmp_path: Path) -> None:
     assert actions == ["written"] * 12 and main_thread not in threads
     for p in images:
         assert values(p.with_name(p.name + ".xmp"), NS_DC, "subject") == ["cat", f"tag{p.stem}"]
+
+
+def test_batched_writer_stages_until_sync_and_commits_before_waiting_for_another_run(tmp_path: Path) -> None:
+    """defer_durability(): a sidecar appears only at sync(); a photo another run holds makes the writer
+    commit what it staged (releasing those photos' locks) before it waits, so two runs writing the
+    same photos in different orders never wait on each other."""
+    from ramtag.writers.lock import acquire_lock
+
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    for p in (a, b):
+        p.write_bytes(b"\xff\xd8 not decoded here")
+    side_a, side_b = tmp_path / "a.jpg.xmp", tmp_path / "b.jpg.xmp"
+    w = make_writer("xmp")
+    w.defer_durability()
+    assert w.write(result(a, "cat")).action == "written"
+    assert not side_a.exists() and acquire_lock(a, wait=False) is None  # staged, a still locked
+    other = acquire_lock(b)  # another run is writing b
+    assert other is not None
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (w.write(result(b, "dog")), done.set()))
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not side_a.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert side_a.exists() and not done.is_set()  # a is in place while the writer waits for b
+    held = acquire_lock(a, wait=False)
+    assert held is not None  # and a's lock was let go
+    held.release()
+    other.release()
+    thread.join(20)
+    assert done.is_set() and not side_b.exists()
+    assert w.sync() == [] and values(side_b, NS_DC, "subject") == ["dog"]
+    assert values(side_a, NS_DC, "subject") == ["cat"]
+    w.close()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(TMP_SUFFIX)] == []
+
+
+def test_batched_writer_reports_a_failed_commit_per_photo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One sidecar that cannot be put in place: one line naming it, its old sidecar untouched; the
+    rest of the batch is written."""
+    photos = [tmp_path / f"p{i}.jpg" for i in range(4)]
+    for p in photos:
+        p.write_bytes(b"\xff\xd8 not decoded here")
+    bad = tmp_path / "p2.jpg.xmp"
+    w = make_writer("xmp")
+    assert w.write(result(photos[2], "old")).action == "written"  # p2 has a sidecar already
+    before = bad.read_bytes()
+    w.defer_durability()
+    real_replace = os.replace
+
+    def replace(src: object, dst: object) -> None:
+        if str(dst) == str(bad):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert all(w.write(result(p, "new")).action == "written" for p in photos)
+    failed = w.sync()
+    assert failed == [(str(photos[2]), f"{bad}: cannot write it (disk full)")]
+    assert bad.read_bytes() == before
+    for p in photos[:2] + photos[3:]:
+        assert values(p.with_name(p.name + ".xmp"), NS_DC, "subject") == ["new"]
+    w.close()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(TMP_SUFFIX)] == []
 
 
 def test_make_writer_options() -> None:

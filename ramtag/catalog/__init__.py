@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .identity import Identity, content_digest, display, folder_prefix, key_path, path_key
 from .query import QueryError, parse
-from .schema import HIT_FLOOR, SCHEMA_VERSION
+from .schema import HIT_CAP, HIT_FLOOR, SCHEMA_VERSION
 from .store import (
     Catalog,
     CatalogRecord,
@@ -31,6 +31,7 @@ from .store import (
 )
 
 __all__ = [
+    "HIT_CAP",
     "HIT_FLOOR",
     "SCHEMA_VERSION",
     "Catalog",

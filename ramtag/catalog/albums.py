@@ -105,21 +105,61 @@ def make_album(
     kind = "hardlink" if hardlink else "symlink"
     targets = cat.paths_of(cat.query_ids(expr, paths))
     result.matched = len(targets)
+    manifest = _open_manifest(fpath, folder_b, kind)
+    links: dict[str, dict[str, Any]] = manifest["links"]
+    wanted = {path_key(t) for t in targets}
+    plan = _plan_links(folder_b, links, wanted, result)
+    stale = [n for n, e in links.items() if os.fsencode(e["target"]) not in wanted]
+    if dry_run:
+        result.added = [display(n) for n, _ in plan]
+        result.removed = stale
+        return result
+
+    os.makedirs(folder_b, exist_ok=True)
+    manifest["kind"] = kind
+    manifest["query"] = expr
+    for name, target in plan:
+        links[_enc(name)] = {"target": _enc(target), "kind": kind}
+    _save(fpath, manifest)  # before making them: a killed refresh never leaves a link it forgot
+    _make_links(folder_b, plan, links, hardlink, result)
+    _remove_stale(folder_b, stale, links, result)
+    _save(fpath, manifest)
+    log.info(
+        "album %s: %d matches, %d added, %d removed",
+        fpath,
+        result.matched,
+        len(result.added),
+        len(result.removed),
+    )
+    return result
+
+
+def _open_manifest(fpath: Path, folder_b: bytes, kind: str) -> dict[str, Any]:
+    """The album's manifest (empty for a new folder); refuses to refresh it with the other link kind."""
     manifest: dict[str, Any] = _load(fpath) if os.path.isdir(folder_b) else {"version": 1, "links": {}}
     if manifest.get("kind", kind) != kind:
         raise UsageError(
             f"{fpath}: album was made with {manifest.get('kind')}s; "
             "refresh it the same way or use another folder"
         )
-    links: dict[str, dict[str, Any]] = manifest["links"]
+    return manifest
+
+
+def _plan_links(
+    folder_b: bytes, links: dict[str, dict[str, Any]], wanted: set[bytes], result: AlbumResult
+) -> list[tuple[bytes, bytes]]:
+    """The (link name, target) pairs to make for ``wanted``; counts links already right as kept.
+
+    A manifest entry whose link was replaced by another file is dropped from ``links`` (the file is
+    left alone) and its image gets a new name; a name taken by anything in the folder is never reused.
+    """
     by_target = {os.fsencode(e["target"]): name for name, e in links.items()}
-    wanted = {path_key(t) for t in targets}
     # names in use: ours, and anything else already in the folder (never overwritten)
     taken = {os.fsencode(n) for n in links}
     if os.path.isdir(folder_b):
         taken |= set(os.listdir(folder_b))
 
-    plan: list[tuple[bytes, bytes]] = []  # (link name, target) to make
+    plan: list[tuple[bytes, bytes]] = []
     for target in sorted(wanted):
         name_s = by_target.get(target)
         if name_s is not None:
@@ -138,18 +178,17 @@ def make_album(
             continue
         taken.add(name)
         plan.append((name, target))
-    stale = [n for n, e in links.items() if os.fsencode(e["target"]) not in wanted]
-    if dry_run:
-        result.added = [display(n) for n, _ in plan]
-        result.removed = stale
-        return result
+    return plan
 
-    os.makedirs(folder_b, exist_ok=True)
-    manifest["kind"] = kind
-    manifest["query"] = expr
-    for name, target in plan:
-        links[_enc(name)] = {"target": _enc(target), "kind": kind}
-    _save(fpath, manifest)  # before making them: a killed refresh never leaves a link it forgot
+
+def _make_links(
+    folder_b: bytes,
+    plan: list[tuple[bytes, bytes]],
+    links: dict[str, dict[str, Any]],
+    hardlink: bool,
+    result: AlbumResult,
+) -> None:
+    """Make the planned links (already in ``links``); one that cannot be made leaves ``links`` again."""
     for name, target in plan:
         link = os.path.join(folder_b, name)
         try:
@@ -164,6 +203,16 @@ def make_album(
             del links[_enc(name)]
             why = "hard links cannot cross filesystems; drop --hardlink" if e.errno == 18 else e.strerror
             result.skipped.append((display(target), f"cannot link: {why}"))
+
+
+def _remove_stale(
+    folder_b: bytes, stale: list[str], links: dict[str, dict[str, Any]], result: AlbumResult
+) -> None:
+    """Remove the links of images that no longer match, only where each is still what ramtag made.
+
+    An entry whose link could not be removed stays in ``links`` (a later refresh tries again); one
+    whose link was changed or is gone is dropped and the file left alone.
+    """
     for name_s in stale:
         link = os.path.join(folder_b, os.fsencode(name_s))
         if _ours(link, links[name_s]):
@@ -176,12 +225,3 @@ def make_album(
         elif os.path.lexists(link):
             result.skipped.append((display(os.fsencode(name_s)), "changed since ramtag made it; left alone"))
         del links[name_s]
-    _save(fpath, manifest)
-    log.info(
-        "album %s: %d matches, %d added, %d removed",
-        fpath,
-        result.matched,
-        len(result.added),
-        len(result.removed),
-    )
-    return result

@@ -12,7 +12,9 @@ match case-insensitively, English or Chinese. Precedence: ``!`` over ``&`` over 
 
 Evaluation works on sorted arrays of image ids. Above-threshold tags and scores at or above
 ``HIT_FLOOR`` come from the ``hits`` index; a minimum under ``HIT_FLOOR`` reads the stored score
-blobs, only for the images the rest of an ``&`` leaves.
+blobs, only for the images the rest of an ``&`` leaves. Images whose index was cut at ``HIT_CAP``
+rows (``images.hit_floor``) answer from their blobs wherever the bound asked for (a minimum, or the
+tag's threshold) is under their floor; a library without such images never reads them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 _SPECIAL = set("()&|!<>=\"'")
 _KEYWORDS = {"and": "&", "or": "|", "not": "!"}
 _OPS = (">=", "<=", ">", "<", "=")
+_FEW = 20000  # blob reads: under this many images, read theirs by id; more, one pass over the table
 
 
 class QueryError(UsageError):
@@ -253,6 +256,7 @@ class _Eval:
         self._universe: np.ndarray | None = None
         self.tag_ids = cat.tag_ids()
         self._zh: dict[str, str] | None = None
+        self._truncated: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
 
     def tag_id(self, node: Tag) -> int | None:
         key = node.name.lower()
@@ -336,7 +340,45 @@ class _Eval:
         rows = self.cat.execute(sql, params)
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         ids.sort()
-        return self.within_universe(ids)
+        ids = self.within_universe(ids)
+        missed = self.unindexed(tid, node, within)
+        return ids if len(missed) == 0 else np.union1d(ids, missed)
+
+    @property
+    def truncated(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """vocab id -> (image ids, hit_floors) of the images whose hits were cut at HIT_CAP (read
+        once; none in a library scored by a trained tagger)."""
+        if self._truncated is None:
+            rows = self.cat.execute(
+                "SELECT vocab, id, hit_floor FROM images WHERE hit_floor IS NOT NULL ORDER BY vocab"
+            )
+            groups: dict[str, list[tuple[int, float]]] = {}
+            for vid, image, floor in rows:
+                groups.setdefault(vid, []).append((image, floor))
+            self._truncated = {
+                vid: (np.array([g[0] for g in got], dtype=np.int64), np.array([g[1] for g in got]))
+                for vid, got in groups.items()
+            }
+        return self._truncated
+
+    def unindexed(self, tid: int, node: Tag, within: np.ndarray | None) -> np.ndarray:
+        """Images that match ``node`` (an index answer) with a score the index left out: those whose
+        hit_floor is over the bound (the minimum, or the tag's threshold), read from their blobs."""
+        found: list[np.ndarray] = []
+        for vid, (images, floors) in self.truncated.items():
+            col = self.cat._col_of(vid).get(tid)
+            if col is None:
+                continue
+            bound = float(self.cat._columns(vid)[1][col]) if node.op is None else node.value
+            ids = np.sort(images[floors > bound])
+            ids = self.within_universe(ids)
+            if within is not None:
+                ids = np.intersect1d(ids, within, assume_unique=True)
+            if len(ids) == 0:
+                continue
+            got, vals = _column(self.cat, col, ids)
+            found.append(got[vals >= bound if node.op == ">=" else vals > bound])
+        return np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
 
     def scored_with(self, tid: int, within: np.ndarray | None) -> np.ndarray:
         """Images in ``within`` (or the universe) whose vocabulary has tag ``tid``."""
@@ -367,7 +409,7 @@ class _Eval:
                 )
                 params = (2 * col + 1, vid)
             rows: list[tuple[int, bytes]] = []
-            if candidates is not None and len(candidates) < 20000:
+            if candidates is not None and len(candidates) < _FEW:
                 for i in range(0, len(candidates), 500):  # few candidates: read only theirs
                     chunk = [int(x) for x in candidates[i : i + 500]]
                     marks = ",".join("?" * len(chunk))
@@ -384,6 +426,24 @@ class _Eval:
             return np.empty(0, dtype=np.int64)
         ids = np.unique(np.concatenate(found))
         return ids if candidates is None else np.intersect1d(ids, candidates, assume_unique=True)
+
+
+def _column(cat: Catalog, col: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, float64 scores)`` of column ``col`` in the score blobs of images ``ids`` (sorted)."""
+    rows: list[tuple[int, bytes]] = []
+    sql = "SELECT image, substr(data, ?, 2) FROM scores"
+    if len(ids) >= _FEW:  # many: one pass over the table beats thousands of lookups
+        rows = cat.execute(sql, (2 * col + 1,))
+    else:
+        for i in range(0, len(ids), 500):
+            chunk = [int(x) for x in ids[i : i + 500]]
+            rows += cat.execute(f"{sql} WHERE image IN ({','.join('?' * len(chunk))})", (2 * col + 1, *chunk))
+    got = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    vals = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f2").astype(np.float64)
+    if len(ids) >= _FEW:
+        keep = np.isin(got, ids, assume_unique=True)
+        got, vals = got[keep], vals[keep]
+    return got, vals
 
 
 def evaluate(

@@ -1,4 +1,5 @@
-"""Deciding again from stored scores: new thresholds, top-k, language, hierarchy, outputs, no model.
+"""Deciding again from stored scores: new thresholds, top-k, renames, language, hierarchy, outputs, no
+model.
 
 The stored scores are float16, so a score within about 0.0005 of a threshold may decide the other
 way than the float32 score did when the image was tagged; everything else is the official rule
@@ -7,7 +8,7 @@ way than the float32 score did when the image was tagged; everything else is the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -25,11 +26,14 @@ def decide_stored(
     threshold: float | None = None,
     top_k: int | None = None,
     all_scores: bool = False,
+    rename: Mapping[str, str] | None = None,
+    lang: str = "en",
 ) -> tuple[list[ImageTags], list[PathLike]]:
     """Decide tags for ``paths`` from their stored scores.
 
     ``vocab``: the vocabulary to decide with (its thresholds, Chinese names and open-set flags); the
     stored columns are matched to it by name. None: each image's own stored vocabulary.
+    ``threshold``, ``top_k``, ``rename``, ``lang``: as :func:`ramtag.tags.decide` takes them.
     Returns ``(results in the order of paths, paths that need the model)``: an image is left for the
     model when it was never scored or its stored vocabulary lacks one of ``vocab``'s tags.
     """
@@ -46,7 +50,7 @@ def decide_stored(
             matrix = matrix[:, np.asarray(idx, dtype=np.int64)]
         for start in range(0, len(group), 512):  # bounded memory: decide() works in float64
             scores = matrix[start : start + 512].astype(np.float32)
-            rows = decide(scores, use, threshold=threshold, top_k=top_k)
+            rows = decide(scores, use, threshold=threshold, top_k=top_k, rename=rename, lang=lang)
             for r, (key, tags) in enumerate(zip(group[start : start + 512], rows, strict=True)):
                 all_s = (
                     {n: float(s) for n, s in zip(use.names, scores[r], strict=True)} if all_scores else None

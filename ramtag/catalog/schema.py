@@ -5,11 +5,16 @@ Version history (``PRAGMA user_version``):
 - 0: an empty file, or the pre-catalog ``state.sqlite`` (one ``done`` table of path + settings
   hashes, no scores): such a file is taken over, its records dropped with a logged note (they hold
   no scores, so the images are tagged once more and the catalog is complete from then on).
-- 1: this layout.
+- 1: the first catalog layout.
+- 2: ``images.hit_floor`` (the hits index holds at most ``HIT_CAP`` rows per image); a version-1
+  file gains the column (NULL: every image of such a file is fully indexed).
 
 Paths are BLOBs (the OS bytes of the resolved absolute path); scores are float16 BLOBs (table
 ``scores``) in the column order of the image's vocabulary; ``hits`` indexes every score at or above
-``min(threshold, HIT_FLOOR)`` so queries need not read the score blobs.
+``min(threshold, HIT_FLOOR)`` so queries need not read the score blobs, but at most ``HIT_CAP`` per
+image: an image with more (random or badly calibrated weights put most of 4,585 tags above 0.3)
+keeps its highest scores and records in ``images.hit_floor`` the bound every indexed score reaches;
+queries read the blobs of those images alone where they need a score under it.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-HIT_FLOOR = 0.3  # scores at or above min(threshold, HIT_FLOOR) are indexed in `hits`
+SCHEMA_VERSION = 2
+HIT_FLOOR = 0.3  # scores at or above min(threshold, HIT_FLOOR) are indexed in `hits`...
+HIT_CAP = 64  # ...but at most this many per image (the highest; see images.hit_floor)
 MMAP_BYTES = 1 << 31  # memory-mapped reads (SQLite's default upper limit; address space, not memory)
 
 _SCHEMA = """
@@ -64,7 +70,9 @@ CREATE TABLE IF NOT EXISTS images (
     scorer    TEXT NOT NULL,         -- what produced the scores (weights, preprocessing, precision...)
     vocab     TEXT NOT NULL REFERENCES vocabs(id),
     run       TEXT NOT NULL,         -- runs.id that scored it
-    tagged_at REAL NOT NULL          -- unix time the scores were recorded
+    tagged_at REAL NOT NULL,         -- unix time the scores were recorded
+    hit_floor REAL                   -- NULL: hits holds every score >= min(threshold, HIT_FLOOR),
+                                     --   else (over HIT_CAP of them) exactly the scores >= hit_floor
 );
 CREATE INDEX IF NOT EXISTS images_vocab ON images (vocab);
 CREATE TABLE IF NOT EXISTS scores (  -- apart from images, so scanning images never reads the blobs
@@ -95,6 +103,9 @@ CREATE TABLE IF NOT EXISTS outputs (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS outputs_run ON outputs (run);
 """
+# the few images with a hit_floor, found without reading every row (version 2)
+_TRUNCATED = "CREATE INDEX IF NOT EXISTS images_truncated ON images (hit_floor) WHERE hit_floor IS NOT NULL"
+_SCHEMA += _TRUNCATED + ";\n"
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
@@ -112,6 +123,11 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     if version == SCHEMA_VERSION:
         return
     tables = _tables(conn)
+    if version == 1 and "images" in tables:
+        conn.execute("ALTER TABLE images ADD COLUMN hit_floor REAL")  # NULL: indexed in full
+        conn.execute(_TRUNCATED)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return
     if "done" in tables:  # the pre-catalog state database
         n = int(conn.execute("SELECT COUNT(*) FROM done").fetchone()[0])
         conn.execute("DROP TABLE done")

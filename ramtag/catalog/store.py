@@ -35,7 +35,7 @@ from ..paths import ramtag_home
 from ..results import TagScore
 from ..tags.vocab import Vocabulary
 from .identity import Identity, PathLike, display, folder_prefix, key_path, path_key
-from .schema import HIT_FLOOR, connect
+from .schema import HIT_CAP, HIT_FLOOR, connect
 
 log = logging.getLogger(__name__)
 
@@ -370,13 +370,15 @@ class Catalog:
         tag_ids, th = self._columns(vid)
         if scores16.shape != tag_ids.shape:
             raise ValueError(f"{scores16.size} scores for a vocabulary of {len(tag_ids)} tags")
+        rows, floor = _hit_rows(scores16, tag_ids, th)
         image_id = int(
             self._conn.execute(
                 "INSERT INTO images (path, size, mtime_ns, inode, device, digest, scorer, vocab, run,"
-                " tagged_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (path) DO UPDATE SET"
+                " tagged_at, hit_floor) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (path) DO UPDATE SET"
                 " size=excluded.size, mtime_ns=excluded.mtime_ns, inode=excluded.inode,"
                 " device=excluded.device, digest=excluded.digest, scorer=excluded.scorer,"
-                " vocab=excluded.vocab, run=excluded.run, tagged_at=excluded.tagged_at RETURNING id",
+                " vocab=excluded.vocab, run=excluded.run, tagged_at=excluded.tagged_at,"
+                " hit_floor=excluded.hit_floor RETURNING id",
                 (
                     key,
                     ident.size,
@@ -388,13 +390,15 @@ class Catalog:
                     vid,
                     run,
                     when,
+                    floor,
                 ),
             ).fetchone()[0]
         )
         self._conn.execute("INSERT OR REPLACE INTO scores VALUES (?, ?)", (image_id, scores16.tobytes()))
         self._conn.execute("DELETE FROM hits WHERE image = ?", (image_id,))
         self._conn.executemany(
-            "INSERT OR IGNORE INTO hits VALUES (?, ?, ?, ?)", _hit_rows(image_id, scores16, tag_ids, th)
+            "INSERT OR IGNORE INTO hits VALUES (?, ?, ?, ?)",
+            ((tag, image_id, score, above) for tag, score, above in rows),
         )
         return image_id
 
@@ -652,7 +656,8 @@ class Catalog:
             self._conn.execute("DELETE FROM sel")
             self._conn.executemany("INSERT INTO sel VALUES (?)", ((int(i),) for i in ids))
             images = self._conn.execute(
-                "SELECT i.id, i.path, i.vocab, i.scorer, i.run FROM sel CROSS JOIN images i ON i.id = sel.id"
+                "SELECT i.id, i.path, i.vocab, i.scorer, i.run, i.hit_floor"
+                " FROM sel CROSS JOIN images i ON i.id = sel.id"
             ).fetchall()
             extra_sql = f" OR h.tag IN ({','.join(str(int(t)) for t in extra)})" if extra else ""
             hits = self._conn.execute(
@@ -660,8 +665,10 @@ class Catalog:
                 f"SELECT h.image, h.tag, h.score, h.above FROM sel CROSS JOIN hits h ON h.image = sel.id"
                 f" WHERE h.above = 1{extra_sql} ORDER BY sel.id"
             ).fetchall()
+            truncated = [r[0] for r in images if r[5] is not None]
+            blobs = self._blobs(truncated) if truncated else []
             self._conn.execute("DELETE FROM sel")
-        meta = {i: (key, vid, scorer, run) for i, key, vid, scorer, run in images}
+        meta = {i: (key, vid, scorer, run) for i, key, vid, scorer, run, _ in images}
         out: list[CatalogRecord] = []
         done: set[int] = set()
         by_score = operator.attrgetter("score")
@@ -674,7 +681,10 @@ class Catalog:
 
         # hits arrive grouped by image (sel is walked in id order, hits through their image index)
         cur, tags, matched, info = -1, [], {}, {}  # type: tuple[int, list[TagScore], dict[str, float], Any]
+        skip = set(truncated)
         for image, tag, score, above in hits:
+            if image in skip:
+                continue
             if image != cur:
                 if cur in meta:
                     close(cur, tags, matched)
@@ -688,10 +698,41 @@ class Catalog:
                 matched[i[0]] = score
         if cur in meta:
             close(cur, tags, matched)
+        for image, data in blobs:  # over HIT_CAP indexed scores: the index may miss some, the blob not
+            close(image, *self._blob_record(meta[image][1], data, extra))
         for image in meta.keys() - done:  # no tag above its threshold
             close(image, [], {})
         out.sort(key=operator.attrgetter("key"))
         return out
+
+    def _blobs(self, ids: Sequence[int]) -> list[tuple[int, bytes]]:
+        """``(image id, float16 score blob)`` of images ``ids``."""
+        rows: list[tuple[int, bytes]] = []
+        with self._lock:
+            for i in range(0, len(ids), _CHUNK):
+                chunk = [int(x) for x in ids[i : i + _CHUNK]]
+                sql = f"SELECT image, data FROM scores WHERE image IN ({','.join('?' * len(chunk))})"
+                rows += self._conn.execute(sql, chunk).fetchall()
+        return rows
+
+    def _blob_record(self, vid: str, data: bytes, extra: set[int]) -> tuple[list[TagScore], dict[str, float]]:
+        """What ``records`` takes from the hits of a fully indexed image, read from a score blob:
+        the above-threshold tags, and the scores of ``extra`` tags that the index would hold."""
+        tag_ids, th = self._columns(vid)
+        s = np.frombuffer(data, dtype="<f2").astype(np.float64)
+        info = self._tag_info(vid)
+        above = np.flatnonzero(s > th)
+        tags = []
+        for t, score in zip(tag_ids[above].tolist(), s[above].tolist(), strict=True):
+            i = info[t]
+            tags.append(TagScore(i[0], score, i[1], i[2], i[3]))
+        matched = {}
+        cols = self._col_of(vid)
+        for t in extra:
+            c = cols.get(t)
+            if c is not None and (s[c] >= min(th[c], HIT_FLOOR) or s[c] > th[c]):
+                matched[info[t][0]] = float(s[c])
+        return tags, matched
 
     def _tag_info(self, vid: str) -> dict[int, tuple[str, float, str | None, bool]]:
         """tags.id -> (name, threshold, Chinese name, open-set) in vocabulary ``vid`` (cached)."""
@@ -762,24 +803,76 @@ class Catalog:
                 join = " JOIN sel ON sel.id = h.image"
             else:
                 join = ""
+            truncated = [
+                int(r[0])
+                for r in self._conn.execute(
+                    "SELECT i.id FROM images i" + (" JOIN sel ON sel.id = i.id" if paths else "")
+                    + " WHERE i.hit_floor IS NOT NULL"
+                )
+            ]  # fmt: skip
             sql = (
-                f"SELECT t.name, COUNT(*) AS n FROM hits h{join} JOIN tags t ON t.id = h.tag"
-                " WHERE h.above = 1"
-                " GROUP BY h.tag ORDER BY n DESC, t.name" + (f" LIMIT {int(limit)}" if limit else "")
+                f"SELECT t.name, COUNT(*) AS n, h.tag FROM hits h{join} JOIN tags t ON t.id = h.tag"
+                " WHERE h.above = 1 GROUP BY h.tag ORDER BY n DESC, t.name"
+                + (f" LIMIT {int(limit)}" if limit and not truncated else "")
             )
             rows = self._conn.execute(sql).fetchall()
             if paths:
                 self._conn.execute("DELETE FROM sel")
-        return [(str(n), int(c)) for n, c in rows]
+            if not truncated:
+                return [(str(n), int(c)) for n, c, _ in rows]
+            counts = {int(t): int(c) for _, c, t in rows}
+            for tag, c in self._truncated_counts(truncated).items():
+                counts[tag] = counts.get(tag, 0) + c
+        names = {v: k for k, v in self._tag_names().items()}
+        ranked = sorted(((-c, names[t]) for t, c in counts.items() if c > 0))
+        return [(name, -c) for c, name in ranked[: limit or None]]
+
+    def _truncated_counts(self, ids: Sequence[int]) -> dict[int, int]:
+        """Per tags.id: above-threshold counts of images ``ids`` (over HIT_CAP indexed scores) read
+        from their score blobs, less what the hits index already counted of them."""
+        out: dict[int, int] = {}
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for tag, c in self._conn.execute(
+                f"SELECT tag, COUNT(*) FROM hits WHERE above = 1 AND image IN ({marks}) GROUP BY tag", chunk
+            ):
+                out[int(tag)] = out.get(int(tag), 0) - int(c)
+            vocab = dict(self._conn.execute(f"SELECT id, vocab FROM images WHERE id IN ({marks})", chunk))
+            by_vid: dict[str, list[bytes]] = {}
+            for image, data in self._blobs(chunk):
+                by_vid.setdefault(vocab[image], []).append(data)
+            for vid, blobs in by_vid.items():
+                tag_ids, th = self._columns(vid)
+                s = np.frombuffer(b"".join(blobs), dtype="<f2").reshape(len(blobs), -1).astype(np.float64)
+                for t, c in zip(tag_ids.tolist(), (s > th).sum(axis=0).tolist(), strict=True):
+                    if c:
+                        out[t] = out.get(t, 0) + c
+        return out
 
 
 def _hit_rows(
-    image_id: int, scores16: np.ndarray, tag_ids: np.ndarray, th: np.ndarray
-) -> Iterator[tuple[int, int, float, int]]:
+    scores16: np.ndarray, tag_ids: np.ndarray, th: np.ndarray
+) -> tuple[list[tuple[int, float, int]], float | None]:
+    """One image's ``hits`` rows ``(tag, score, above)`` and its ``hit_floor``.
+
+    Every score at or above ``min(threshold, HIT_FLOOR)`` (and so every one above its threshold),
+    floor None; or, when that is more than HIT_CAP scores, the highest: every score at or above the
+    floor, which is the next float16 over the (HIT_CAP + 1)-th highest score (ties at the cut are
+    all left out, so the rule "every score >= floor is indexed" holds exactly).
+    """
     s = scores16.astype(np.float64)
     idx = np.flatnonzero((s >= np.minimum(th, HIT_FLOOR)) | (s > th))
-    for c in idx:
-        yield int(tag_ids[c]), image_id, float(s[c]), int(s[c] > th[c])
+    floor = None
+    if len(idx) > HIT_CAP:
+        k = len(s) - HIT_CAP - 1
+        cut = np.partition(s, k)[k]  # the (HIT_CAP + 1)-th highest
+        floor = float(np.nextafter(np.float16(cut), np.float16(np.inf)))
+        idx = np.flatnonzero(s >= floor)
+    score = s[idx]
+    above = (score > th[idx]).astype(np.int64)
+    rows = list(zip(tag_ids[idx].tolist(), score.tolist(), above.tolist(), strict=True))
+    return rows, floor
 
 
 class _Transaction:

@@ -38,7 +38,7 @@ class Wanted:
 
     scorer: str  # the key of what produces scores (weights, open-set embeddings, preprocessing...)
     vocab: Vocabulary  # the vocabulary the run decides with
-    decide_key: str  # hash of every deciding setting (thresholds, top-k, lang, hierarchy, naming...)
+    decide_key: str  # hash of every deciding setting (thresholds, top-k, renames, lang, hierarchy, naming...)
     kinds: tuple[str, ...] = ("xmp",)  # outputs asked for: xmp | embed | json
     json_path: PathLike | None = None  # the JSON Lines file when "json" is asked for
 

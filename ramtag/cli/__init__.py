@@ -4,6 +4,8 @@
   becomes one red line and its exit code (2 for usage errors; a traceback only with ``-v``)
 - ``common.py``: consoles, shared option types (the ``--write`` choices come from ``ramtag.writers.WRITERS``),
   help examples, tables that fit the terminal or print plain tab-separated rows when piped
+- ``flags.py``: each flag declared once (help, panel, default shown), as ``Annotated`` aliases the commands
+  share; ``tag``'s flags are named after the settings fields (``ramtag.settings``)
 - ``tag.py``, ``untag.py``, ``describe.py``, ``bench.py``, ``train.py``, ``evaluate.py``, ``weights.py``: the
   commands; ``progress.py`` and ``render.py``: what ``tag`` and ``train``/``eval`` show
 

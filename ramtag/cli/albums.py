@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .common import CatalogFile, QueryPaths, err, examples, open_catalog_readonly, out
+from .common import QueryPaths, err, examples, open_catalog_readonly, out
+from .flags import Catalog
 from .query import QUERY_HELP
 
 EXAMPLES = examples(
@@ -32,7 +33,7 @@ def albums(
     dry_run: Annotated[
         bool, typer.Option("--dry-run/--no-dry-run", help="Show the changes; make none.")
     ] = False,
-    catalog: CatalogFile = None,
+    catalog: Catalog = None,
 ) -> None:
     """Make or refresh FOLDER as links to the matching photos; only links ramtag made are ever removed."""
     from ..catalog.albums import make_album

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from .common import AUTO_TAG_PRECISION, Device, TagPrecision, examples, out, setup_logging
+from .common import AUTO_TAG_PRECISION, Device, examples, out, setup_logging
+from .flags import INPUTS, MODEL, BatchSize, Compile, Decode, DeviceFlag, Draft, PrecisionFlag, Workers
 
 EXAMPLES = examples(
     "ramtag bench                                    # Swin-L, 16 generated 4000x3000 JPEGs",
@@ -30,72 +31,34 @@ def bench(
         str,
         typer.Option(
             "--arch",
-            rich_help_panel="Model",
+            rich_help_panel=MODEL,
             help="Model config with random weights: swin_l_384, swin_b_384, tiny.",
         ),
     ] = "swin_l_384",
     images: Annotated[
-        int, typer.Option("--images", rich_help_panel="Images", min=1, help="How many JPEGs to generate.")
+        int, typer.Option("--images", rich_help_panel=INPUTS, min=1, help="How many JPEGs to generate.")
     ] = 16,
     size: Annotated[
         str,
-        typer.Option(
-            "--size", rich_help_panel="Images", help="WxH of the generated JPEGs, or one side (384)."
-        ),
+        typer.Option("--size", rich_help_panel=INPUTS, help="WxH of the generated JPEGs, or one side (384)."),
     ] = "4000x3000",
     inputs: Annotated[
         list[Path] | None,
         typer.Option(
             "--inputs",
-            rich_help_panel="Images",
+            rich_help_panel=INPUTS,
             metavar="FILE",
             help="Use these images instead (repeat the option).",
             show_default="generated",
         ),
     ] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            "--batch-size",
-            rich_help_panel="Model",
-            min=1,
-            help="Images per forward pass.",
-            show_default="sized for the device",
-        ),
-    ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            rich_help_panel="Images",
-            min=0,
-            help="Decode processes; 0 decodes in threads.",
-            show_default="as ramtag tag",
-        ),
-    ] = None,
-    device: Annotated[
-        Device, typer.Option("--device", rich_help_panel="Model", help="auto: CUDA, then MPS, then CPU.")
-    ] = Device.auto,
-    precision: Annotated[
-        TagPrecision, typer.Option("--precision", rich_help_panel="Model", help="As for ramtag tag.")
-    ] = AUTO_TAG_PRECISION,
-    compile_model: Annotated[
-        bool, typer.Option("--compile/--no-compile", rich_help_panel="Model", help="torch.compile the model.")
-    ] = False,
-    draft: Annotated[
-        bool,
-        typer.Option(
-            "--draft/--no-draft", rich_help_panel="Images", help="JPEG draft decoding in the end-to-end run."
-        ),
-    ] = False,
-    decode: Annotated[
-        str,
-        typer.Option(
-            "--decode",
-            rich_help_panel="Images",
-            help="JPEG decoding in the end-to-end run: gpu, cpu, auto.",
-        ),
-    ] = "auto",
+    batch_size: BatchSize = None,
+    workers: Workers = None,
+    device: DeviceFlag = Device.auto,
+    precision: PrecisionFlag = AUTO_TAG_PRECISION,
+    compile_model: Compile = False,
+    draft: Draft = False,
+    decode: Decode = "auto",
     reference: Annotated[
         bool,
         typer.Option(

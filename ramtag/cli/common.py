@@ -180,39 +180,6 @@ Precision = Enum(  # type: ignore[misc]
 AUTO_TAG_PRECISION = TagPrecision("auto")
 AUTO_PRECISION = Precision("auto")
 
-Verbose = Annotated[
-    bool, typer.Option("--verbose/--no-verbose", "-v", help="Debug logging; tracebacks of errors.")
-]
-LLMBaseURL = Annotated[
-    str | None,
-    typer.Option(
-        "--llm-base-url",
-        help="OpenAI-compatible server, e.g. http://localhost:11434/v1 (Ollama). Env: RAMTAG_LLM_BASE_URL.",
-        show_default="none: CLIP prompt templates",
-        rich_help_panel="Open-set",
-    ),
-]
-LLMModel = Annotated[
-    str | None,
-    typer.Option(
-        "--llm-model",
-        help="Model name on that server. Env: RAMTAG_LLM_MODEL.",
-        show_default="the server's",
-        rich_help_panel="Open-set",
-    ),
-]
-LLMKey = Annotated[
-    str | None,
-    typer.Option(
-        "--llm-api-key",
-        envvar="OPENAI_API_KEY",
-        show_envvar=True,
-        help="API key (prefer the env variable; never logged or cached).",
-        show_default="none",
-        rich_help_panel="Open-set",
-    ),
-]
-
 
 def value(choice: Any) -> Any:
     """An Enum choice's string (None stays None)."""
@@ -260,15 +227,6 @@ def _table(block: Rows) -> Table:
 
 # -- the catalog ----------------------------------------------------------------------------------
 
-CatalogFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--catalog",
-        metavar="FILE",
-        help="The catalog file (what `ramtag tag` recorded).",
-        show_default="catalog.sqlite in the ramtag cache",
-    ),
-]
 QueryPaths = Annotated[
     list[Path] | None,
     typer.Argument(

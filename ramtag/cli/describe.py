@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .common import LLMBaseURL, LLMKey, LLMModel, Verbose, examples, out, setup_logging
+from .common import examples, out, setup_logging
+from .flags import LLMBaseURL, LLMKey, LLMModel, Verbose
 
 EXAMPLES = examples(
     'ramtag describe "corgi,meteor shower" --llm-base-url http://localhost:11434/v1',

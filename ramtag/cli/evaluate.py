@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from .common import AUTO_PRECISION, Device, Precision, Verbose, examples, setup_logging, show
+from .common import AUTO_PRECISION, Device, Precision, examples, setup_logging, show
+from .flags import INPUTS, MODEL, DeviceFlag, ExifOrientation, Verbose, Weights
 
 EXAMPLES = examples(
     "ramtag eval --data test.jsonl --weights my-ram",
@@ -23,22 +24,13 @@ def eval_(
         list[str],
         typer.Option(
             "--data",
-            rich_help_panel="Inputs",
+            rich_help_panel=INPUTS,
             metavar="[NAME=]PATH",
             help="Captioned/tagged images (as for train); repeat it; 'NAME=PATH' names a split "
             "(val=..., test=...).",
         ),
     ],
-    weights: Annotated[
-        str | None,
-        typer.Option(
-            "--weights",
-            rich_help_panel="Model",
-            metavar="NAME|DIR",
-            help="Registry name or weights folder.",
-            show_default="ram-plus-swin-l-14m",
-        ),
-    ] = None,
+    weights: Weights = None,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -69,20 +61,18 @@ def eval_(
         ),
     ] = 1,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", rich_help_panel="Model", min=1, help="Images per forward pass.")
+        int, typer.Option("--batch-size", rich_help_panel=MODEL, min=1, help="Images per forward pass.")
     ] = 16,
-    device: Annotated[
-        Device, typer.Option("--device", rich_help_panel="Model", help="auto: CUDA, then MPS, then CPU.")
-    ] = Device.auto,
+    device: DeviceFlag = Device.auto,
     precision: Annotated[
         Precision,
-        typer.Option("--precision", rich_help_panel="Model", help="auto: bf16 on CUDA, fp32 elsewhere."),
+        typer.Option("--precision", rich_help_panel=MODEL, help="auto: bf16 on CUDA, fp32 elsewhere."),
     ] = AUTO_PRECISION,
     workers: Annotated[
         int | None,
         typer.Option(
             "--workers",
-            rich_help_panel="Inputs",
+            rich_help_panel=INPUTS,
             min=0,
             help="Decode processes.",
             show_default="min(4, cores)",
@@ -92,20 +82,13 @@ def eval_(
         Path | None,
         typer.Option(
             "--image-root",
-            rich_help_panel="Inputs",
+            rich_help_panel=INPUTS,
             metavar="DIR",
             help="Base folder of the official json's image_path.",
             show_default="none",
         ),
     ] = None,
-    exif_orientation: Annotated[
-        bool,
-        typer.Option(
-            "--exif-orientation/--no-exif-orientation",
-            rich_help_panel="Inputs",
-            help="Rotate by EXIF orientation first (as ramtag tag).",
-        ),
-    ] = True,
+    exif_orientation: ExifOrientation = True,
     verbose: Verbose = False,
 ) -> None:
     """Evaluate weights on labelled images: mAP, precision/recall/F1 per split and per tag."""

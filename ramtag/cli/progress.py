@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
+from ..formats import suffix_list
 from .common import err, out, printable
 
 if TYPE_CHECKING:
-    from ..api import RunSummary, Selection, TagOptions, WriteOptions
+    from ..api import RunSummary, Selection, TagSettings
     from ..source import TaggerSource
 
 
@@ -76,85 +77,91 @@ def _rate_column() -> Any:
     return RateColumn()
 
 
-def run_with_progress(
-    paths: list[Path],
-    tagger: TaggerSource,
-    opts: TagOptions,
-    wopts: WriteOptions,
-    *,
-    force: bool,
-    catalog: Path | None,
-    quiet: bool,
-    to_stdout: bool,
-    selection: Selection | None = None,
-) -> RunSummary:
-    """``api.tag_library`` with a progress bar on stderr (a plain line every 30 s when stderr is not a
-    terminal) and one line per image on stdout, printed above the bar. A dry run prints one line per
-    image: what the real run would write there, or why it would write nothing."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+class _TagDisplay:
+    """``ramtag tag``'s screen: the bar (or plain lines), a line per image, the dry run's would-writes."""
 
-    from .. import api
+    def __init__(self, lang: str, *, dry_run: bool, quiet: bool, to_stdout: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    bar = not quiet and err.is_terminal
-    plain = PlainProgress("tagging") if not quiet and not err.is_terminal else None
-    progress = Progress(
-        TextColumn("[bold]tagging"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _rate_column(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not bar,
-        redirect_stdout=False,
-        redirect_stderr=False,
-    )
-    task = progress.add_task("tag", total=None)
-    lang, dry_run = opts.lang, wopts.dry_run
+        self.lang, self.dry_run, self.quiet, self.to_stdout = lang, dry_run, quiet, to_stdout
+        self.bar = not quiet and err.is_terminal
+        self.plain = PlainProgress("tagging") if not quiet and not err.is_terminal else None
+        self.progress = Progress(
+            TextColumn("[bold]tagging"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _rate_column(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=not self.bar,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self.task = self.progress.add_task("tag", total=None)
 
-    def show(line: str, *, stdout: bool = True) -> None:
+    def show(self, line: str, *, stdout: bool = True) -> None:
         # above the bar when the bar and the line share the screen; else where they belong
-        if bar and (not stdout or out.is_terminal):
-            progress.console.print(line, highlight=False)
+        if self.bar and (not stdout or out.is_terminal):
+            self.progress.console.print(line, highlight=False)
         else:
             (out if stdout else err).print(line, highlight=False)
 
-    def on_progress(event: str, done: int, total: int) -> None:
+    def on_progress(self, event: str, done: int, total: int) -> None:
         if event == "discovered":
-            progress.update(task, total=total)
-            if plain is not None:
-                plain.total = total
+            self.progress.update(self.task, total=total)
+            if self.plain is not None:
+                self.plain.total = total
         elif event == "image":
-            progress.update(task, completed=done)
-            if plain is not None:
-                plain.update(done, total)
+            self.progress.update(self.task, completed=done)
+            if self.plain is not None:
+                self.plain.update(done, total)
 
-    def on_result(res: Any) -> None:
-        if to_stdout:
+    def on_result(self, res: Any) -> None:
+        if self.to_stdout:
             line = json.dumps(res.to_dict(), ensure_ascii=False)
             if any("\ud800" <= c <= "\udfff" for c in line):  # a file name that is not UTF-8: \udcxx escapes
                 line = json.dumps(res.to_dict())
             sys.stdout.write(line + "\n")
-        elif res.ok and not quiet and not dry_run:  # a dry run shows the write instead (on_write)
-            names = escape(", ".join(res.tag_names(lang)) or "(no tag above threshold)")
-            show(f"[bold]{escape(printable(res.path))}[/]: {names}")
+        elif res.ok and not self.quiet and not self.dry_run:  # a dry run shows the write instead
+            names = escape(", ".join(res.tag_names(self.lang)) or "(no tag above threshold)")
+            self.show(f"[bold]{escape(printable(res.path))}[/]: {names}")
         if not res.ok:
             reason = res.error or "failed"
             line = printable(reason if str(res.path) in reason else f"{res.path}: {reason}")
-            show(f"[red]skipped[/] {escape(line)}", stdout=False)
+            self.show(f"[red]skipped[/] {escape(line)}", stdout=False)
 
-    def on_write(outcome: Any) -> None:
-        if not dry_run or quiet or to_stdout or outcome.path is None:
+    def on_write(self, outcome: Any) -> None:
+        if not self.dry_run or self.quiet or self.to_stdout or outcome.path is None:
             return
         tags = escape(", ".join(outcome.tags) or "(no tags)")
         if outcome.action == "dry-run" and outcome.target is not None:
-            show(f"[cyan]would write[/] {escape(printable(outcome.target))}: {tags}")
+            self.show(f"[cyan]would write[/] {escape(printable(outcome.target))}: {tags}")
         elif outcome.action == "unchanged":
             why = outcome.message.split(": ", 1)[-1] if outcome.message else "nothing to write"
-            show(f"[dim]would not write[/] {escape(printable(outcome.path))}: {escape(why)}")
+            self.show(f"[dim]would not write[/] {escape(printable(outcome.path))}: {escape(why)}")
 
-    with progress:
+
+def run_with_progress(
+    paths: list[Path],
+    tagger: TaggerSource,
+    settings: TagSettings,
+    *,
+    force: bool,
+    catalog: Path | None,
+    quiet: bool,
+    selection: Selection | None = None,
+) -> RunSummary:
+    """``api.tag_library`` with a progress bar on stderr (a plain line every 30 s when stderr is not a
+    terminal) and one line per image on stdout, printed above the bar. A dry run prints one line per
+    image: what the real run would write there, or why it would write nothing. JSON Lines go to stdout
+    when ``settings.json_to_stdout``."""
+    from .. import api
+
+    opts, wopts = settings.tag, settings.write
+    display = _TagDisplay(opts.lang, dry_run=wopts.dry_run, quiet=quiet, to_stdout=settings.json_to_stdout)
+    with display.progress:
         return api.tag_library(
             paths,
             tagger,
@@ -162,17 +169,11 @@ def run_with_progress(
             write=wopts,
             force=force,
             catalog=catalog,
-            progress=on_progress,
-            on_result=on_result,
-            on_write=on_write,
+            progress=display.on_progress,
+            on_result=display.on_result,
+            on_write=display.on_write,
             selection=selection,
         )
-
-
-def _suffixes(counts: dict[str, int], limit: int = 5) -> str:
-    names = sorted(counts, key=lambda k: (-counts[k], k))
-    shown = [k or "no extension" for k in names[:limit]]
-    return ", ".join(shown) + (", ..." if len(names) > limit else "")
 
 
 def summary_lines(summary: RunSummary) -> list[str]:
@@ -200,7 +201,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
         n = sum(s.not_images.values())
         lines.append(
             f"  skipped {n} {'file that is not an image' if n == 1 else 'files that are not images'} "
-            f"({_suffixes(s.not_images)})"
+            f"({suffix_list(s.not_images)})"
         )
     lines.append(f"  {len(s.failed)} failed" + (" (listed below)" if s.failed else ""))
     if s.interrupted:
@@ -373,12 +374,16 @@ class _PlainDownloadBar:
         self.plain.update(round(self.bytes / 1e6), total)
 
     def close(self) -> None:
-        err.print(f"downloaded {self.description} ({self.bytes / 1e6:.1f} MB)", highlight=False, markup=False)
+        if self.total is None or self.bytes >= self.total:
+            line = f"downloaded {self.description} ({self.bytes / 1e6:.1f} MB)"
+        else:  # an attempt that failed: the next one (or the error) says what happens
+            line = f"stopped {self.description} at {self.bytes / 1e6:.1f} of {self.total / 1e6:.1f} MB"
+        err.print(line, highlight=False, markup=False)
 
 
 def download_bar(description: str, total: int | None, initial: int) -> Any:
     """A rich download bar when stderr is a terminal; else a plain line every 30 s."""
-    description = description.rsplit("/", 1)[-1]  # huggingface_hub's "(…)resolve/main/NAME": the file name
+    description = description.rsplit("/", 1)[-1]  # a path or URL: the file name
     if err.is_terminal:
         return _DownloadBar(description, total, initial)
     return _PlainDownloadBar(description, total, initial)

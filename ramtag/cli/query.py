@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from .common import CatalogFile, QueryPaths, examples, open_catalog_readonly, write_binary
+from .common import QueryPaths, examples, open_catalog_readonly, write_binary
+from .flags import Catalog
 
 EXAMPLES = examples(
     "ramtag query 'dog & (beach | sea) & !person' ~/Photos     # one path per line",
@@ -42,7 +43,7 @@ def query(
         bool,
         typer.Option("--null/--no-null", "-0", help="Paths end with NUL instead of a newline (xargs -0)."),
     ] = False,
-    catalog: CatalogFile = None,
+    catalog: Catalog = None,
 ) -> None:
     """Print the images whose tags match EXPR (from the catalog; nothing is re-tagged)."""
     from ..catalog.export import write_records
@@ -70,7 +71,7 @@ def export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write here.", show_default="stdout")
     ] = None,
-    catalog: CatalogFile = None,
+    catalog: Catalog = None,
 ) -> None:
     """Write the catalog (or a query's matches) as CSV, TSV or JSON Lines: path, tags, scores."""
     from ..catalog.export import write_records

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from .common import CatalogFile, QueryPaths, Rows, examples, open_catalog_readonly, show
+from .common import QueryPaths, Rows, examples, open_catalog_readonly, show
+from .flags import Catalog
 
 EXAMPLES = examples(
     "ramtag stats                      # the 20 most frequent tags", "ramtag stats ~/Photos/2024 --top 50"
@@ -21,7 +22,7 @@ RUNS_EXAMPLES = examples(
 def stats(
     paths: QueryPaths = None,
     top: Annotated[int, typer.Option("--top", "-n", min=1, help="How many tags to list.")] = 20,
-    catalog: CatalogFile = None,
+    catalog: Catalog = None,
 ) -> None:
     """The most frequent tags (above their thresholds) and how many images have each."""
     cat = open_catalog_readonly(catalog)
@@ -34,7 +35,7 @@ def stats(
 
 def runs(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs, newest first.")] = 20,
-    catalog: CatalogFile = None,
+    catalog: Catalog = None,
 ) -> None:
     """Every run recorded in the catalog: id, time, status, what it did, and its settings."""
     cat = open_catalog_readonly(catalog)

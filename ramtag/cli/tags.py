@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import Rows, Verbose, examples, out, setup_logging, show
+from .common import Rows, examples, out, setup_logging, show
+from .flags import Verbose, WeightsNoDownload
 
 if TYPE_CHECKING:
     from ..tags.vocab import Vocabulary
@@ -39,15 +40,7 @@ def tags(
             show_default="none",
         ),
     ] = None,
-    weights: Annotated[
-        str | None,
-        typer.Option(
-            "--weights",
-            metavar="NAME|DIR",
-            help="Registry name or weights folder (see `ramtag weights list`); needs no model download.",
-            show_default="ram-plus-swin-l-14m",
-        ),
-    ] = None,
+    weights: WeightsNoDownload = None,
     verbose: Verbose = False,
 ) -> None:
     """List the tags the weights know (name, Chinese name, threshold), or search them."""

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import UsageError
-from .common import Device, Precision, Verbose, examples, out, setup_logging, show, value
+from .common import Device, Precision, examples, out, setup_logging, show, value
+from .flags import Verbose
 
 EXAMPLES = examples(
     "ramtag train --data photos/ --init ram-plus-swin-l-14m --tags my_tags.txt --dry-run",

@@ -11,7 +11,8 @@ import typer
 from rich.markup import escape
 
 from ..errors import UsageError
-from .common import CatalogFile, err, examples, out
+from .common import err, examples, out
+from .flags import Catalog, UntagBackup
 
 EXAMPLES = examples(
     "ramtag untag ~/Photos --dry-run        # what would be removed",
@@ -53,10 +54,8 @@ def untag(
     dry_run: Annotated[
         bool, typer.Option("--dry-run/--no-dry-run", help="Show what would be removed; change nothing.")
     ] = False,
-    backup: Annotated[
-        bool, typer.Option("--backup/--no-backup", help="Embedded tags: keep exiftool's *_original copy.")
-    ] = True,
-    catalog: CatalogFile = None,
+    backup: UntagBackup = True,
+    catalog: Catalog = None,
 ) -> None:
     """Remove exactly the tags ramtag wrote; your own keywords stay."""
     from .. import api

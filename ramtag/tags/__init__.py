@@ -1,6 +1,7 @@
 """Tag vocabulary (names, Chinese names, thresholds) and the decision rule scores -> tags."""
 
 from .decide import decide, effective_thresholds
+from .rename import parse_renames
 from .vocab import OPEN_SET_THRESHOLD, Vocabulary, read_tag_list, read_thresholds
 
 __all__ = [
@@ -8,6 +9,7 @@ __all__ = [
     "Vocabulary",
     "decide",
     "effective_thresholds",
+    "parse_renames",
     "read_tag_list",
     "read_thresholds",
 ]

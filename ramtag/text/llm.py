@@ -17,8 +17,6 @@ scrubbed from every error message.
 
 from __future__ import annotations
 
-import contextlib
-import email.utils
 import http.client
 import json
 import logging
@@ -38,6 +36,7 @@ from typing import Any
 import platformdirs
 
 from ..errors import InputError, LLMError, printable
+from ..net import Deadline, opener, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -191,76 +190,6 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
-class _Deadline:
-    """One request's deadline: shuts the socket down when it passes, whatever a read is waiting for."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.at = time.monotonic() + seconds
-        self.expired = False
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def remaining(self) -> float:
-        return max(0.001, self.at - time.monotonic())
-
-    def attach(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sock = sock
-            if self.expired:
-                self._shutdown()
-
-    def _fire(self) -> None:
-        with self._lock:
-            self.expired = True
-            self._shutdown()
-
-    def _shutdown(self) -> None:
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-
-def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
-    """urllib (proxies, TLS) with connections whose socket ``deadline`` can cut from the moment it is
-    connected (so a TLS handshake or proxy CONNECT is inside the deadline too); redirects not followed."""
-
-    def connect(*args: Any, **kwargs: Any) -> socket.socket:
-        sock = socket.create_connection(*args, **kwargs)
-        deadline.attach(sock)
-        return sock
-
-    def wrap(cls: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
-        class Conn(cls):  # type: ignore[valid-type,misc]
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, **kwargs)
-                self._create_connection = connect
-
-        return Conn
-
-    http_conn, https_conn = wrap(http.client.HTTPConnection), wrap(http.client.HTTPSConnection)
-
-    class Http(urllib.request.HTTPHandler):
-        def http_open(self, req: Any) -> Any:
-            return self.do_open(http_conn, req)
-
-    class Https(urllib.request.HTTPSHandler):
-        def https_open(self, req: Any) -> Any:
-            return self.do_open(https_conn, req, context=self._context)  # type: ignore[attr-defined]
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):  # the API key must not follow to another host
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    return urllib.request.build_opener(Http, Https, NoRedirect)
-
-
 class LLMClient:
     """Chat completions against one server. Thread-safe; counts the HTTP requests it makes."""
 
@@ -284,6 +213,12 @@ class LLMClient:
         return f"LLMClient({self.settings!r})"
 
     # ------------------------------------------------------------------ public
+    @property
+    def known_model(self) -> str | None:
+        """The model when it is known without a request (configured, or listed once already), else None."""
+        with self._lock:
+            return self._model or None
+
     @property
     def model(self) -> str:
         """The model to ask: the configured one, else the only model the server lists (GET /models).
@@ -421,10 +356,10 @@ class LLMClient:
         if s.api_key:
             headers["Authorization"] = f"Bearer {s.api_key}"
         req = urllib.request.Request(url, data=payload, headers=headers, method=method)
-        deadline = _Deadline(s.timeout)
+        deadline = Deadline(s.timeout)
         late = f"no answer within {s.timeout:g} s"
         try:
-            with _opener(deadline).open(req, timeout=deadline.remaining()) as resp:
+            with opener(deadline).open(req, timeout=deadline.remaining()) as resp:
                 raw = _read_body(resp, deadline)
         except urllib.error.HTTPError as e:
             raise self._http_error(e, path) from None
@@ -487,10 +422,10 @@ class LLMClient:
             )
         if status not in _RETRY_STATUS:
             return LLMError(f"LLM server {s.base_url} answered HTTP {status} ({detail})")
-        return _Retry(f"HTTP {status}", _retry_after(e))
+        return _Retry(f"HTTP {status}", retry_after(e.headers.get("Retry-After") if e.headers else None))
 
 
-def _read_body(resp: Any, deadline: _Deadline, limit: int = MAX_BODY_BYTES) -> bytes:
+def _read_body(resp: Any, deadline: Deadline, limit: int = MAX_BODY_BYTES) -> bytes:
     """The whole body, read in pieces as they come (``read1``) so the deadline is checked between them."""
     length = resp.headers.get("Content-Length")
     if length is not None and length.strip().isdigit() and int(length) > limit:
@@ -556,19 +491,3 @@ def _error_detail(e: urllib.error.HTTPError) -> str:
         pass
     msg = printable(" ".join(storable_text(msg).split()))
     return (msg[:200] + "...") if len(msg) > 200 else (msg or str(e.reason))
-
-
-def _retry_after(e: urllib.error.HTTPError) -> float | None:
-    """``Retry-After`` in seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
-    value = e.headers.get("Retry-After") if e.headers else None
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError, LLMError, UsageError, printable
+from ..fsutil import read_user_text
 from ..tags.vocab import OPEN_SET_THRESHOLD, Vocabulary
 from .cache import TextCache
 from .describe import DESCRIPTIONS_PER_TAG, TooFewDescriptions, generate_descriptions, load_descriptions
@@ -110,16 +111,7 @@ def parse_open_set(
             )
     if file is not None:
         p = Path(file)
-        try:
-            text = p.read_text(encoding="utf-8-sig")
-        except FileNotFoundError:
-            raise InputError(f"{p}: open-set tag file not found; check --open-set-file") from None
-        except UnicodeDecodeError:
-            raise InputError(f"{p}: not UTF-8 text; save the open-set tag file as UTF-8") from None
-        except OSError as e:
-            raise InputError(
-                f"{p}: cannot read the open-set tag file ({e.strerror}); check --open-set-file"
-            ) from None
+        text = read_user_text(p, "open-set tag file", "--open-set-file")
         before = len(items)
         for lineno, line in enumerate(text.splitlines(), 1):
             tag = _parse_item(line.split("#", 1)[0], default_threshold, f"{p}:{lineno}")
@@ -167,12 +159,19 @@ class _Describer:
         self.cache = cache
         self.use_cache = use_cache
         self.failure: str | None = None if settings.configured else "no LLM configured"
-        self.before_llm = before_llm  # called once before the first LLM request (CLIP check)
+        self.before_llm = before_llm  # called once before the first LLM request, GET /models too (CLIP check)
         self.tag_failures: dict[str, str] = {}  # tag -> why its answers were unusable (the LLM itself works)
+
+    def _before_request(self) -> None:
+        if self.before_llm is not None:
+            check, self.before_llm = self.before_llm, None
+            check()
 
     def _model(self) -> str | None:
         if self.failure is not None:
             return None
+        if self.client.known_model is None:  # finding it asks the server (GET /models): local checks first
+            self._before_request()
         try:
             return self.client.model  # may ask the server (GET /models) once
         except LLMError as e:
@@ -197,9 +196,7 @@ class _Describer:
                 return cached, "cache"
         if self.failure is not None or model is None:
             return None, ""
-        if self.before_llm is not None:
-            check, self.before_llm = self.before_llm, None
-            check()
+        self._before_request()
         try:
             descs = generate_descriptions(tag, self.client)
         except TooFewDescriptions as e:  # this tag only: the next tag still asks the LLM
@@ -319,9 +316,30 @@ def build_open_set(
     items = [t if isinstance(t, OpenSetTag) else OpenSetTag(t) for t in tags]
     cache = cache or TextCache()
     encoder = encoder or ClipTextEncoder(clip_file)
-    index = vocabulary.index()
     result = OpenSet(Vocabulary((), ()), torch.empty(0, DESCRIPTIONS_PER_TAG, 512))
+    new = _reuse_builtin(items, vocabulary, result)
+    from_file = load_descriptions(descriptions_file) if descriptions_file is not None else {}
+    embeds = _embed_new_tags(
+        new,
+        result,
+        from_file={k.lower(): v for k, v in from_file.items()},
+        encoder=encoder,
+        cache=cache,
+        llm=llm,
+        require_llm=require_llm,
+    )
+    result.vocabulary_extension = Vocabulary(
+        tuple(t.name for t in new), tuple(t.threshold for t in new), None, (True,) * len(new)
+    )
+    if embeds:
+        result.label_embed = torch.stack(embeds).float()  # (T_new, 51, 512)
+    return result
 
+
+def _reuse_builtin(items: list[OpenSetTag], vocabulary: Vocabulary, result: OpenSet) -> list[OpenSetTag]:
+    """The tags not in ``vocabulary`` (case-insensitive); the others are recorded in ``result`` as
+    reusing their built-in embedding (and any explicit threshold)."""
+    index = vocabulary.index()
     new: list[OpenSetTag] = []
     for t in items:
         i = index.get(t.name.lower())
@@ -336,14 +354,26 @@ def build_open_set(
             "open-set tags already in the built-in vocabulary use the built-in embeddings: %s",
             ", ".join(result.reused_builtin),
         )
+    return new
 
-    from_file = load_descriptions(descriptions_file) if descriptions_file is not None else {}
-    from_file_lower = {k.lower(): v for k, v in from_file.items()}
+
+def _embed_new_tags(
+    new: list[OpenSetTag],
+    result: OpenSet,
+    *,
+    from_file: dict[str, list[str]],
+    encoder: ClipTextEncoder,
+    cache: TextCache,
+    llm: LLMSettings | LLMClient | None,
+    require_llm: bool,
+) -> list[torch.Tensor]:
+    """One (51, 512) embedding per new tag: from the descriptions file, else the cache or the LLM, else
+    CLIP prompt templates (warned once, in ``result.warnings``; an error with ``require_llm``)."""
     describer: _Describer | None = None
     embeds: list[torch.Tensor] = []
     fallback: list[str] = []
     for t in new:
-        descs = from_file_lower.get(t.name.lower())
+        descs = from_file.get(t.name.lower())
         source = "file"
         if descs is None:
             # CLIP is checked before the first LLM request: no LLM call is spent when it is missing
@@ -375,13 +405,7 @@ def build_open_set(
         msg = _fallback_message(reason, fallback)
         log.warning("%s", msg)
         result.warnings.append(msg)
-
-    result.vocabulary_extension = Vocabulary(
-        tuple(t.name for t in new), tuple(t.threshold for t in new), None, (True,) * len(new)
-    )
-    if embeds:
-        result.label_embed = torch.stack(embeds).float()  # (T_new, 51, 512)
-    return result
+    return embeds
 
 
 def combine(

@@ -376,20 +376,34 @@ def _build_model(
 
 
 def _load_timm_backbone(model: RamPlus, name: str) -> None:
-    """ImageNet Swin weights from timm: ``timm.create_model(name, pretrained=True)``, which needs the
-    network once (then the Hugging Face cache)."""
+    """ImageNet Swin weights from timm: ``timm.create_model(name, pretrained=True)``. timm's Hub weights
+    are downloaded by :func:`ramtag.hub.fetch_hub_file` (bounded attempts and time, resumable; the network
+    once, then ramtag's cache) and handed to timm as a file, so timm applies its own checkpoint filter."""
     import timm
+    from timm.models import get_pretrained_cfg
 
+    from .. import hub
+    from ..errors import DownloadError
     from ..paths import offline
+    from ..registry import HubFile
 
     if offline():
         raise TrainingError(
             f"--init timm:{name} downloads ImageNet weights, but downloads are off (RAMTAG_OFFLINE / "
             "HF_HUB_OFFLINE); run once online or pre-fill the Hugging Face cache"
         )
-    log.warning("downloading ImageNet weights for timm model %s (once, through timm / Hugging Face)", name)
+    overlay: dict[str, Any] = {}
+    cfg = get_pretrained_cfg(name)
+    if cfg is not None and cfg.hf_hub_id:
+        weights = HubFile(cfg.hf_hub_id, cfg.hf_hub_filename or "model.safetensors", "main", None, None)
+        try:
+            overlay["file"] = str(hub.fetch_hub_file(weights))
+        except DownloadError as e:
+            raise TrainingError(f"--init timm:{name}: {e}") from e
+    else:  # not on the Hub (or an unknown name, which timm reports below): timm downloads it itself
+        log.warning("downloading ImageNet weights for timm model %s (once, through timm)", name)
     try:
-        source = timm.create_model(name, pretrained=True, num_classes=0)
+        source = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay)
     except Exception as e:
         raise TrainingError(
             f"--init timm:{name}: timm could not create it with pretrained weights "

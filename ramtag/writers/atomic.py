@@ -3,6 +3,22 @@ weights, training checkpoints and downloads)."""
 
 from __future__ import annotations
 
-from ramtag.fsutil import TMP_SUFFIX, AtomicFile, atomic_path, atomic_write_bytes, durable_replace, fsync_dir
+from ramtag.fsutil import (
+    TMP_SUFFIX,
+    AtomicBatch,
+    AtomicFile,
+    atomic_path,
+    atomic_write_bytes,
+    durable_replace,
+    fsync_dir,
+)
 
-__all__ = ["TMP_SUFFIX", "AtomicFile", "atomic_path", "atomic_write_bytes", "durable_replace", "fsync_dir"]
+__all__ = [
+    "TMP_SUFFIX",
+    "AtomicBatch",
+    "AtomicFile",
+    "atomic_path",
+    "atomic_write_bytes",
+    "durable_replace",
+    "fsync_dir",
+]

@@ -40,19 +40,49 @@ def file_lock(path: str | os.PathLike[str], timeout: float = LOCK_TIMEOUT) -> It
         with _windows_lock(path, timeout):
             yield
         return
+    held = acquire_lock(path, timeout)
+    assert held is not None
+    try:
+        yield
+    finally:
+        held.release()
+
+
+class HeldLock:
+    """A lock taken by :func:`acquire_lock`, held until :meth:`release` (for a writer that keeps the
+    locks of a whole batch of photos until the batch is durable)."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd  # None: the file could not be opened or locked; nothing to release
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the flock
+            self._fd = None
+
+
+def acquire_lock(
+    path: str | os.PathLike[str], timeout: float = LOCK_TIMEOUT, *, wait: bool = True
+) -> HeldLock | None:
+    """:func:`file_lock` without the ``with`` block (POSIX only: ``fcntl`` is needed). ``wait=False``:
+    None at once when another run holds the lock (a batch writer then finishes its own batch first, so
+    no two runs ever wait on each other's held locks)."""
+    assert fcntl is not None
     deadline = time.monotonic() + timeout
     while True:
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError:
-            yield
-            return
+            return HeldLock(None)
         try:
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    if not wait:
+                        os.close(fd)
+                        return None
                     if time.monotonic() >= deadline:
                         raise _busy(path, timeout) from None
                     time.sleep(_POLL)
@@ -62,11 +92,12 @@ def file_lock(path: str | os.PathLike[str], timeout: float = LOCK_TIMEOUT) -> It
                 same = os.fstat(fd).st_ino == os.stat(path).st_ino
             except OSError:
                 same = True  # gone: the write reports it
-            if same:
-                yield
-                return
-        finally:
-            os.close(fd)  # releases the lock
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            return HeldLock(fd)
+        os.close(fd)  # replaced while we waited (--write embed): lock the current file
 
 
 def _busy(path: str | os.PathLike[str], timeout: float) -> OutputError:

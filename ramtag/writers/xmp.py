@@ -23,11 +23,12 @@ XMP only when the IPTC digest shows the IPTC was changed without the XMP; a non-
 ImageDescription over both). Develop settings (darktable, Camera Raw) and file-specific properties are
 never copied: a sidecar's history would be applied to the wrong picture.
 
-Merging never clobbers: the document is parsed with a namespace-aware DOM that keeps every element,
-attribute, prefix, comment and ``<?xpacket?>`` instruction, only the keyword ``rdf:li`` items are
-added or removed, and the result is serialized back by a small writer of our own (minidom's would
-mangle newlines in attribute values). Files with a DTD or entity declarations are refused, so no
-entity expansion can happen. A sidecar that is not valid XMP raises :class:`SidecarError` and is
+Merging never clobbers: the document is parsed with lxml (libxml2), which keeps every element,
+attribute, prefix, namespace declaration, comment, CDATA section and ``<?xpacket?>`` instruction (and
+escapes newlines in attribute values when writing them back); only the keyword ``rdf:li`` items and
+ramtag's record are added or removed. Files with a DTD or entity declarations are refused before
+lxml sees them, and its parser neither resolves entities nor loads anything, so no entity expansion
+can happen. A sidecar that is not valid XMP raises :class:`SidecarError` and is
 never overwritten (``repair_sidecars=True`` keeps it as ``*.bak`` and starts a fresh one).
 """
 
@@ -37,20 +38,24 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
 import stat
 import threading
 from collections import OrderedDict
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from xml.dom import Node, expatbuilder, minidom
+from xml.parsers import expat
 from xml.parsers.expat import ExpatError
+
+from lxml import etree
 
 from ramtag.errors import OutputError, RamtagError, SidecarError, printable
 from ramtag.formats import IMAGE_EXTENSIONS, RAW_EXTENSIONS
 from ramtag.results import ImageTags
-from ramtag.writers.atomic import atomic_write_bytes
+from ramtag.writers.atomic import AtomicBatch, atomic_write_bytes
 from ramtag.writers.base import (
     RAMTAG_NS,
     KeywordField,
@@ -61,7 +66,7 @@ from ramtag.writers.base import (
     utc_now,
 )
 from ramtag.writers.embedded import EmbeddedMetadata, read_embedded
-from ramtag.writers.lock import file_lock
+from ramtag.writers.lock import HeldLock, acquire_lock, fcntl, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -125,66 +130,90 @@ SEED_PROPERTIES: dict[str, frozenset[str] | None] = {
 
 # --------------------------------------------------------------------------------------------------
 # Parsing and serializing
+#
+# lxml (libxml2) is the document model: it keeps every element, attribute, prefix, namespace declaration,
+# comment, processing instruction and CDATA section, and parses and serializes in C (the standard
+# library's minidom built and walked in Python). Whitespace lives in ``.text`` (before an element's
+# first child) and ``.tail`` (after an element), so the indentation helpers below read and write those.
 
 
 class _Forbidden(ValueError):
     pass
 
 
-class _SafeBuilder(expatbuilder.ExpatBuilderNS):
-    """minidom's namespace-aware builder, refusing DTDs and entity declarations (no expansion)."""
-
-    def install(self, parser: Any) -> None:
-        super().install(parser)
-
-        def forbid(*_args: object) -> None:
-            raise _Forbidden("DTD or entity declarations are not allowed in XMP")
-
-        parser.StartDoctypeDeclHandler = forbid
-        parser.EntityDeclHandler = forbid
-        parser.UnparsedEntityDeclHandler = forbid
-        parser.ExternalEntityRefHandler = forbid
+def _forbid(*_args: object) -> int:
+    raise _Forbidden("DTD or entity declarations are not allowed in XMP")
 
 
-def _escape(text: str, attribute: bool) -> str:
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
-    if attribute:
-        text = text.replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
-    return text
+def _check(body: bytes) -> None:
+    """Refuse DTDs and entity declarations, and report malformed XML, with expat (the parser ramtag
+    used before lxml, so the reasons read as they did)."""
+    parser = expat.ParserCreate(namespace_separator=" ")
+    parser.StartDoctypeDeclHandler = _forbid
+    parser.EntityDeclHandler = _forbid
+    parser.UnparsedEntityDeclHandler = _forbid
+    parser.ExternalEntityRefHandler = _forbid
+    parser.Parse(body, True)
 
 
-def _serialize(node: Any, out: list[str]) -> None:
-    if node.nodeType == Node.ELEMENT_NODE:
-        out.append("<" + node.tagName)
-        for name, value in node.attributes.items():
-            out.append(f' {name}="{_escape(value, True)}"')
-        if not node.childNodes:
-            out.append("/>")
-            return
-        out.append(">")
-        for child in node.childNodes:
-            _serialize(child, out)
-        out.append(f"</{node.tagName}>")
-    elif node.nodeType == Node.TEXT_NODE:
-        out.append(_escape(node.data, False))
-    elif node.nodeType == Node.CDATA_SECTION_NODE:
-        out.append(f"<![CDATA[{node.data}]]>")
-    elif node.nodeType == Node.COMMENT_NODE:
-        out.append(f"<!--{node.data}-->")
-    elif node.nodeType == Node.PROCESSING_INSTRUCTION_NODE:
-        out.append(f"<?{node.target} {node.data}?>" if node.data else f"<?{node.target}?>")
+_PARSERS = threading.local()  # an lxml parser is used by one thread at a time
+
+
+def _parser() -> Any:
+    parser = getattr(_PARSERS, "parser", None)
+    if parser is None:
+        parser = _PARSERS.parser = etree.XMLParser(
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            huge_tree=False,
+            remove_blank_text=False,
+            remove_comments=False,
+            remove_pis=False,
+            strip_cdata=False,
+        )
+    return parser
+
+
+# an element MAX_DEPTH + 1 levels down (libxml2's own limit is 256)
+_TOO_DEEP = etree.XPath("boolean(/" + "*/" * MAX_DEPTH + "*)")
+# ramtag's attributes of an element, found in C (a Lightroom Description has hundreds of attributes)
+_RAMTAG_ATTRS = etree.XPath(f"@*[namespace-uri()='{RAMTAG_NS}']")
+_DECLARED = re.compile(rb"xmlns:([^\s=/>]+)\s*=")
+_DEFAULT_DECLARED = re.compile(rb"xmlns\s*=")
+
+
+def _clark(ns: str, local: str) -> str:
+    return f"{{{ns}}}{local}"
+
+
+def _ns(el: Any) -> str | None:
+    """An element's namespace URI (None where it has none); ``el`` may be a comment or PI (None)."""
+    tag = el.tag
+    if not isinstance(tag, str) or tag[:1] != "{":
+        return None
+    return str(tag[1 : tag.index("}")])
+
+
+def _local(tag: str) -> str:
+    """The local name of a Clark-notation ``{ns}local`` tag or attribute key."""
+    return tag.rpartition("}")[2]
+
+
+def _qualified(el: Any) -> str:
+    return _qname(el.prefix or "", _local(el.tag))
 
 
 def _elements(parent: Any) -> list[Any]:
-    return [c for c in parent.childNodes if c.nodeType == Node.ELEMENT_NODE]
+    return [c for c in parent if isinstance(c.tag, str)]
 
 
 def _is(el: Any, ns: str, local: str) -> bool:
-    return bool(el.namespaceURI == ns and el.localName == local)
+    return bool(el.tag == _clark(ns, local))
 
 
-def _is_blank(node: Any) -> bool:
-    return node is not None and node.nodeType == Node.TEXT_NODE and not node.data.strip()
+def _is_blank(text: str | None) -> bool:
+    return text is not None and not text.strip()
 
 
 def _date_or_empty(value: Any) -> str:
@@ -195,92 +224,128 @@ def _date_or_empty(value: Any) -> str:
 
 def _text(el: Any) -> str | None:
     """The text of a simple-valued element, or None where it holds elements (a structure)."""
-    parts = []
-    for c in el.childNodes:
-        if c.nodeType in (Node.TEXT_NODE, Node.CDATA_SECTION_NODE):
-            parts.append(c.data)
-        elif c.nodeType == Node.ELEMENT_NODE:
+    parts = [el.text or ""]
+    for c in el:
+        if isinstance(c.tag, str):
             return None
+        parts.append(c.tail or "")  # the text after a comment or PI inside the value
     return "".join(parts)
 
 
+def _before(el: Any) -> str | None:
+    """The text between ``el`` and the node before it (None: none, or ``el`` is at the top level)."""
+    prev = el.getprevious()
+    if prev is not None:
+        return prev.tail
+    parent = el.getparent()
+    return None if parent is None else parent.text
+
+
+def _set_before(el: Any, text: str | None) -> None:
+    prev = el.getprevious()
+    if prev is not None:
+        prev.tail = text
+    else:
+        el.getparent().text = text
+
+
 def _indent_of(el: Any) -> str:
-    prev = el.previousSibling
-    if _is_blank(prev) and "\n" in prev.data:
-        return str(prev.data.rsplit("\n", 1)[1])
-    depth, p = 0, el.parentNode
-    while p is not None and p.nodeType == Node.ELEMENT_NODE:
-        depth, p = depth + 1, p.parentNode
-    return " " * depth
+    prev = _before(el)
+    if prev is not None and _is_blank(prev) and "\n" in prev:
+        return prev.rsplit("\n", 1)[1]
+    return " " * sum(1 for _ in el.iterancestors())
 
 
 def _last_element(parent: Any) -> Any:
-    """The last element child of ``parent`` or None (walks back from the end: O(1) when appending)."""
-    node = parent.lastChild
-    while node is not None and node.nodeType != Node.ELEMENT_NODE:
-        node = node.previousSibling
-    return node
+    """The last element child of ``parent`` or None (walks back from the end)."""
+    for node in reversed(parent):
+        if isinstance(node.tag, str):
+            return node
+    return None
 
 
-def _append(parent: Any, child: Any) -> None:
-    """Append ``child`` as the last element of ``parent``, indented like its siblings.
-
-    Only appends (minidom's insertBefore/removeChild search the child list: appending thousands of
-    tags one by one would be quadratic).
-    """
-    doc = parent.ownerDocument
+def _append(parent: Any, child: Any) -> Any:
+    """Append ``child`` (a Clark tag to create, or an element) as the last element of ``parent``,
+    indented like its siblings; returns the appended element."""
     prev = _last_element(parent)
     indent = _indent_of(prev) if prev is not None else _indent_of(parent) + " "
-    last = parent.lastChild
-    if _is_blank(last):  # the closing tag's indentation moves behind the new child
-        closing = last.data
-        last.data = "\n" + indent
-        parent.appendChild(child)
-        parent.appendChild(doc.createTextNode(closing))
+    last = parent[-1] if len(parent) else None
+    closing = last.tail if last is not None else parent.text
+    if _is_blank(closing):  # the closing tag's indentation moves behind the new child
+        text, tail = "\n" + indent, closing
     else:
-        parent.appendChild(doc.createTextNode("\n" + indent))
-        parent.appendChild(child)
-        parent.appendChild(doc.createTextNode("\n" + _indent_of(parent)))
+        text, tail = (closing or "") + "\n" + indent, None
+    if last is not None:
+        last.tail = text
+    else:
+        parent.text = text
+    if isinstance(child, str):
+        child = etree.SubElement(parent, child)  # takes the prefix in scope for its namespace
+    else:
+        parent.append(child)
+    child.tail = tail if tail is not None else "\n" + _indent_of(parent)
+    return child
+
+
+def _add_items(container: Any, values: list[str]) -> None:
+    """Append an ``rdf:li`` for each of ``values``, indented as :func:`_append` would one by one."""
+    if not values:
+        return
+    li = _append(container, _LI)
+    li.text = values[0]
+    if len(values) > 1:
+        between, closing = _before(li), li.tail
+        for value in values[1:]:
+            li.tail = between
+            li = etree.SubElement(container, _LI)
+            li.text, li.tail = value, closing
 
 
 def _remove(el: Any) -> None:
-    """Remove ``el`` together with the whitespace that indented it."""
-    parent = el.parentNode
-    if _is_blank(el.previousSibling):
-        parent.removeChild(el.previousSibling)
-    parent.removeChild(el)
+    """Remove ``el`` together with the whitespace that indented it (the text after it stays)."""
+    before = _before(el)
+    text = ("" if _is_blank(before) else before or "") + (el.tail or "")
+    _set_before(el, text or None)
+    el.tail = None
+    el.getparent().remove(el)
 
 
 def _in_scope(el: Any) -> dict[str, str]:
     """prefix -> namespace declared on ``el`` or its ancestors ("" is the default namespace)."""
-    scope: dict[str, str] = {}
-    node = el
-    while node is not None and node.nodeType == Node.ELEMENT_NODE:
-        for attr in node.attributes.values():
-            if attr.namespaceURI == NS_XMLNS:
-                prefix = "" if attr.name == "xmlns" else attr.localName
-                scope.setdefault(prefix, attr.value)
-        node = node.parentNode
-    return scope
+    return {p or "": uri for p, uri in el.nsmap.items()}
+
+
+def _own_declarations(el: Any) -> dict[str | None, str]:
+    """The namespace declarations ``el`` itself makes (those that differ from its parent's scope)."""
+    parent = el.getparent()
+    outer = parent.nsmap if parent is not None else {}
+    return {p: uri for p, uri in el.nsmap.items() if outer.get(p) != uri}
+
+
+def _attr_prefix(el: Any, ns: str) -> str:
+    """The prefix an attribute in namespace ``ns`` has at ``el``."""
+    return next((p for p, uri in el.nsmap.items() if uri == ns and p), "")
 
 
 class XmpPacket:
     """A parsed (or new) XMP packet; edits touch only ramtag's keyword items and record."""
 
-    def __init__(self, doc: minidom.Document, xml_decl: bool, bom: bool) -> None:
-        self.doc: Any = doc
+    def __init__(self, tree: Any, xml_decl: bool, bom: bool, prefixes: set[str], defaults: bool) -> None:
+        self.tree: Any = tree
         self.xml_decl = xml_decl
         self.bom = bom
-        root = doc.documentElement
-        if root is not None and _is(root, NS_X, "xmpmeta"):
+        # every prefix declared anywhere (a superset, from the bytes): declarations lxml must keep when
+        # a namespace is declared or ramtag's is taken out
+        self._prefixes = prefixes
+        self._defaults = defaults  # whether a default namespace (``xmlns="..."``) may be declared anywhere
+        root = tree.getroot()
+        if _is(root, NS_X, "xmpmeta"):
             rdfs = [e for e in _elements(root) if _is(e, NS_RDF, "RDF")]
             if rdfs:
                 self.rdf = rdfs[0]
             else:
-                self.rdf = doc.createElementNS(NS_RDF, "rdf:RDF")
-                self.rdf.setAttributeNS(NS_XMLNS, "xmlns:rdf", NS_RDF)
-                _append(root, self.rdf)
-        elif root is not None and _is(root, NS_RDF, "RDF"):
+                self.rdf = _append(root, etree.Element(_clark(NS_RDF, "RDF"), nsmap={"rdf": NS_RDF}))
+        elif _is(root, NS_RDF, "RDF"):
             self.rdf = root
         else:
             raise ValueError("the root element is neither x:xmpmeta nor rdf:RDF")
@@ -297,16 +362,26 @@ class XmpPacket:
         bom = data.startswith(b"\xef\xbb\xbf")
         body = data[3:] if bom else data
         try:
-            doc = _SafeBuilder().parseString(body)
+            if b"<!DOCTYPE" in body:
+                _check(body)  # refused with expat's message, before lxml sees the bytes
+            root = etree.fromstring(body, _parser())
         except (ExpatError, _Forbidden) as e:
             raise ValueError(str(e)) from None
-        stack = [(doc.documentElement, 1)] if doc.documentElement is not None else []
-        while stack:
-            el, depth = stack.pop()
-            if depth > MAX_DEPTH:
-                raise ValueError(f"elements nested more than {MAX_DEPTH} levels deep")
-            stack.extend((c, depth + 1) for c in _elements(el))
-        return cls(doc, xml_decl=body.lstrip().startswith(b"<?xml"), bom=bom)
+        except etree.XMLSyntaxError as e:
+            try:  # the reason as expat words it, as before lxml, where it finds one
+                _check(body)
+            except (ExpatError, _Forbidden) as expat_e:
+                raise ValueError(str(expat_e)) from None
+            raise ValueError(str(e)) from None
+        docinfo = root.getroottree().docinfo
+        if docinfo.doctype or docinfo.internalDTD is not None:  # one the byte search missed (UTF-16)
+            raise ValueError("DTD or entity declarations are not allowed in XMP")
+        if _TOO_DEEP(root):
+            raise ValueError(f"elements nested more than {MAX_DEPTH} levels deep")
+        prefixes = {p.decode("utf-8", "replace") for p in _DECLARED.findall(body)}
+        xml_decl = body.lstrip().startswith(b"<?xml")
+        defaults = _DEFAULT_DECLARED.search(body) is not None
+        return cls(root.getroottree(), xml_decl=xml_decl, bom=bom, prefixes=prefixes, defaults=defaults)
 
     @classmethod
     def new(cls) -> XmpPacket:
@@ -322,27 +397,25 @@ class XmpPacket:
         return cls.parse(text.encode("utf-8"))
 
     def to_bytes(self) -> bytes:
-        out: list[str] = []
-        if self.xml_decl:
-            out.append('<?xml version="1.0" encoding="UTF-8"?>\n')
-        for child in self.doc.childNodes:
-            if child.nodeType == Node.DOCUMENT_TYPE_NODE:
-                continue
-            _serialize(child, out)
-            out.append("\n")
-        data = "".join(out).encode("utf-8")
+        root = self.tree.getroot()
+        top = [*reversed(list(root.itersiblings(preceding=True))), root, *root.itersiblings()]
+        out = [b'<?xml version="1.0" encoding="UTF-8"?>\n'] if self.xml_decl else []
+        for node in top:  # the <?xpacket?> instructions and comments around the root, one a line
+            out.append(etree.tostring(node, encoding="UTF-8", xml_declaration=False, with_tail=False))
+            out.append(b"\n")
+        data = b"".join(out)
         return b"\xef\xbb\xbf" + data if self.bom else data
 
     # -- navigation
 
     def descriptions(self) -> list[Any]:
-        return [e for e in _elements(self.rdf) if _is(e, NS_RDF, "Description")]
+        tag = _clark(NS_RDF, "Description")
+        return [e for e in self.rdf if e.tag == tag]
 
     def _new_description(self) -> Any:
-        rdf_p = self._prefix(self.rdf, NS_RDF, "rdf", declare_on=None)
-        desc = self.doc.createElementNS(NS_RDF, _qname(rdf_p, "Description"))
-        desc.setAttributeNS(NS_RDF, _qname(rdf_p, "about"), "")
-        _append(self.rdf, desc)
+        self._prefix(self.rdf, NS_RDF, "rdf", declare_on=None)
+        desc = _append(self.rdf, _clark(NS_RDF, "Description"))
+        desc.set(_clark(NS_RDF, "about"), "")
         return desc
 
     def _prefix(self, el: Any, ns: str, preferred: str, declare_on: Any | None) -> str:
@@ -356,21 +429,44 @@ class XmpPacket:
         prefix, n = preferred, 1
         while prefix in scope:
             prefix, n = f"{preferred}{n}", n + 1
-        declare_on.setAttributeNS(NS_XMLNS, f"xmlns:{prefix}", ns)
+        self._declare_on(declare_on, {prefix: ns})
         return prefix
+
+    def _declare_on(self, el: Any, declarations: dict[str, str]) -> None:
+        """Declare each prefix -> namespace on ``el``."""
+        self._prefixes.update(declarations)
+        self._cleanup(el, declarations, self._prefixes)
+
+    def _cleanup(self, el: Any, declare: dict[str, str] | None, keep: set[str]) -> None:
+        """Run lxml's cleanup_namespaces on ``el``'s subtree: the only way it offers to declare a namespace
+        on an existing element (``declare``) or to take a declaration out. It removes every unused
+        declaration whose prefix ``keep`` does not list, and unused default-namespace declarations
+        whatever ``keep`` says: those are kept by an element in their namespace added for the while."""
+        guards = []
+        if self._defaults:
+            for node in el.iter(etree.Element):
+                default = _own_declarations(node).get(None)
+                if default is not None:
+                    guards.append(etree.SubElement(node, _clark(default, "ramtag-guard")))
+        etree.cleanup_namespaces(el, top_nsmap=declare, keep_ns_prefixes=sorted(keep))
+        for guard in guards:
+            guard.getparent().remove(guard)
 
     def _find(self, ns: str, local: str) -> tuple[Any, Any] | None:
         """(description, property element) of the first ``ns:local`` property element, if any."""
+        tag = _clark(ns, local)
         for desc in self.descriptions():
-            for el in _elements(desc):
-                if _is(el, ns, local):
+            for el in desc:
+                if el.tag == tag:
                     return desc, el
         return None
 
     def _attribute_value(self, ns: str, local: str) -> str | None:
+        key = _clark(ns, local)
         for desc in self.descriptions():
-            if desc.hasAttributeNS(ns, local):
-                return str(desc.getAttributeNS(ns, local))
+            value = desc.get(key)
+            if value is not None:
+                return str(value)
         return None
 
     # -- array properties
@@ -386,38 +482,37 @@ class XmpPacket:
         if container is None:
             text = _text(prop)
             if text is None:
-                raise ValueError(f"{prop.tagName} has a structure where a list was expected")
+                raise ValueError(f"{_qualified(prop)} has a structure where a list was expected")
             return [text.strip()] if text.strip() else []
         return [t for t in (_text(li) for li in _items(container)) if t is not None]
 
-    def set_values(self, field: XmpField, final: list[str]) -> None:
-        """Make the property's item set equal ``final`` with minimal edits (kept items stay in place)."""
-        current = self.values(field.ns, field.local)
+    def set_values(self, field: XmpField, final: list[str], current: Any = ...) -> bool:
+        """Make the property's item set equal ``final`` with minimal edits (kept items stay in place);
+        ``current``: its :meth:`values` when the caller has them. Returns whether anything changed."""
+        if current is ...:
+            current = self.values(field.ns, field.local)
         if current is not None and set(current) == set(final):
-            return
+            return False
         if current is None and not final:
-            return
+            return False
         found = self._find(field.ns, field.local)
         if found is None:
             desc = self._home()
-            attr_value = self._attribute_value(field.ns, field.local)
-            if attr_value is not None:  # a (non-standard) attribute-style value becomes an array
-                for d in self.descriptions():
-                    if d.hasAttributeNS(field.ns, field.local):
-                        d.removeAttributeNS(field.ns, field.local)
-            prefix = self._prefix(desc, field.ns, field.prefix, declare_on=desc)
-            prop = self.doc.createElementNS(field.ns, _qname(prefix, field.local))
-            _append(desc, prop)
+            key = _clark(field.ns, field.local)
+            for d in self.descriptions():  # a (non-standard) attribute-style value becomes an array
+                d.attrib.pop(key, None)
+            self._prefix(desc, field.ns, field.prefix, declare_on=desc)
+            prop = _append(desc, key)
         else:
             desc, prop = found
         container = _container(prop)
         if container is None:  # a simple value (or nothing) where a list belongs: make it a list
             old = (_text(prop) or "").strip()
-            for c in list(prop.childNodes):
-                prop.removeChild(c)
-            rdf_p = self._prefix(desc, NS_RDF, "rdf", declare_on=None)
-            container = self.doc.createElementNS(NS_RDF, _qname(rdf_p, field.container))
-            _append(prop, container)
+            for c in list(prop):
+                prop.remove(c)
+            prop.text = None
+            self._prefix(desc, NS_RDF, "rdf", declare_on=None)
+            container = _append(prop, _clark(NS_RDF, field.container))
             if old:
                 self._add_item(container, old)
         wanted = set(final)
@@ -430,18 +525,17 @@ class XmpPacket:
                 seen.add(value)
             else:
                 _remove(li)
-        for value in final:
-            if value not in seen:
-                self._add_item(container, value)
-                seen.add(value)
+        new = [value for value in dict.fromkeys(final) if value not in seen]
+        if new:
+            self._prefix(container, NS_RDF, "rdf", declare_on=None)
+            _add_items(container, new)
         if not _items(container):
             _remove(prop)
+        return True
 
     def _add_item(self, container: Any, value: str) -> None:
-        rdf_p = self._prefix(container, NS_RDF, "rdf", declare_on=None)
-        li = self.doc.createElementNS(NS_RDF, _qname(rdf_p, "li"))
-        li.appendChild(self.doc.createTextNode(value))
-        _append(container, li)
+        """Append an ``rdf:li`` holding ``value``."""
+        _add_items(container, [value])
 
     def _home(self) -> Any:
         """The Description new properties go to: the one holding dc:subject, else the first."""
@@ -461,10 +555,8 @@ class XmpPacket:
     def set_simple(self, ns: str, local: str, prefix: str, value: str) -> None:
         """Add a simple property (only used where it is absent)."""
         desc = self._home()
-        p = self._prefix(desc, ns, prefix, declare_on=desc)
-        prop = self.doc.createElementNS(ns, _qname(p, local))
-        prop.appendChild(self.doc.createTextNode(value))
-        _append(desc, prop)
+        self._prefix(desc, ns, prefix, declare_on=desc)
+        _append(desc, _clark(ns, local)).text = value
 
     def lang_default(self, ns: str, local: str) -> str | None:
         """The x-default (else first) item of a language alternative such as dc:title."""
@@ -477,7 +569,7 @@ class XmpPacket:
             return text.strip() if text and text.strip() else None
         items = _items(container)
         for li in items:
-            if li.getAttributeNS(NS_XML, "lang") == "x-default":
+            if li.get(_XML_LANG) == "x-default":
                 return _text(li)
         return _text(items[0]) if items else None
 
@@ -489,25 +581,23 @@ class XmpPacket:
             found = None
         if found is None:
             desc = self._home()
-            p = self._prefix(desc, ns, prefix, declare_on=desc)
-            prop = self.doc.createElementNS(ns, _qname(p, local))
-            _append(desc, prop)
-            rdf_p = self._prefix(desc, NS_RDF, "rdf", declare_on=None)
-            _append(prop, self.doc.createElementNS(NS_RDF, _qname(rdf_p, "Alt")))
+            self._prefix(desc, ns, prefix, declare_on=desc)
+            prop = _append(desc, _clark(ns, local))
+            self._prefix(desc, NS_RDF, "rdf", declare_on=None)
+            _append(prop, _clark(NS_RDF, "Alt"))
         else:
             desc, prop = found
         container = _container(prop)
         for li in _items(container):
-            if li.getAttributeNS(NS_XML, "lang") == "x-default":
-                for c in list(li.childNodes):
-                    li.removeChild(c)
-                li.appendChild(self.doc.createTextNode(value))
+            if li.get(_XML_LANG) == "x-default":
+                for c in list(li):
+                    li.remove(c)
+                li.text = value
                 return
-        rdf_p = self._prefix(container, NS_RDF, "rdf", declare_on=None)
-        li = self.doc.createElementNS(NS_RDF, _qname(rdf_p, "li"))
-        li.setAttributeNS(NS_XML, "xml:lang", "x-default")
-        li.appendChild(self.doc.createTextNode(value))
-        _append(container, li)
+        self._prefix(container, NS_RDF, "rdf", declare_on=None)
+        li = _append(container, _LI)
+        li.set(_XML_LANG, "x-default")
+        li.text = value
 
     def copy_properties(self, source: XmpPacket, wanted: dict[str, frozenset[str] | None]) -> None:
         """Copy ``source``'s properties whose namespace (and name) ``wanted`` lists, structures included,
@@ -519,20 +609,24 @@ class XmpPacket:
             return names is None or local in names
 
         for sdesc in source.descriptions():
-            for attr in list(sdesc.attributes.values()):
-                ns, local = attr.namespaceURI, attr.localName
-                if ns in (NS_XMLNS, NS_RDF) or not listed(ns, local) or self._has(ns, local):
+            for key, value in sdesc.attrib.items():
+                ns = key[1 : key.index("}")] if key[:1] == "{" else None
+                local = _local(key)
+                if ns in (None, NS_RDF, NS_XML) or not listed(ns, local) or self._has(ns, local):
                     continue
-                if not self._declare(desc, [(attr.prefix or "", ns)]):
+                if not self._declare(desc, [(_attr_prefix(sdesc, ns), ns)]):
                     continue
-                desc.setAttributeNS(ns, attr.name, attr.value)
+                desc.set(key, value)
             for el in _elements(sdesc):
-                if not listed(el.namespaceURI, el.localName) or self._has(el.namespaceURI, el.localName):
+                ns, local = _ns(el), _local(el.tag)
+                if not listed(ns, local) or (ns is not None and self._has(ns, local)):
                     continue
                 if not self._declare(desc, _prefixes_used(el)):
-                    log.debug("not copying %s: its prefixes clash with the sidecar's", el.tagName)
+                    log.debug("not copying %s: its prefixes clash with the sidecar's", _qualified(el))
                     continue
-                _append(desc, self.doc.importNode(el, True))
+                copy = deepcopy(el)
+                copy.tail = None
+                _append(desc, copy)
 
     def _has(self, ns: str, local: str) -> bool:
         return self._find(ns, local) is not None or self._attribute_value(ns, local) is not None
@@ -545,30 +639,32 @@ class XmpPacket:
                 continue
             if prefix in scope or not prefix:
                 return False
-        for prefix, ns in needed:
-            if prefix not in scope:
-                desc.setAttributeNS(NS_XMLNS, f"xmlns:{prefix}", ns)
-                scope[prefix] = ns
+        missing = {prefix: ns for prefix, ns in needed if prefix not in scope}
+        if missing:
+            self._declare_on(desc, missing)
         return True
 
     def digest(self) -> str:
         """A digest of the packet's content apart from ramtag's record, namespace declarations,
         prefixes and whitespace (to tell whether anything changed since ramtag seeded a sidecar)."""
 
-        def canon(node: Any) -> Any:
-            if node.nodeType == Node.ELEMENT_NODE:
-                if node.namespaceURI == RAMTAG_NS:
-                    return None
-                attrs = sorted(
-                    (a.namespaceURI or "", a.localName, a.value)
-                    for a in node.attributes.values()
-                    if a.namespaceURI not in (NS_XMLNS, RAMTAG_NS)
-                )
-                kids = [c for c in (canon(ch) for ch in node.childNodes) if c is not None]
-                return (node.namespaceURI, node.localName, attrs, kids)
-            if node.nodeType in (Node.TEXT_NODE, Node.CDATA_SECTION_NODE):
-                return node.data.strip() or None
-            return None
+        def text(value: str | None) -> str | None:
+            return (value or "").strip() or None
+
+        def canon(el: Any) -> Any:
+            ns = _ns(el)
+            if ns == RAMTAG_NS:
+                return None
+            attrs = []
+            for key, value in el.attrib.items():
+                a_ns = key[1 : key.index("}")] if key[:1] == "{" else ""
+                if a_ns != RAMTAG_NS:
+                    attrs.append((a_ns, _local(key), value))
+            kids = [text(el.text)]
+            for child in el:
+                kids.append(canon(child) if isinstance(child.tag, str) else None)
+                kids.append(text(child.tail))
+            return (ns, _local(el.tag), sorted(attrs), [k for k in kids if k is not None])
 
         return hashlib.sha256(repr(canon(self.rdf)).encode("utf-8")).hexdigest()[:32]
 
@@ -606,17 +702,17 @@ class XmpPacket:
 
     def read_record(self) -> RamtagRecord | None:
         props: dict[str, Any] = {}
+        prefix = "{" + RAMTAG_NS + "}"
         for desc in self.descriptions():
-            for attr in desc.attributes.values():
-                if attr.namespaceURI == RAMTAG_NS:
-                    props.setdefault(attr.localName, attr.value)
+            for value in _RAMTAG_ATTRS(desc):
+                props.setdefault(_local(value.attrname), str(value))
             for el in _elements(desc):
-                if el.namespaceURI == RAMTAG_NS:
+                if el.tag.startswith(prefix):
                     container = _container(el)
                     if container is not None:
-                        props.setdefault(el.localName, [_text(li) or "" for li in _items(container)])
+                        props.setdefault(_local(el.tag), [_text(li) or "" for li in _items(container)])
                     else:
-                        props.setdefault(el.localName, (_text(el) or "").strip())
+                        props.setdefault(_local(el.tag), (_text(el) or "").strip())
         if not props:
             return None
 
@@ -636,28 +732,30 @@ class XmpPacket:
             seeded=str(props.get("Seeded", "") or ""),
         )
 
-    def remove_record(self) -> None:
-        """Remove every ramtag property and ramtag namespace declaration."""
+    def remove_record(self, rewriting: Any | None = None) -> None:
+        """Remove every ramtag property and ramtag namespace declaration; ``rewriting``: the Description
+        the record is written to next, whose declaration in scope stays where it is the only one."""
+        prefix = "{" + RAMTAG_NS + "}"
+        ours: set[str] = set()  # prefixes bound to ramtag's namespace
+        elsewhere = False  # declared on a Description other than ``rewriting``
         for desc in self.descriptions():
             for el in _elements(desc):
-                if el.namespaceURI == RAMTAG_NS:
+                if el.tag.startswith(prefix):
                     _remove(el)
-            for attr in list(desc.attributes.values()):
-                if attr.namespaceURI == RAMTAG_NS:
-                    desc.removeAttributeNode(attr)
-        stack = [self.doc.documentElement]
-        while stack:
-            el = stack.pop()
-            for attr in list(el.attributes.values()):
-                if attr.namespaceURI == NS_XMLNS and attr.value == RAMTAG_NS:
-                    el.removeAttributeNode(attr)
-            stack.extend(_elements(el))
+            for value in _RAMTAG_ATTRS(desc):
+                del desc.attrib[value.attrname]
+            ours.update(p for p, uri in desc.nsmap.items() if uri == RAMTAG_NS and p)
+            elsewhere |= desc is not rewriting and RAMTAG_NS in _own_declarations(desc).values()
+        if rewriting is not None and RAMTAG_NS in rewriting.nsmap.values() and not elsewhere:
+            return
+        if ours:  # the declarations go where nothing uses them any more
+            self._cleanup(self.tree.getroot(), None, self._prefixes - ours)
 
     def write_record(self, record: RamtagRecord) -> None:
-        self.remove_record()
         desc = self._home()
-        p = self._prefix(desc, RAMTAG_NS, "ramtag", declare_on=desc)
-        rdf_p = self._prefix(desc, NS_RDF, "rdf", declare_on=None)
+        self.remove_record(rewriting=desc)
+        self._prefix(desc, RAMTAG_NS, "ramtag", declare_on=desc)
+        self._prefix(desc, NS_RDF, "rdf", declare_on=None)
         lists = (
             {"Tags": record.tags}
             | {f"Added{k}": v for k, v in record.added.items()}
@@ -667,35 +765,36 @@ class XmpPacket:
         for name, values in lists.items():
             if not values:
                 continue
-            prop = self.doc.createElementNS(RAMTAG_NS, _qname(p, name))
-            _append(desc, prop)
-            bag = self.doc.createElementNS(NS_RDF, _qname(rdf_p, "Bag"))
-            _append(prop, bag)
-            for v in values:
-                self._add_item(bag, v)
+            prop = _append(desc, _clark(RAMTAG_NS, name))
+            bag = _append(prop, _BAG)
+            _add_items(bag, list(values))
         created = (record.created_date or record.date or utc_now()) if record.created else ""
         simple = {"Model": record.model, "Date": record.date, "Created": created, "Seeded": record.seeded}
         for name, text in simple.items():
             if text:
-                prop = self.doc.createElementNS(RAMTAG_NS, _qname(p, name))
-                prop.appendChild(self.doc.createTextNode(text))
-                _append(desc, prop)
+                _append(desc, _clark(RAMTAG_NS, name)).text = text
 
     def is_empty(self) -> bool:
         """True when the packet holds no property at all (only rdf:about and declarations)."""
-        root = self.doc.documentElement
+        root = self.tree.getroot()
         if root is not self.rdf and any(e is not self.rdf for e in _elements(root)):
             return False
+        about = _clark(NS_RDF, "about")
         for el in _elements(self.rdf):
             if not _is(el, NS_RDF, "Description") or _elements(el):
                 return False
-            for attr in el.attributes.values():
-                if attr.namespaceURI != NS_XMLNS and not _is(attr, NS_RDF, "about"):
-                    return False
+            if any(key != about for key in el.attrib):
+                return False
         return True
 
     def snapshot(self, fields: tuple[XmpField, ...]) -> tuple[Any, ...]:
         return tuple(tuple(sorted(self.values(f.ns, f.local) or ())) for f in fields)
+
+
+_LI = _clark(NS_RDF, "li")
+_BAG = _clark(NS_RDF, "Bag")
+_CONTAINERS = frozenset(_clark(NS_RDF, name) for name in ("Bag", "Seq", "Alt"))
+_XML_LANG = _clark(NS_XML, "lang")
 
 
 def _qname(prefix: str, local: str) -> str:
@@ -703,31 +802,30 @@ def _qname(prefix: str, local: str) -> str:
 
 
 def _container(prop: Any) -> Any | None:
-    for el in _elements(prop):
-        if el.namespaceURI == NS_RDF and el.localName in ("Bag", "Seq", "Alt"):
+    for el in prop:
+        if el.tag in _CONTAINERS:
             return el
     return None
 
 
 def _items(container: Any) -> list[Any]:
-    return [e for e in _elements(container) if _is(e, NS_RDF, "li")]
+    return [e for e in container if e.tag == _LI]
 
 
 def _prefixes_used(el: Any) -> list[tuple[str, str]]:
     """(prefix, namespace) of every element and attribute in ``el``'s subtree that it does not declare."""
     out: dict[str, str] = {}
     declared: set[str] = set()
-    stack = [el]
-    while stack:
-        node = stack.pop()
-        for attr in node.attributes.values():
-            if attr.namespaceURI == NS_XMLNS:
-                declared.add("" if attr.name == "xmlns" else attr.localName)
-            elif attr.namespaceURI and attr.prefix not in (None, "xml"):
-                out.setdefault(attr.prefix, attr.namespaceURI)
-        if node.namespaceURI:
-            out.setdefault(node.prefix or "", node.namespaceURI)
-        stack.extend(_elements(node))
+    for node in el.iter(etree.Element):
+        declared.update(p or "" for p in _own_declarations(node))
+        for key in node.attrib:
+            if key[:1] == "{":
+                ns = key[1 : key.index("}")]
+                if ns != NS_XML:
+                    out.setdefault(_attr_prefix(node, ns), ns)
+        ns = _ns(node)
+        if ns:
+            out.setdefault(node.prefix or "", ns)
     return [(p, ns) for p, ns in out.items() if p not in declared]
 
 
@@ -764,12 +862,15 @@ def _apply_keywords(
     hierarchy_root: str,
     *,
     fill: bool,
-) -> None:
-    """Set every keyword property of ``packet`` as :func:`plan_fields` plans it."""
+) -> bool:
+    """Set every keyword property of ``packet`` as :func:`plan_fields` plans it; returns whether any
+    item was added or removed."""
     current = {f.key: packet.values(f.ns, f.local) for f in SIDECAR_FIELDS}
     final = plan_fields(SIDECAR_FIELDS, current, old, record, names, hierarchy_root, fill=fill)
+    changed = False
     for key, values in final.items():
-        packet.set_values(FIELDS_BY_KEY[key], values)
+        changed |= packet.set_values(FIELDS_BY_KEY[key], values, current[key])
+    return changed
 
 
 def merge_tags(
@@ -801,7 +902,6 @@ def merge_tags(
         packet = parse_sidecar(data, path)
     try:
         old = packet.read_record()
-        before = packet.snapshot(SIDECAR_FIELDS)
         record = RamtagRecord(
             tags=list(names),
             model=model,
@@ -813,8 +913,8 @@ def merge_tags(
             record.created, record.created_date = old.created, old.created_date
         elif record.created:
             record.created_date = record.date
-        _apply_keywords(packet, old, record, names, hierarchy_root, fill=True)
-        if before == packet.snapshot(SIDECAR_FIELDS) and record.same_content(old):
+        changed = _apply_keywords(packet, old, record, names, hierarchy_root, fill=True)
+        if not changed and record.same_content(old):
             return None, old if old is not None else record
         packet.write_record(record)
         return packet.to_bytes(), record
@@ -922,6 +1022,18 @@ class SidecarLocator:
 
         return min(names, key=rank)
 
+    def image_of(self, sidecar: Path) -> Path | None:
+        """The photo whose sidecar ``sidecar`` is (``a.jpg`` for ``a.jpg.xmp``, the owner of a shared
+        ``a.xmp``), None when that photo is not there."""
+        base, suffix = os.path.splitext(sidecar.name)
+        if suffix.lower() != ".xmp":
+            return None
+        if os.path.splitext(base)[1].lower() in IMAGE_SUFFIXES and sidecar.with_name(base).is_file():
+            return sidecar.with_name(base)
+        names = self._stems(sidecar.parent).get(base.lower(), [])
+        owner = self.owner_of_shared(sidecar.with_name(names[0])) if names else None
+        return sidecar.with_name(owner) if owner is not None else None
+
     def locate(self, image: Path) -> tuple[Path, str]:
         """``(sidecar path, note)``; the note (else "") says why the other naming was used."""
         ext_path = image.with_name(image.name + ".xmp")
@@ -968,7 +1080,13 @@ class XmpSidecarWriter:
 
     Image files are never opened for writing. ``repair_sidecars``: a sidecar that is not valid XML is
     copied to ``<sidecar>.bak`` and replaced by a fresh one instead of being reported.
+
+    After :meth:`defer_durability` (what ``tag_library``'s writer thread does) a written sidecar is
+    staged, its photo's lock held, until :meth:`sync` makes the whole batch durable at once
+    (:class:`~ramtag.fsutil.AtomicBatch`); the caller records nothing before ``sync`` returns.
     """
+
+    MAX_BATCH = 256  # sidecars staged at most (each holds two open files: its temporary and its lock)
 
     def __init__(
         self,
@@ -991,6 +1109,54 @@ class XmpSidecarWriter:
         self._warned_names: set[str] = set()
         self._exiftool: Any = None  # ExiftoolSession, started when a file needs it
         self.roots: list[Path] | None = None  # where a symlinked sidecar may lead (None: the image folder)
+        self._batch: AtomicBatch | None = None  # staged sidecars (after defer_durability)
+        self._held: list[HeldLock] = []  # the photo locks the staged sidecars need until they are in place
+        self._staged: dict[Path, Path] = {}  # staged sidecar -> its image
+        self._failed: list[tuple[str, str]] = []  # (image, one line) of staged sidecars that failed
+
+    def defer_durability(self) -> None:
+        """Stage sidecars from now on; :meth:`sync` makes them durable (where ``flock`` exists)."""
+        if fcntl is not None and not self.dry_run:
+            self._batch = AtomicBatch()
+
+    def sync(self) -> list[tuple[str, str]]:
+        """Make every staged sidecar durable in place and release its photo's lock; returns (image, one
+        line) for each image whose sidecar could not be (it is left as it was: nothing is recorded)."""
+        with self._lock:
+            self._commit()
+            failed, self._failed = self._failed, []
+            return failed
+
+    def _commit(self) -> None:
+        if self._batch is None:
+            return
+        try:
+            for target, err in self._batch.commit():
+                image = self._staged.get(target, target)
+                if isinstance(err, OSError):
+                    msg = str(OutputError.from_os(err, target))
+                else:
+                    msg = f"{printable(target)}: cannot write it ({printable(str(err))})"
+                self._failed.append((str(image), msg))
+        finally:
+            for held in self._held:
+                held.release()
+            self._held, self._staged = [], {}
+
+    def _lock_photo(self, image: Path) -> Any:
+        """The context that holds ``image``'s lock for one read-merge-write: a batch keeps it until it is
+        committed, and never waits for another run while holding locks (it commits first)."""
+        if self.dry_run:
+            return contextlib.nullcontext()
+        if self._batch is None:
+            return file_lock(image)
+        held = acquire_lock(image, wait=False)
+        if held is None:  # another run writes this photo: finish our batch, then wait for it
+            self._commit()
+            held = acquire_lock(image)
+            assert held is not None
+        self._held.append(held)
+        return contextlib.nullcontext()
 
     def write(self, result: ImageTags) -> WriteOutcome:
         if result.error is not None:
@@ -1006,8 +1172,12 @@ class XmpSidecarWriter:
                 log.warning(note)
             outcomes: list[WriteOutcome] = []
             failed: RamtagError | None = None
+            if self._batch is not None and (
+                len(self._batch) >= self.MAX_BATCH or any(s in self._staged for s in sidecars)
+            ):
+                self._commit()  # full, or a sidecar staged already: read it back as written
             # the lock orders concurrent ramtag runs writing the same photo (read-merge-write)
-            with contextlib.nullcontext() if self.dry_run else file_lock(image):
+            with self._lock_photo(image):
                 for sidecar in sidecars:
                     try:
                         outcomes.append(self._write(image, sidecar, names, note))
@@ -1062,7 +1232,11 @@ class XmpSidecarWriter:
             shutil.copy2(sidecar, backup)
             log.warning("%s was not valid XML; kept it as %s and wrote a new sidecar", sidecar, backup)
             extra += f" (malformed sidecar kept as {backup.name})"
-        atomic_write_bytes(sidecar, new, within=self.roots or [image.parent])
+        within = self.roots or [image.parent]
+        if self._batch is not None:
+            self._staged[self._batch.add(sidecar, new, within=within)] = image
+        else:
+            atomic_write_bytes(sidecar, new, within=within)
         return WriteOutcome(image, sidecar, "written", f"{sidecar}: {len(names)} tags{extra}", tags, fp)
 
     def _embedded(self, image: Path, sidecar_data: bytes | None) -> EmbeddedMetadata | None:
@@ -1085,6 +1259,12 @@ class XmpSidecarWriter:
 
     def close(self) -> None:
         with self._lock:
+            self._commit()  # what no sync() took (it is not recorded: the next run checks it again)
+            for _, msg in self._failed:
+                log.warning("%s", msg)
+            self._failed = []
+            if self._batch is not None:
+                self._batch.close()
             if self._exiftool is not None:
                 self._exiftool.close()
                 self._exiftool = None
@@ -1103,7 +1283,9 @@ def _combined(outcomes: list[WriteOutcome]) -> WriteOutcome:
 def untag_sidecar(sidecar: Path, *, image: Path | None = None, dry_run: bool = False) -> WriteOutcome:
     """Remove ramtag's keywords and record from one sidecar (deleting it if ramtag created it and
     nothing else is left). Raises :class:`SidecarError` for a malformed sidecar."""
-    lock_on = image if image is not None and image.exists() else sidecar  # the same lock as tagging takes
+    photo = image if image is not None and image.exists() else SidecarLocator().image_of(sidecar)
+    # the lock tagging the photo takes; without the photo no run can be tagging it: the sidecar's own
+    lock_on = photo if photo is not None else sidecar
     with contextlib.nullcontext() if dry_run else file_lock(lock_on):
         return _untag_sidecar(sidecar, image=image, dry_run=dry_run)
 
