@@ -21,14 +21,22 @@ regular file, and only inside ``within`` when given: a dangling or stray link is
 from __future__ import annotations
 
 import contextlib
+import logging
+import marshal
 import os
+import struct
+import subprocess
+import sys
 import tempfile
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
 from .errors import InputError, OutputError, printable
+
+log = logging.getLogger(__name__)
 
 
 def _current_umask() -> int:
@@ -199,13 +207,24 @@ class AtomicBatch:
     with ``discard``, overlaps), then fsyncs each folder once. A failure touches only its own file:
     its target is left as it was and :meth:`commit` returns it, the others go ahead. Not thread-safe
     (one writer fills and commits it).
+
+    ``background=True``: :meth:`start_commit` hands the files to a helper process (started on first
+    need) and returns at once, so the caller goes on preparing the next batch while this one reaches
+    the disk. A process, not threads: each of a commit's system calls gives up Python's GIL and must
+    win it back from the caller's busy thread, which it gets only every switch interval (5 ms), so a
+    commit run on threads beside busy Python code takes an order of magnitude longer than alone. Where
+    the helper cannot start or dies, the batch is done here instead (the same files, the same result).
     """
 
-    SYNC_THREADS = 16
+    SYNC_THREADS = 8
+    HELPER_MIN_FILES = 2  # smaller batches are committed here (starting a process is not worth it)
 
-    def __init__(self) -> None:
+    def __init__(self, *, background: bool = False) -> None:
         self._files: list[tuple[Path, bytes, int]] = []
-        self._pool: ThreadPoolExecutor | None = None  # started on the first commit of many files
+        self._pool: ThreadPoolExecutor | None = None  # started on the first commit of many files here
+        self._background = background
+        self._helper: _SyncHelper | None = None
+        self._sent: deque[PendingCommit] = deque()  # handed to the helper, oldest first, not answered
 
     def __len__(self) -> int:
         return len(self._files)
@@ -226,40 +245,236 @@ class AtomicBatch:
 
     def commit(self) -> list[tuple[Path, BaseException]]:
         """Make every staged file durable in place; returns ``(target, error)`` for those that failed."""
+        return self.start_commit().wait()
+
+    def start_commit(self) -> PendingCommit:
+        """Start making the staged files durable; the handle's ``wait()`` returns what :meth:`commit`
+        returns, once every one of them is durable or failed. Handles finish in the order started."""
         files, self._files = self._files, []
-
-        def write(item: tuple[Path, bytes, int]) -> BaseException | None:
+        pending = PendingCommit(self, files)
+        helper = self._helper_for(files)
+        if helper is not None:
             try:
-                f = AtomicFile(item[0], item[2])
-                f.write(item[1])
-                f.commit(sync_folder=False)
-            except Exception as e:  # handed back with its file
-                return e
-            return None
+                helper.send(files)
+                self._sent.append(pending)
+                return pending
+            except OSError:  # the helper is gone: this batch and the rest are done here
+                self._helper_failed()
+        pending._finish(self._commit_here(files))
+        return pending
 
-        if len(files) <= 1:
-            errors = [write(item) for item in files]
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.SYNC_THREADS, "ramtag-fsync")
-            errors = list(self._pool.map(write, files))
-        failed = [(item[0], err) for item, err in zip(files, errors, strict=True) if err is not None]
-        for folder in dict.fromkeys(
-            item[0].parent for item, err in zip(files, errors, strict=True) if err is None
-        ):
-            fsync_dir(folder)
-        return failed
+    def _helper_for(self, files: list[tuple[Path, bytes, int]]) -> _SyncHelper | None:
+        if not self._background or len(files) < self.HELPER_MIN_FILES:
+            return None
+        if self._helper is None:
+            self._helper = _SyncHelper.start(self.SYNC_THREADS)
+            if self._helper is None:
+                self._background = False
+        return self._helper
+
+    def _receive_until(self, pending: PendingCommit) -> None:
+        """Take the helper's answers, oldest first, until ``pending`` has its own."""
+        while not pending.done and self._sent:
+            oldest = self._sent[0]
+            try:
+                assert self._helper is not None
+                answer = self._helper.receive(oldest.files)
+            except (OSError, EOFError, ValueError, TypeError, IndexError):
+                self._helper_failed()
+                return
+            self._sent.popleft()
+            oldest._finish(answer)
+
+    def _helper_failed(self) -> None:
+        """The helper died or answered nonsense: what it was given is done again here (rewriting a file
+        it already replaced writes the same bytes), and so is every later batch."""
+        log.debug("the sync helper process stopped; committing in this process", exc_info=True)
+        helper, self._helper, self._background = self._helper, None, False
+        if helper is not None:
+            helper.close()
+        while self._sent:
+            pending = self._sent.popleft()
+            pending._finish(self._commit_here(pending.files))
+
+    def _commit_here(self, files: list[tuple[Path, bytes, int]]) -> list[BaseException | None]:
+        if len(files) > 1 and self._pool is None:
+            self._pool = ThreadPoolExecutor(self.SYNC_THREADS, "ramtag-fsync")
+        return commit_files(files, self._pool)
 
     def discard(self) -> None:
-        """Forget every staged file; the targets are left as they were."""
+        """Forget every staged file (not yet committed); the targets are left as they were."""
         self._files = []
 
     def close(self) -> None:
-        """Stop the threads (what is staged and not committed is forgotten)."""
+        """Wait for every started commit, stop the threads and the helper (what is staged and not
+        committed is forgotten)."""
         self.discard()
+        while self._sent:
+            self._sent[0].wait()
+        if self._helper is not None:
+            self._helper.close()
+            self._helper = None
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+
+
+class PendingCommit:
+    """One :meth:`AtomicBatch.start_commit` on its way to the disk."""
+
+    def __init__(self, batch: AtomicBatch, files: list[tuple[Path, bytes, int]]) -> None:
+        self.batch, self.files = batch, files
+        self.done = False
+        self._failed: list[tuple[Path, BaseException]] = []
+
+    def _finish(self, errors: list[BaseException | None]) -> None:
+        self._failed = [(f[0], e) for f, e in zip(self.files, errors, strict=True) if e is not None]
+        self.done, self.files = True, []
+
+    def wait(self) -> list[tuple[Path, BaseException]]:
+        """``(target, error)`` for each file that could not be made durable (left as it was)."""
+        if not self.done:
+            self.batch._receive_until(self)
+        if not self.done:  # the helper failed while this one was in it: done here, in order
+            self.batch._receive_until(self)
+        assert self.done
+        return self._failed
+
+
+def commit_files(
+    files: Sequence[tuple[Path, bytes, int]], pool: ThreadPoolExecutor | None
+) -> list[BaseException | None]:
+    """Write each file atomically (no folder fsync), on ``pool`` when given, then fsync each folder
+    that got a file once; the error of each file (None where it is durable in place)."""
+
+    def write(item: tuple[Path, bytes, int]) -> BaseException | None:
+        try:
+            f = AtomicFile(item[0], item[2])
+            f.write(item[1])
+            f.commit(sync_folder=False)
+        except Exception as e:  # handed back with its file
+            return e
+        return None
+
+    errors = list(pool.map(write, files)) if pool is not None else [write(item) for item in files]
+    for folder in dict.fromkeys(
+        item[0].parent for item, err in zip(files, errors, strict=True) if err is None
+    ):
+        fsync_dir(folder)
+    return errors
+
+
+# The helper process: frames of an 8-byte little-endian length and a marshal payload. Parent -> helper:
+# [(target as bytes, data, mode), ...]; helper -> parent: [(index, errno, message), ...] for the files
+# that failed (errno 0: not an OSError; the message is then the whole error line).
+_FRAME = struct.Struct("<Q")
+
+
+def _send_frame(stream: IO[bytes], payload: bytes) -> None:
+    stream.write(_FRAME.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def _read_frame(stream: IO[bytes]) -> bytes | None:
+    head = stream.read(_FRAME.size)
+    if not head:
+        return None
+    if len(head) != _FRAME.size:
+        raise EOFError("truncated frame")
+    (size,) = _FRAME.unpack(head)
+    payload = stream.read(size)
+    if len(payload) != size:
+        raise EOFError("truncated frame")
+    return payload
+
+
+class _SyncHelper:
+    """The parent's end of the helper process (``python -m ramtag.fsutil``)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    @classmethod
+    def start(cls, threads: int) -> _SyncHelper | None:
+        if not sys.executable or os.name != "posix":
+            return None
+        package_root = str(Path(__file__).resolve().parents[1])
+        code = (
+            f"import sys; sys.path.insert(0, {package_root!r}); "
+            f"from ramtag.fsutil import _serve; _serve({int(threads)})"
+        )
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", code],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                close_fds=True,
+            )
+        except OSError:
+            log.debug("cannot start the sync helper process", exc_info=True)
+            return None
+        return cls(proc)
+
+    def send(self, files: list[tuple[Path, bytes, int]]) -> None:
+        assert self.proc.stdin is not None
+        _send_frame(self.proc.stdin, marshal.dumps([(os.fsencode(t), d, m) for t, d, m in files]))
+
+    def receive(self, files: list[tuple[Path, bytes, int]]) -> list[BaseException | None]:
+        """The answer to the oldest batch sent (``files``): each file's error, None where durable."""
+        assert self.proc.stdout is not None
+        payload = _read_frame(self.proc.stdout)
+        if payload is None:
+            raise EOFError("the sync helper process ended")
+        errors: list[BaseException | None] = [None] * len(files)
+        for i, errno, message in marshal.loads(payload):
+            target = files[i][0]
+            errors[i] = OSError(errno, message, str(target)) if errno else OutputError(message)
+        return errors
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def _serve(threads: int) -> None:
+    """The helper process: commit each batch read from stdin, answer on stdout, until stdin ends."""
+    import queue
+    import signal
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which then closes stdin
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    frames: queue.Queue[bytes | None] = queue.Queue()
+
+    def read() -> None:  # always reading, so the parent never blocks handing over the next batch
+        try:
+            while (frame := _read_frame(inp)) is not None:
+                frames.put(frame)
+        finally:
+            frames.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    with ThreadPoolExecutor(threads) as pool:
+        while (frame := frames.get()) is not None:
+            files = [(Path(os.fsdecode(t)), d, m) for t, d, m in marshal.loads(frame)]
+            errors = commit_files(files, pool)
+            answer = [(i, *_error_fields(e)) for i, e in enumerate(errors) if e is not None]
+            _send_frame(out, marshal.dumps(answer))
+
+
+def _error_fields(e: BaseException) -> tuple[int, str]:
+    if isinstance(e, OSError) and e.errno:
+        return e.errno, e.strerror or os.strerror(e.errno)
+    return 0, str(e)
 
 
 def atomic_write_bytes(

@@ -661,6 +661,8 @@ class BackgroundWriter:
         self.errors: list[tuple[str, str]] = []
         self._pending: list[Pending] = []
         self._unsynced = 0  # results handed to the writers since the last flush
+        # the batch on its way to the disk (sync_begin's wait, its images), recorded at the next flush
+        self._inflight: tuple[Callable[[], list[tuple[str, str]]], list[Pending]] | None = None
         self._queue: queue.Queue[tuple[ImageTags, Any, Any] | None] = queue.Queue(maxsize=256)
         defer = getattr(writer, "defer_durability", None)
         if defer is not None:
@@ -687,10 +689,7 @@ class BackgroundWriter:
                 if self.jsonl is not None:
                     self.jsonl.close()
         except (RamtagError, OSError) as e:  # e.g. the disk filled while writing the JSON Lines file
-            msg = (
-                str(e) if isinstance(e, RamtagError) else str(OutputError.from_os(e, e.filename or "output"))
-            )
-            self.errors.append(("", msg))
+            self._report(e)
 
     def _loop(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -708,30 +707,56 @@ class BackgroundWriter:
                 if self.progress:
                     self.progress("written", 1, 0)
             self._unsynced += 1
-            if self._unsynced >= self.FLUSH_EVERY or self._queue.empty():
+            if self._queue.empty():  # nothing else to write: durable and recorded now
                 self.flush()
+            elif self._unsynced >= self.FLUSH_EVERY:  # more to write meanwhile: this batch on its way
+                self.flush(wait=False)
 
-    def flush(self) -> None:
-        """Make what was written durable (staged sidecars, JSON Lines), then record it."""
-        if not self._pending and not self._unsynced:
-            return
-        pending, self._pending, self._unsynced = self._pending, [], 0
+    def flush(self, *, wait: bool = True) -> None:
+        """Make what was written durable (staged sidecars, JSON Lines), then record it. ``wait=False``
+        (the loop's flushes): a writer with ``sync_begin`` makes this batch durable while the next one
+        is written; the batch before it is recorded now (one in flight at most)."""
+        if self._pending or self._unsynced:
+            pending, self._pending, self._unsynced = self._pending, [], 0
+            begin = getattr(self.writer, "sync_begin", None)  # staged sidecars, pipelined
+            sync = getattr(self.writer, "sync", None)  # the same at once; or --write json's JSON Lines
+            try:
+                if begin is not None:
+                    done = begin()
+                else:
+                    failed = (sync() if sync is not None else None) or []
+                    done = lambda failed=failed: failed  # noqa: E731
+                if self.jsonl is not None:
+                    self.jsonl.sync()
+            except (RamtagError, OSError) as e:  # not durable: not recorded (the next run writes them again)
+                self._report(e)
+            else:
+                previous, self._inflight = self._inflight, (done, pending)
+                if previous is not None:
+                    self._record(*previous)
+        if wait and self._inflight is not None:
+            last, self._inflight = self._inflight, None
+            self._record(*last)
+
+    def _report(self, e: RamtagError | OSError) -> None:
+        """One line for a failure that no single image owns (the JSON Lines file, a whole batch)."""
+        if isinstance(e, RamtagError):
+            self.errors.append(("", str(e)))
+        else:
+            self.errors.append(("", str(OutputError.from_os(e, e.filename or "output"))))
+
+    def _record(self, done: Callable[[], list[tuple[str, str]]], pending: list[Pending]) -> None:
+        """Record ``pending`` once ``done()`` says its outputs are durable (less those that failed)."""
         try:
-            sync = getattr(self.writer, "sync", None)  # staged sidecars; or --write json's JSON Lines
-            failed = (sync() if sync is not None else None) or []
-            if failed:  # those images' outputs are not durable: reported, not recorded
-                self.errors.extend(failed)
-                bad = {path for path, _ in failed}
-                self.summary.written -= len(bad)  # each was counted when it was staged
-                pending = [p for p in pending if str(p.path) not in bad]
-            if self.jsonl is not None:
-                self.jsonl.sync()
-        except (RamtagError, OSError) as e:  # not durable: not recorded (the next run writes them again)
-            msg = (
-                str(e) if isinstance(e, RamtagError) else str(OutputError.from_os(e, e.filename or "output"))
-            )
-            self.errors.append(("", msg))
+            failed = done()
+        except (RamtagError, OSError) as e:
+            self._report(e)
             return
+        if failed:  # those images' outputs are not durable: reported, not recorded
+            self.errors.extend(failed)
+            bad = {path for path, _ in failed}
+            self.summary.written -= len(bad)  # each was counted when it was staged
+            pending = [p for p in pending if str(p.path) not in bad]
         for p in pending:  # a sidecar's stat as it is now in place (the re-run's quick "still there")
             p.outputs = [(k, t, tg, fp, _stat(t) if st is STAGED else st) for k, t, tg, fp, st in p.outputs]
         if self.book is not None:

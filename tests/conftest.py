@@ -64,6 +64,15 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 
 
 @pytest.fixture
+def commits_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batched sidecar commits in this process, not the helper process: for tests that simulate a
+    disk fault by patching ``os`` here (the helper's own error path is tested with real faults)."""
+    from ramtag.fsutil import AtomicBatch
+
+    monkeypatch.setattr(AtomicBatch, "HELPER_MIN_FILES", 10**9)
+
+
+@pytest.fixture
 def ramtag_home() -> Path:
     return Path(os.environ["RAMTAG_HOME"])
 

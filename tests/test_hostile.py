@@ -96,7 +96,7 @@ def _fail_on(monkeypatch: pytest.MonkeyPatch, name: str, err: int, when: Any = l
 
 # ------------------------------------------------------------------------------ case 4: disk faults
 def test_disk_full_sidecars_are_one_line_each_and_leave_no_temp_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_tracebacks: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_tracebacks: None, commits_here: None
 ) -> None:
     lib = library(tmp_path, ["a.jpg", "b.jpg", "c.jpg"])
     (lib / "b.jpg.xmp").write_text("<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
@@ -118,7 +118,12 @@ def test_disk_full_sidecars_are_one_line_each_and_leave_no_temp_files(
     ("err", "cause"), [(errno.EACCES, "permission denied"), (errno.EROFS, "read-only file system")]
 )
 def test_unwritable_folder_counts_each_image_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int, cause: str, no_tracebacks: None
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    err: int,
+    cause: str,
+    no_tracebacks: None,
+    commits_here: None,
 ) -> None:
     # (tests may run as root, where chmod does not stop writes: the refusal is simulated at mkstemp)
     lib = library(tmp_path, ["a.jpg", "b.jpg"])
@@ -602,14 +607,8 @@ def test_an_unreadable_sidecar_is_one_line(
 ) -> None:
     lib = library(tmp_path, ["a.jpg", "b.jpg"])
     (lib / "a.jpg.xmp").write_text("<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
-    real_open = open
-
-    def guarded(file: Any, *args: Any, **kwargs: Any) -> Any:
-        if str(file).endswith("a.jpg.xmp"):
-            raise PermissionError(errno.EACCES, "Permission denied", str(file))
-        return real_open(file, *args, **kwargs)
-
-    monkeypatch.setattr("builtins.open", guarded)
+    # (as root a chmod does not stop reading: the refusal is simulated where the sidecar is opened)
+    _fail_on(monkeypatch, "open", errno.EACCES, lambda path, *a: str(path).endswith("a.jpg.xmp"))
     summary = run(lib)
     assert [r for _, r in summary.failed] == [f"{lib / 'a.jpg.xmp'}: cannot read it (permission denied)"]
     assert summary.written == 1

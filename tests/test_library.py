@@ -94,7 +94,7 @@ def test_background_writer_counts_only_what_was_written(tmp_path: Path) -> None:
 
 
 def test_background_writer_records_sidecars_only_once_they_are_in_place(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, commits_here: None
 ) -> None:
     """The XMP writer stages sidecars and the writer thread commits them together: every image handed
     to the catalog has its sidecar in place, with the stat recorded as it is there; one that could

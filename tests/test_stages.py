@@ -237,6 +237,66 @@ def test_atomic_batch_puts_each_file_in_place_after_its_fsync_and_fsyncs_each_fo
     assert _leftovers(folders[0]) == _leftovers(folders[1]) == []
 
 
+def test_atomic_batch_in_the_helper_process_reports_real_faults_per_file(tmp_path: Path) -> None:
+    """``background=True``: the commit runs in the helper process while the caller goes on; a folder
+    that vanished after staging fails only its own files (the real error, per file), and batches
+    finish in the order started."""
+    import errno
+
+    keep, gone = tmp_path / "keep", tmp_path / "gone"
+    batch = AtomicBatch(background=True)
+    handles, targets = [], []
+    for round_ in range(3):
+        for folder in (keep, gone):
+            folder.mkdir(exist_ok=True)
+            for i in range(5):
+                target = folder / f"f{i}.xmp"
+                target.write_bytes(b"old") if round_ == 0 else None
+                batch.add(target, f"round {round_} {target.name}".encode())
+                targets.append(target)
+        if round_ == 2:  # staged; then its folder goes before the commit starts
+            assert handles[1].wait() == []  # (the round before wrote there)
+            for p in gone.iterdir():
+                p.unlink()
+            gone.rmdir()
+        handles.append(batch.start_commit())
+    assert batch._helper is not None and batch._helper.proc.poll() is None  # a live helper did it
+    last = handles[-1].wait()  # waits for the earlier ones too, in order
+    assert all(h.done for h in handles) and handles[0].wait() == []
+    assert sorted(t.name for t, _ in last) == [f"f{i}.xmp" for i in range(5)]
+    for target, err in last:
+        assert target.parent == gone and isinstance(err, OSError) and err.errno == errno.ENOENT
+    assert all((keep / f"f{i}.xmp").read_bytes() == f"round 2 f{i}.xmp".encode() for i in range(5))
+    proc = batch._helper.proc
+    batch.close()
+    assert proc.poll() == 0 and _leftovers(keep) == []
+
+
+def test_atomic_batch_redoes_a_batch_here_when_the_helper_dies(tmp_path: Path) -> None:
+    """A helper killed with batches in it: they are done again in this process (same bytes, same
+    result), and so is every later batch."""
+    import signal
+
+    batch = AtomicBatch(background=True)
+    first = [tmp_path / f"a{i}.xmp" for i in range(20)]
+    for t in first:
+        batch.add(t, b"first " + t.name.encode())
+    handle = batch.start_commit()
+    assert batch._helper is not None
+    batch._helper.proc.send_signal(signal.SIGKILL)
+    batch._helper.proc.wait()
+    second = [tmp_path / f"b{i}.xmp" for i in range(20)]
+    for t in second:
+        batch.add(t, b"second " + t.name.encode())
+    later = batch.start_commit()
+    assert handle.wait() == [] and later.wait() == []
+    assert batch._helper is None  # the rest here
+    assert all(t.read_bytes() == b"first " + t.name.encode() for t in first)
+    assert all(t.read_bytes() == b"second " + t.name.encode() for t in second)
+    batch.close()
+    assert _leftovers(tmp_path) == []
+
+
 def test_atomic_path_error_in_the_block_leaves_nothing(tmp_path: Path) -> None:
     target = tmp_path / "model.safetensors"
     with pytest.raises(RuntimeError), atomic_path(target) as tmp:

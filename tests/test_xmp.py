@@ -18,7 +18,7 @@ from _xmp_samples import MALFORMED, SAMPLES, USER_SUBJECTS
 from ramtag.errors import OutputError, SidecarError, UsageError
 from ramtag.results import ImageTags, TagScore
 from ramtag.writers import make_writer, untag_paths
-from ramtag.writers.atomic import TMP_SUFFIX, AtomicFile, atomic_write_bytes
+from ramtag.writers.atomic import TMP_SUFFIX, AtomicBatch, AtomicFile, atomic_write_bytes
 from ramtag.writers.xmp import (
     NS_DC,
     NS_DIGIKAM,
@@ -473,6 +473,7 @@ def test_batched_writer_reports_a_failed_commit_per_photo(
         real_replace(src, dst)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(AtomicBatch, "HELPER_MIN_FILES", 10**9)  # the patch is in this process only
     assert all(w.write(result(p, "new")).action == "written" for p in photos)
     failed = w.sync()
     assert failed == [(str(photos[2]), f"{bad}: cannot write it (disk full)")]

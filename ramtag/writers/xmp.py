@@ -35,6 +35,7 @@ never overwritten (``repair_sidecars=True`` keeps it as ``*.bak`` and starts a f
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -42,7 +43,9 @@ import re
 import shutil
 import stat
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +58,7 @@ from lxml import etree
 from ramtag.errors import OutputError, RamtagError, SidecarError, printable
 from ramtag.formats import IMAGE_EXTENSIONS, RAW_EXTENSIONS
 from ramtag.results import ImageTags
-from ramtag.writers.atomic import AtomicBatch, atomic_write_bytes
+from ramtag.writers.atomic import AtomicBatch, PendingCommit, atomic_write_bytes
 from ramtag.writers.base import (
     RAMTAG_NS,
     KeywordField,
@@ -945,28 +948,70 @@ def remove_tags(data: bytes, *, path: Path) -> tuple[bytes | None, RamtagRecord 
 # Which sidecar belongs to which image
 
 
-def _existing(path: Path) -> Path | None:
-    for candidate in (path, path.with_name(path.stem + ".XMP")):
-        if candidate.is_file():
-            return candidate
-    return None
+@dataclass
+class _Listing:
+    """What a folder held when it was listed: image stems and sidecar names."""
+
+    stems: dict[str, list[str]]  # lower-case stem -> image file names with that stem
+    sidecars: set[str] | None  # names of *.xmp files (any case); None: the folder could not be listed
+    taken: float  # time.monotonic() of the listing
+
+    @classmethod
+    def of(cls, directory: Path) -> _Listing:
+        stems: dict[str, list[str]] = {}
+        sidecars: set[str] | None = set()
+        taken = time.monotonic()
+        try:
+            with os.scandir(directory) as it:
+                for entry in it:
+                    stem, suffix = os.path.splitext(entry.name)
+                    suffix = suffix.lower()
+                    if suffix in IMAGE_SUFFIXES:
+                        stems.setdefault(stem.lower(), []).append(entry.name)
+                    elif suffix == ".xmp" and sidecars is not None:
+                        sidecars.add(entry.name)
+        except OSError:
+            sidecars = None
+        return cls(stems, sidecars, taken)
+
+    def fresh(self) -> bool:
+        return time.monotonic() - self.taken < SidecarLocator.LISTING_SECONDS
 
 
 def read_sidecar(path: Path) -> bytes | None:
     """The bytes of an existing sidecar (None when there is none), at most ``MAX_SIDECAR_BYTES``: a larger
     file raises :class:`SidecarError` and is left alone (the read is bounded, whatever the file is)."""
-    if not path.exists():
-        return None
-    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the run, a device never end
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENAMETOOLONG):  # (no file can have that name)
+            return None
+        raise
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the run, a device never end
         raise SidecarError(f"{printable(path)}: not a regular file; left alone - move it away")
-    with open(path, "rb") as f:
-        data = f.read(MAX_SIDECAR_BYTES + 1)
-    if len(data) > MAX_SIDECAR_BYTES:
-        raise SidecarError(
-            f"{printable(path)}: larger than {MAX_SIDECAR_BYTES // 2**20} MB, which no real sidecar reaches; "
-            "left alone - check what it is, or move it away to let ramtag write a new one"
-        )
-    return data
+    too_big = SidecarError(
+        f"{printable(path)}: larger than {MAX_SIDECAR_BYTES // 2**20} MB, which no real sidecar reaches; "
+        "left alone - check what it is, or move it away to let ramtag write a new one"
+    )
+    if st.st_size > MAX_SIDECAR_BYTES:
+        raise too_big
+    # O_NONBLOCK: should it have turned into a FIFO since the stat, the read returns instead of waiting
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        chunks, size = [], 0
+        while size <= MAX_SIDECAR_BYTES:  # to the end, even if it grew since the stat; bounded
+            chunk = os.read(fd, max(st.st_size - size, 0) + 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except BlockingIOError:
+        raise SidecarError(f"{printable(path)}: not a regular file; left alone - move it away") from None
+    finally:
+        os.close(fd)
+    if size > MAX_SIDECAR_BYTES:
+        raise too_big
+    return b"".join(chunks)
 
 
 def _backup_path(path: Path) -> Path:
@@ -981,36 +1026,56 @@ class SidecarLocator:
 
     ``photo.xmp`` (Adobe naming) is shared by every image with the stem ``photo``; it belongs to one
     of them (a RAW file first, then the alphabetically first extension) and the others use
-    ``photo.<ext>.xmp``. Directory listings are cached (thread-safe, a few folders).
+    ``photo.<ext>.xmp``. Directory listings are cached (thread-safe, a few folders): they give the
+    image stems, and they answer "is there no such sidecar?" for ``LISTING_SECONDS`` without asking
+    the file system (a name that is not there is the slow lookup, and every image asks for three);
+    a sidecar the listing shows is still checked on disk, and ones this locator's writer creates are
+    added with :meth:`note_written`.
     """
+
+    LISTING_SECONDS = 1.0  # how long a folder's listing is trusted for names that are not in it
 
     def __init__(self, naming: str = "ext", cache_dirs: int = 16) -> None:
         if naming not in ("ext", "replace"):
             raise ValueError(f"sidecar naming must be 'ext' or 'replace', not {naming!r}")
         self.naming = naming
-        self._cache: OrderedDict[Path, dict[str, list[str]]] = OrderedDict()
+        self._cache: OrderedDict[Path, _Listing] = OrderedDict()
         self._cache_dirs = cache_dirs
         self._lock = threading.Lock()
 
-    def _stems(self, directory: Path) -> dict[str, list[str]]:
+    def _listing(self, directory: Path, fresh: bool = False) -> _Listing:
         with self._lock:
-            if directory in self._cache:
+            listing = self._cache.get(directory)
+            if listing is not None and (not fresh or listing.fresh()):
                 self._cache.move_to_end(directory)
-                return self._cache[directory]
-        stems: dict[str, list[str]] = {}
-        try:
-            with os.scandir(directory) as it:
-                for entry in it:
-                    stem, suffix = os.path.splitext(entry.name)
-                    if suffix.lower() in IMAGE_SUFFIXES:
-                        stems.setdefault(stem.lower(), []).append(entry.name)
-        except OSError:
-            pass
+                return listing
+        listing = _Listing.of(directory)
         with self._lock:
-            self._cache[directory] = stems
+            self._cache[directory] = listing
+            self._cache.move_to_end(directory)
             while len(self._cache) > self._cache_dirs:
                 self._cache.popitem(last=False)
-        return stems
+        return listing
+
+    def _stems(self, directory: Path) -> dict[str, list[str]]:
+        return self._listing(directory).stems
+
+    def _existing(self, path: Path) -> Path | None:
+        """``path`` or its ``.XMP`` twin where one is a file (:func:`_existing`, with the listing)."""
+        listing = self._listing(path.parent, fresh=True)
+        for candidate in (path, path.with_name(path.stem + ".XMP")):
+            if listing.sidecars is not None and candidate.name not in listing.sidecars:
+                continue  # not there a moment ago: no need to ask
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def note_written(self, sidecar: Path) -> None:
+        """``sidecar`` exists now (or will once its batch is committed): the listing shows it."""
+        with self._lock:
+            listing = self._cache.get(sidecar.parent)
+            if listing is not None and listing.sidecars is not None:
+                listing.sidecars.add(sidecar.name)
 
     def owner_of_shared(self, image: Path) -> str:
         """File name of the image that owns ``<stem>.xmp`` among those sharing ``image``'s stem."""
@@ -1038,10 +1103,10 @@ class SidecarLocator:
         """``(sidecar path, note)``; the note (else "") says why the other naming was used."""
         ext_path = image.with_name(image.name + ".xmp")
         shared = image.with_name(image.stem + ".xmp")
-        found = _existing(ext_path)
+        found = self._existing(ext_path)
         if found is not None:
             return found, ""
-        found_shared = _existing(shared)
+        found_shared = self._existing(shared)
         if found_shared is None and self.naming == "ext":
             return ext_path, ""
         owner = self.owner_of_shared(image)
@@ -1062,10 +1127,10 @@ class SidecarLocator:
     def sidecars_of(self, image: Path) -> list[Path]:
         """Existing sidecars that belong to ``image`` (for untag)."""
         out = []
-        found = _existing(image.with_name(image.name + ".xmp"))
+        found = self._existing(image.with_name(image.name + ".xmp"))
         if found is not None:
             out.append(found)
-        shared = _existing(image.with_name(image.stem + ".xmp"))
+        shared = self._existing(image.with_name(image.stem + ".xmp"))
         if shared is not None and self.owner_of_shared(image) == image.name:
             out.append(shared)
         return out
@@ -1112,36 +1177,63 @@ class XmpSidecarWriter:
         self._batch: AtomicBatch | None = None  # staged sidecars (after defer_durability)
         self._held: list[HeldLock] = []  # the photo locks the staged sidecars need until they are in place
         self._staged: dict[Path, Path] = {}  # staged sidecar -> its image
+        self._inflight: list[_InFlight] = []  # batches started (sync_begin) and not yet waited for
         self._failed: list[tuple[str, str]] = []  # (image, one line) of staged sidecars that failed
 
     def defer_durability(self) -> None:
         """Stage sidecars from now on; :meth:`sync` makes them durable (where ``flock`` exists)."""
         if fcntl is not None and not self.dry_run:
-            self._batch = AtomicBatch()
+            self._batch = AtomicBatch(background=True)
 
     def sync(self) -> list[tuple[str, str]]:
         """Make every staged sidecar durable in place and release its photo's lock; returns (image, one
         line) for each image whose sidecar could not be (it is left as it was: nothing is recorded)."""
         with self._lock:
-            self._commit()
+            self._drain()
             failed, self._failed = self._failed, []
+            for batch in self._inflight:
+                failed.extend(batch.finish())
+            self._inflight = []
             return failed
 
-    def _commit(self) -> None:
+    def sync_begin(self) -> Callable[[], list[tuple[str, str]]]:
+        """:meth:`sync` in two steps: start making what is staged durable and return at once; the
+        returned function waits for it and returns what :meth:`sync` would (call it before recording
+        these images; meanwhile the next batch can be written)."""
+        with self._lock:
+            if self._batch is None:  # nothing staged (a dry run, or no flock): only earlier failures
+                failed, self._failed = self._failed, []
+                return lambda: failed
+            batch = self._start()
+            batch.failed_before, self._failed = self._failed, []
+            self._inflight.append(batch)
+
+        def wait() -> list[tuple[str, str]]:
+            with self._lock:
+                failed = batch.finish()
+                if batch in self._inflight:
+                    self._inflight.remove(batch)
+                return failed
+
+        return wait
+
+    def _start(self) -> _InFlight:
+        """Hand what is staged (and the photo locks it needs) to the disk."""
+        assert self._batch is not None
+        pending = self._batch.start_commit()
+        batch = _InFlight(pending, self._held, self._staged)
+        self._held, self._staged = [], {}
+        return batch
+
+    def _drain(self) -> None:
+        """Every started batch and what is staged, durable (or failed) now; their locks released."""
         if self._batch is None:
             return
-        try:
-            for target, err in self._batch.commit():
-                image = self._staged.get(target, target)
-                if isinstance(err, OSError):
-                    msg = str(OutputError.from_os(err, target))
-                else:
-                    msg = f"{printable(target)}: cannot write it ({printable(str(err))})"
-                self._failed.append((str(image), msg))
-        finally:
-            for held in self._held:
-                held.release()
-            self._held, self._staged = [], {}
+        for batch in self._inflight:
+            batch.finish()
+        if self._held or self._staged:
+            batch = self._start()
+            self._failed.extend(batch.finish())
 
     def _lock_photo(self, image: Path) -> Any:
         """The context that holds ``image``'s lock for one read-merge-write: a batch keeps it until it is
@@ -1151,8 +1243,8 @@ class XmpSidecarWriter:
         if self._batch is None:
             return file_lock(image)
         held = acquire_lock(image, wait=False)
-        if held is None:  # another run writes this photo: finish our batch, then wait for it
-            self._commit()
+        if held is None:  # another run writes this photo: finish our batches, then wait for it
+            self._drain()
             held = acquire_lock(image)
             assert held is not None
         self._held.append(held)
@@ -1173,9 +1265,9 @@ class XmpSidecarWriter:
             outcomes: list[WriteOutcome] = []
             failed: RamtagError | None = None
             if self._batch is not None and (
-                len(self._batch) >= self.MAX_BATCH or any(s in self._staged for s in sidecars)
+                len(self._batch) >= self.MAX_BATCH or any(self._in_batch(s) for s in sidecars)
             ):
-                self._commit()  # full, or a sidecar staged already: read it back as written
+                self._drain()  # full, or a sidecar staged already: read it back as written
             # the lock orders concurrent ramtag runs writing the same photo (read-merge-write)
             with self._lock_photo(image):
                 for sidecar in sidecars:
@@ -1237,6 +1329,7 @@ class XmpSidecarWriter:
             self._staged[self._batch.add(sidecar, new, within=within)] = image
         else:
             atomic_write_bytes(sidecar, new, within=within)
+        self.locator.note_written(sidecar)
         return WriteOutcome(image, sidecar, "written", f"{sidecar}: {len(names)} tags{extra}", tags, fp)
 
     def _embedded(self, image: Path, sidecar_data: bytes | None) -> EmbeddedMetadata | None:
@@ -1257,9 +1350,15 @@ class XmpSidecarWriter:
         out, _, status = self._exiftool.execute("-b", "-XMP", os.fsencode(os.path.abspath(image)))
         return out.encode("utf-8") if status == 0 and out.strip() else None
 
+    def _in_batch(self, sidecar: Path) -> bool:
+        return sidecar in self._staged or any(sidecar in b.staged for b in self._inflight)
+
     def close(self) -> None:
         with self._lock:
-            self._commit()  # what no sync() took (it is not recorded: the next run checks it again)
+            self._drain()  # what no sync() took (it is not recorded: the next run checks it again)
+            for batch in self._inflight:
+                self._failed.extend(batch.finish())
+            self._inflight = []
             for _, msg in self._failed:
                 log.warning("%s", msg)
             self._failed = []
@@ -1268,6 +1367,35 @@ class XmpSidecarWriter:
             if self._exiftool is not None:
                 self._exiftool.close()
                 self._exiftool = None
+
+
+class _InFlight:
+    """Staged sidecars on their way to the disk, with the photo locks they need until they are there."""
+
+    def __init__(self, pending: PendingCommit, held: list[HeldLock], staged: dict[Path, Path]) -> None:
+        self.pending, self.held, self.staged = pending, held, staged
+        self.failed_before: list[tuple[str, str]] = []  # failures of earlier commits, reported with these
+        self._failed: list[tuple[str, str]] | None = None
+
+    def finish(self) -> list[tuple[str, str]]:
+        """Wait until they are durable (once); (image, one line) for each that could not be."""
+        if self._failed is None:
+            try:
+                results = self.pending.wait()
+            finally:
+                for held in self.held:
+                    held.release()
+                self.held = []
+            failed = list(self.failed_before)
+            for target, err in results:
+                image = self.staged.get(target, target)
+                if isinstance(err, OSError):
+                    msg = str(OutputError.from_os(err, target))
+                else:
+                    msg = f"{printable(target)}: cannot write it ({printable(str(err))})"
+                failed.append((str(image), msg))
+            self._failed = failed
+        return self._failed
 
 
 def _combined(outcomes: list[WriteOutcome]) -> WriteOutcome:
