@@ -463,8 +463,11 @@ def _serve(threads: int) -> None:
             frames.put(None)
 
     threading.Thread(target=read, daemon=True).start()
+    parent = os.getppid()
     with ThreadPoolExecutor(threads) as pool:
         while (frame := frames.get()) is not None:
+            if os.getppid() != parent:  # the parent was killed: nothing will record these, and the
+                break  # next run may be writing the same sidecars already
             files = [(Path(os.fsdecode(t)), d, m) for t, d, m in marshal.loads(frame)]
             errors = commit_files(files, pool)
             answer = [(i, *_error_fields(e)) for i, e in enumerate(errors) if e is not None]

@@ -1294,7 +1294,7 @@ class XmpSidecarWriter:
                 path=sidecar,
                 hierarchy_root=self.hierarchy_root,
                 model=self.model,
-                embedded=self._embedded(image, data),
+                embedded=self._embedded(image, data) if names else None,  # (no tags: no new sidecar)
             )
         except SidecarError:
             if not self.repair_sidecars or data is None:
