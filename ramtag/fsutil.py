@@ -396,8 +396,8 @@ class _SyncHelper:
 
     @classmethod
     def start(cls, threads: int) -> _SyncHelper | None:
-        if not sys.executable or os.name != "posix":
-            return None
+        if not sys.executable or os.name != "posix" or getattr(sys, "frozen", False):
+            return None  # (a frozen app's executable is the app, not a Python to run ``-c`` with)
         package_root = str(Path(__file__).resolve().parents[1])
         code = (
             f"import sys; sys.path.insert(0, {package_root!r}); "
