@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import OutputError, RamtagError, os_cause, printable
 from .options import TagOptions, WriteOptions
-from .results import ImageTags
+from .results import ImageTags, ScoreMap
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -261,7 +261,10 @@ def score_files(
 
     def keep_scores(res: ImageTags) -> ImageTags:
         if book is not None and res.scores is not None:
-            raw[res.index] = np.fromiter(res.scores.values(), np.float32, len(res.scores))
+            if isinstance(res.scores, ScoreMap):  # the model's row as it is
+                raw[res.index] = np.asarray(res.scores.row, np.float32)
+            else:
+                raw[res.index] = np.fromiter(res.scores.values(), np.float32, len(res.scores))
             if not opts.all_scores:
                 res.scores = None
         return res

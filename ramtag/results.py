@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,39 @@ class TagScore:
         return d
 
 
+class ScoreMap(Mapping[str, float]):
+    """Every tag's score of one image, read-only, as ``{tag name: score}``, backed by the model's score
+    row (no dict of thousands of floats is built per image; the catalog takes the row as it is).
+
+    ``index``: tag name -> column (shared by every result of a vocabulary); ``row``: the scores in
+    that order (a float32 NumPy row, or any sequence of floats)."""
+
+    __slots__ = ("_index", "row")
+
+    def __init__(self, index: Mapping[str, int], row: Sequence[float] | Any) -> None:
+        self._index = index
+        self.row = row
+
+    def __getitem__(self, name: str) -> float:
+        return float(self.row[self._index[name]])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __repr__(self) -> str:
+        return f"ScoreMap({len(self)} tags)"
+
+
 @dataclass
 class ImageTags:
     """The outcome for one input image: its selected tags, or why it was skipped."""
 
     path: Path | None  # the image file (None for in-memory images)
     tags: list[TagScore] = field(default_factory=list)  # selected tags, highest score first
-    scores: dict[str, float] | None = None  # every tag's score (only with all_scores=True)
+    scores: Mapping[str, float] | None = None  # every tag's score (only with all_scores=True)
     error: str | None = None  # one-line reason when the image was skipped; tags are then empty
     index: int = 0  # position in the input order
     # the file as decoded (os.fstat of the descriptor read): the identity the catalog records with

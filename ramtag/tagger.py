@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .options import EXACT_PRECISIONS, TagOptions
-from .results import ImageTags
+from .results import ImageTags, ScoreMap
 from .tags import Vocabulary, decide, effective_thresholds
 
 if TYPE_CHECKING:
@@ -167,13 +167,20 @@ class Tagger:
             lang=opts.lang,
         )
         idx = range(len(paths)) if indices is None else indices
+        columns = self._columns() if opts.all_scores else {}
         out = []
         for row, (path, i, tags) in enumerate(zip(paths, idx, decided, strict=True)):
-            all_scores = None
-            if opts.all_scores:
-                all_scores = {n: float(s) for n, s in zip(self.vocabulary.names, arr[row], strict=True)}
+            all_scores = ScoreMap(columns, arr[row]) if opts.all_scores else None
             out.append(ImageTags(path=path, tags=tags, scores=all_scores, index=i))
         return out
+
+    def _columns(self) -> dict[str, int]:
+        """Tag name -> score column, for :class:`~ramtag.results.ScoreMap` (built once per vocabulary)."""
+        cached = getattr(self, "_column_cache", None)
+        if cached is None or cached[0] is not self.vocabulary:
+            cached = (self.vocabulary, {n: c for c, n in enumerate(self.vocabulary.names)})
+            self._column_cache = cached
+        return cached[1]
 
     def tag(
         self, items: Iterable[str | Path | Image.Image], options: TagOptions | None = None, **kwargs: Any

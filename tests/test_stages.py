@@ -418,3 +418,33 @@ def test_timm_backbone_state_dict_names_what_does_not_fit() -> None:
     partial = {k: v for k, v in source.items() if not k.startswith("norm.")}
     _, _, missing = timm_backbone_state_dict(partial, target)
     assert missing == ["norm.weight", "norm.bias"]
+
+
+def test_all_scores_read_the_model_row_as_a_mapping() -> None:
+    """``all_scores``: every tag's score, as the model gave it, read like a dict (no dict of
+    thousands of floats built per image); the catalog takes the row itself."""
+    import numpy as np
+
+    from ramtag.options import TagOptions
+    from ramtag.results import ScoreMap
+    from ramtag.tagger import Tagger
+    from ramtag.tags import Vocabulary
+
+    tagger = object.__new__(Tagger)  # decide() needs only the vocabulary
+    tagger.vocabulary = Vocabulary(("cat", "dog", "sky"), (0.5, 0.5, 0.5))
+    scores = torch.tensor([[0.9, 0.1, 0.6], [0.2, 0.8, 0.3]])
+    first, second = Tagger.decide(
+        tagger, scores, [Path("a.jpg"), Path("b.jpg")], None, TagOptions(all_scores=True)
+    )
+    assert isinstance(first.scores, ScoreMap) and isinstance(second.scores, ScoreMap)
+    f32 = [float(np.float32(x)) for x in (0.9, 0.1, 0.6)]
+    assert first.scores == dict(zip(("cat", "dog", "sky"), f32, strict=True))
+    assert list(second.scores) == ["cat", "dog", "sky"] and len(second.scores) == 3
+    assert second.scores["dog"] == float(np.float32(0.8)) and "cow" not in second.scores
+    with pytest.raises(KeyError):
+        second.scores["cow"]
+    assert first.to_dict()["scores"] == {"cat": 0.9, "dog": 0.1, "sky": 0.6}
+    assert np.asarray(first.scores.row, np.float32).tolist() == scores[0].tolist()
+    assert [t.name for t in first.tags] == ["cat", "sky"]
+    (plain,) = Tagger.decide(tagger, scores[:1], [Path("a.jpg")], None, TagOptions())
+    assert plain.scores is None
