@@ -75,6 +75,7 @@ class RunSummary:
     not_images: dict[str, int] = field(default_factory=dict)  # files in folders left out: suffix -> count
     to_tag: int = 0  # images this run set out to tag (after skipping unchanged ones)
     processed: int = 0  # of those, how many went through the model (tagged or failed)
+    to_redecide: int = 0  # images this run set out to decide again from stored scores
     write_mode: str = "xmp"  # WriteOptions.mode of the run
     dry_run: bool = False  # nothing was written
     interrupted: bool = False  # stopped by Ctrl-C; what was written is recorded, a re-run resumes
@@ -92,9 +93,14 @@ class RunSummary:
         return not self.failed
 
     @property
+    def done(self) -> int:
+        """Images of this run tagged, failed or decided again so far."""
+        return self.processed + self.redecided
+
+    @property
     def left(self) -> int:
-        """Images of this run not tagged yet (non-zero after an interruption)."""
-        return max(0, self.to_tag - self.processed)
+        """Images of this run not tagged or decided again yet (non-zero after an interruption)."""
+        return max(0, self.to_tag - self.processed) + max(0, self.to_redecide - self.redecided)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -325,6 +331,7 @@ def plan_files(
     todo = cast("list[Path]", plan.score) if plan is not None else list(files)
     summary.unchanged = len(plan.skip) if plan is not None else 0
     summary.to_tag = len(todo)  # images for the model (re-decided ones are counted apart)
+    summary.to_redecide = len(redecide)
     return redecide, todo
 
 
@@ -410,10 +417,10 @@ def redecide_files(
             summary.failed.append((str(path), "its scores left the catalog during the run; run again"))
         for res in results:
             res.path = chunk[res.index]  # the path as discovered (the catalog spells it resolved)
-            summary.redecided += 1
             if on_result:
                 on_result(res)
             put(res)
+            summary.redecided += 1  # (after put: Ctrl-C while the writer's queue is full is not one)
 
 
 def _with_all_scores(opts: TagOptions) -> TagOptions:

@@ -132,6 +132,34 @@ def test_ctrl_c_writes_what_is_done_and_a_rerun_resumes(
     assert code == 0 and "7 tagged" in err and "5 unchanged since the last run" in err
 
 
+def test_ctrl_c_while_re_deciding_counts_what_was_re_decided(
+    tiny_weights: str, photos: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ramtag.library import BackgroundWriter
+
+    code, _, err = run_cli(["tag", str(photos), "--weights", tiny_weights, *TAG], monkeypatch, capsys)
+    assert code == 0 and "12 tagged" in err
+    real_put = BackgroundWriter.put
+    calls = []
+
+    def interrupted_at_six(self: BackgroundWriter, *args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        real_put(self, *args, **kwargs)
+
+    new = ["--threshold", "0.5"]
+    with monkeypatch.context() as m:
+        m.setattr(BackgroundWriter, "put", interrupted_at_six)
+        code, _, err = run_cli(
+            ["tag", str(photos), "--weights", tiny_weights, *TAG, *new], monkeypatch, capsys
+        )
+    assert code == 130 and "5 re-decided from the catalog" in err
+    assert "interrupted: 5 done, 7 left; what was done is saved, re-run the same command to resume" in err
+    code, _, err = run_cli(["tag", str(photos), "--weights", tiny_weights, *TAG, *new], monkeypatch, capsys)
+    assert code == 0 and "7 re-decided from the catalog" in err and "5 unchanged since the last run" in err
+
+
 def test_plain_progress_line_has_rate_and_labelled_eta() -> None:
     p = progress.PlainProgress("tagging", every=3600)
     p.start -= 10

@@ -210,7 +210,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
             if s.dry_run
             else "what was done is saved, re-run the same command to resume"
         )
-        lines.append(f"interrupted: {s.processed} done, {s.left} left; {saved}")
+        lines.append(f"interrupted: {s.done} done, {s.left} left; {saved}")
     return lines
 
 
