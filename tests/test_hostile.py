@@ -564,6 +564,18 @@ def test_a_tag_list_with_control_characters_is_refused(tmp_path: Path) -> None:
     assert "\x1b" not in str(e.value)
 
 
+def test_tag_and_threshold_lists_saved_with_a_bom_read_as_written(tmp_path: Path) -> None:
+    """Some editors (Windows Notepad) start UTF-8 text with a byte-order mark: it is not part of the
+    first tag's name, nor of the first threshold."""
+    from ramtag.tags.vocab import read_tag_list, read_thresholds
+
+    tags, thresholds = tmp_path / "tags.txt", tmp_path / "thresholds.txt"
+    tags.write_bytes(b"\xef\xbb\xbfcat\r\ndog\r\n")
+    thresholds.write_bytes(b"\xef\xbb\xbf0.5\n0.7\n")
+    assert read_tag_list(tags) == ["cat", "dog"]
+    assert read_thresholds(thresholds) == [0.5, 0.7]
+
+
 def test_an_unnamed_os_error_is_one_line_in_the_cli(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

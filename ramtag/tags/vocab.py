@@ -22,7 +22,7 @@ OPEN_SET_THRESHOLD = 0.5  # the official threshold for tags the model was not tr
 def _read_lines(path: str | Path, what: str) -> list[str]:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # (a BOM, as some editors save, is not part of a tag)
     except FileNotFoundError:
         raise InputError(f"{p}: {what} not found; check the path") from None
     except UnicodeDecodeError:
