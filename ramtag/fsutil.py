@@ -333,9 +333,7 @@ class PendingCommit:
 
     def wait(self) -> list[tuple[Path, BaseException]]:
         """``(target, error)`` for each file that could not be made durable (left as it was)."""
-        if not self.done:
-            self.batch._receive_until(self)
-        if not self.done:  # the helper failed while this one was in it: done here, in order
+        if not self.done:  # (should the helper fail meanwhile, this one is done here)
             self.batch._receive_until(self)
         assert self.done
         return self._failed
@@ -389,7 +387,7 @@ def _read_frame(stream: IO[bytes]) -> bytes | None:
 
 
 class _SyncHelper:
-    """The parent's end of the helper process (``python -m ramtag.fsutil``)."""
+    """The parent's end of the helper process (``python -I -c "... _serve(threads)"``)."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc

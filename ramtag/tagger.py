@@ -7,6 +7,7 @@ Build one with :func:`ramtag.api.load_tagger` (weights from the registry or a fo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -167,20 +168,17 @@ class Tagger:
             lang=opts.lang,
         )
         idx = range(len(paths)) if indices is None else indices
-        columns = self._columns() if opts.all_scores else {}
+        columns = self._columns if opts.all_scores else {}
         out = []
         for row, (path, i, tags) in enumerate(zip(paths, idx, decided, strict=True)):
             all_scores = ScoreMap(columns, arr[row]) if opts.all_scores else None
             out.append(ImageTags(path=path, tags=tags, scores=all_scores, index=i))
         return out
 
+    @functools.cached_property
     def _columns(self) -> dict[str, int]:
-        """Tag name -> score column, for :class:`~ramtag.results.ScoreMap` (built once per vocabulary)."""
-        cached = getattr(self, "_column_cache", None)
-        if cached is None or cached[0] is not self.vocabulary:
-            cached = (self.vocabulary, {n: c for c, n in enumerate(self.vocabulary.names)})
-            self._column_cache = cached
-        return cached[1]
+        """Tag name -> score column, for :class:`~ramtag.results.ScoreMap` (built once)."""
+        return {n: c for c, n in enumerate(self.vocabulary.names)}
 
     def tag(
         self, items: Iterable[str | Path | Image.Image], options: TagOptions | None = None, **kwargs: Any

@@ -959,7 +959,7 @@ class _Listing:
     @classmethod
     def of(cls, directory: Path) -> _Listing:
         stems: dict[str, list[str]] = {}
-        sidecars: set[str] | None = set()
+        sidecars: set[str] = set()
         taken = time.monotonic()
         try:
             with os.scandir(directory) as it:
@@ -968,10 +968,10 @@ class _Listing:
                     suffix = suffix.lower()
                     if suffix in IMAGE_SUFFIXES:
                         stems.setdefault(stem.lower(), []).append(entry.name)
-                    elif suffix == ".xmp" and sidecars is not None:
+                    elif suffix == ".xmp":
                         sidecars.add(entry.name)
         except OSError:
-            sidecars = None
+            return cls(stems, None, taken)
         return cls(stems, sidecars, taken)
 
     def fresh(self) -> bool:
@@ -987,8 +987,9 @@ def read_sidecar(path: Path) -> bytes | None:
         if e.errno in (errno.ENOENT, errno.ENAMETOOLONG):  # (no file can have that name)
             return None
         raise
+    not_regular = SidecarError(f"{printable(path)}: not a regular file; left alone - move it away")
     if not stat.S_ISREG(st.st_mode):  # a FIFO would block the run, a device never end
-        raise SidecarError(f"{printable(path)}: not a regular file; left alone - move it away")
+        raise not_regular
     too_big = SidecarError(
         f"{printable(path)}: larger than {MAX_SIDECAR_BYTES // 2**20} MB, which no real sidecar reaches; "
         "left alone - check what it is, or move it away to let ramtag write a new one"
@@ -1006,7 +1007,7 @@ def read_sidecar(path: Path) -> bytes | None:
             chunks.append(chunk)
             size += len(chunk)
     except BlockingIOError:
-        raise SidecarError(f"{printable(path)}: not a regular file; left alone - move it away") from None
+        raise not_regular from None
     finally:
         os.close(fd)
     if size > MAX_SIDECAR_BYTES:
@@ -1061,7 +1062,8 @@ class SidecarLocator:
         return self._listing(directory).stems
 
     def _existing(self, path: Path) -> Path | None:
-        """``path`` or its ``.XMP`` twin where one is a file (:func:`_existing`, with the listing)."""
+        """``path`` or its ``.XMP`` twin where one is a file; a name the fresh listing lacks is not asked
+        about."""
         listing = self._listing(path.parent, fresh=True)
         for candidate in (path, path.with_name(path.stem + ".XMP")):
             if listing.sidecars is not None and candidate.name not in listing.sidecars:
@@ -1189,12 +1191,16 @@ class XmpSidecarWriter:
         """Make every staged sidecar durable in place and release its photo's lock; returns (image, one
         line) for each image whose sidecar could not be (it is left as it was: nothing is recorded)."""
         with self._lock:
-            self._drain()
-            failed, self._failed = self._failed, []
-            for batch in self._inflight:
-                failed.extend(batch.finish())
-            self._inflight = []
-            return failed
+            return self._finish_all()
+
+    def _finish_all(self) -> list[tuple[str, str]]:
+        """:meth:`_drain`, then every failure not yet handed out (earlier commits', started batches')."""
+        self._drain()
+        failed, self._failed = self._failed, []
+        for batch in self._inflight:
+            failed.extend(batch.finish())
+        self._inflight = []
+        return failed
 
     def sync_begin(self) -> Callable[[], list[tuple[str, str]]]:
         """:meth:`sync` in two steps: start making what is staged durable and return at once; the
@@ -1355,13 +1361,9 @@ class XmpSidecarWriter:
 
     def close(self) -> None:
         with self._lock:
-            self._drain()  # what no sync() took (it is not recorded: the next run checks it again)
-            for batch in self._inflight:
-                self._failed.extend(batch.finish())
-            self._inflight = []
-            for _, msg in self._failed:
+            # what no sync() took (it is not recorded: the next run checks it again)
+            for _, msg in self._finish_all():
                 log.warning("%s", msg)
-            self._failed = []
             if self._batch is not None:
                 self._batch.close()
             if self._exiftool is not None:
